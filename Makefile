@@ -1,0 +1,49 @@
+# The two commands a new machine needs: `make run` and `make test`.
+# Both install their own prerequisites (Debian packages and a .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEB_PKGS := autoconf automake libtool libcoap3-bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest deps venv bench clean
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: deps $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy tokens
+
+pytest: venv
+	$(VENV)/bin/pytest
+
+test: venv lint typecheck pytest
+
+run: venv
+	$(PY) -m gateway.demo
+
+bench: venv
+	$(PY) -m bench.tokens
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
