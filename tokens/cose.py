@@ -144,7 +144,7 @@ def decode(
     taken as the first expected type (the context fixes the type).
     """
     kinds = expected if isinstance(expected, tuple) else (expected,)
-    value = cbor.decode(data, what=what) if isinstance(data, bytes | bytearray) else data
+    value = cbor.decode(bytes(data), what=what) if isinstance(data, bytes | bytearray) else data
     kind = kinds[0]
     if isinstance(value, cbor2.CBORTag):
         if value.tag not in kinds:
@@ -218,7 +218,9 @@ def _finish(tag: CoseTag, items: list[Any], tagged: bool) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(tag, items) if tagged else items)
 
 
-def _unprotected(key: CoseKey, unprotected: dict[int, Any] | None, with_kid: bool) -> dict[int, Any]:
+def _unprotected(
+    key: CoseKey, unprotected: dict[int, Any] | None, with_kid: bool
+) -> dict[int, Any]:
     hdr: dict[int, Any] = {}
     if with_kid and key.kid:
         hdr[int(HeaderLabel.KID)] = key.kid

@@ -72,7 +72,7 @@ class AuthenticationError(TokenError):
     proven" (CoAP 4.01)."""
 
     coap_code = CoapCode.UNAUTHORIZED
-    ace_error = None
+    ace_error: AceError | None = None
     reason = "unauthorized"
 
 
@@ -152,7 +152,7 @@ class WrongAudience(TokenError):
     (RFC 8392 §3.1.3; RFC 9200 §5.10.1.1: 4.03)."""
 
     coap_code = CoapCode.FORBIDDEN
-    ace_error = None
+    ace_error: AceError | None = None
     reason = "wrong_audience"
 
 

@@ -250,7 +250,9 @@ class SymmetricKey(CoseKey):
             raise UnsupportedPopKey(f"algorithm {alg.name} is not a symmetric algorithm")
 
     @classmethod
-    def generate(cls, kid: bytes, alg: Alg = Alg.HMAC_256_64, size: int | None = None) -> SymmetricKey:
+    def generate(
+        cls, kid: bytes, alg: Alg = Alg.HMAC_256_64, size: int | None = None
+    ) -> SymmetricKey:
         if size is None:
             size = AEAD_PARAMS[alg][0] if alg in AEAD_PARAMS else 32
         return cls(kid, os.urandom(size), alg)
@@ -294,7 +296,7 @@ class SymmetricKey(CoseKey):
             out[int(KeyParam.KID)] = self.kid
         out[int(KeyParam.ALG)] = int(self.alg)
         if include_private:
-            out[int(KeyParam.X)] = self._k  # label -1 is "k" for kty Symmetric
+            out[int(KeyParam.K)] = self._k  # label -1 is "k" for kty Symmetric
         return out
 
 
@@ -308,8 +310,9 @@ def key_from_cose(
     key types and curves raise :class:`UnsupportedPopKey`; wrong shapes raise
     :class:`MalformedError`.
     """
-    m = cbor.as_map(cbor.decode(value, what="COSE_Key") if isinstance(value, bytes) else value,
-                    "COSE_Key")
+    m = cbor.as_map(
+        cbor.decode(value, what="COSE_Key") if isinstance(value, bytes) else value, "COSE_Key"
+    )
     kty = m.get(KeyParam.KTY)
     key_kid = m.get(KeyParam.KID, kid if kid is not None else b"")
     key_kid = cbor.as_bytes(key_kid, "COSE_Key kid")
@@ -351,7 +354,7 @@ def key_from_cose(
             x = cbor.as_bytes(m.get(KeyParam.X), "COSE_Key x")
             return OkpKey(key_kid, ed25519.Ed25519PublicKey.from_public_bytes(x))
         if kty == KeyType.SYMMETRIC:
-            k_bytes = cbor.as_bytes(m.get(KeyParam.X), "COSE_Key k")
+            k_bytes = cbor.as_bytes(m.get(KeyParam.K), "COSE_Key k")
             if alg is None:
                 raise UnsupportedPopKey("symmetric COSE_Key needs an alg")
             return SymmetricKey(key_kid, k_bytes, alg)

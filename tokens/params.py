@@ -223,9 +223,11 @@ class KeyParam(IntEnum):
     KEY_OPS = 4
     BASE_IV = 5
     CRV = -1
-    X = -2  # also "k" for symmetric keys
+    X = -2
     Y = -3
     D = -4
+    #: "k" of a kty Symmetric key (RFC 9053 §7.3); same label as ``crv``.
+    K = -1
 
 
 class KeyType(IntEnum):
