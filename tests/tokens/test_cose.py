@@ -27,9 +27,7 @@ ED = OkpKey.generate(b"ed")
 
 def test_structures_match_general_encoder():
     prot, aad, payload = b"\xa1\x01\x26", b"", b"p" * 300
-    assert cose.sig_structure(prot, aad, payload) == cbor2.dumps(
-        ["Signature1", prot, aad, payload]
-    )
+    assert cose.sig_structure(prot, aad, payload) == cbor2.dumps(["Signature1", prot, aad, payload])
     assert cose.mac_structure(prot, aad, payload) == cbor2.dumps(["MAC0", prot, aad, payload])
     assert cose.enc_structure(prot, b"x" * 70000) == cbor2.dumps(["Encrypt0", prot, b"x" * 70000])
 
@@ -73,7 +71,8 @@ def test_wrong_tag_and_wrong_type():
     with pytest.raises(MalformedError):
         cose.decode(msg, CoseTag.SIGN1)
     with pytest.raises(MalformedError):
-        cose.decode(cbor2.dumps(cbor2.CBORTag(98, cbor2.loads(cose.mac0(HMAC, b"x")))), CoseTag.MAC0)
+        inner = cbor2.loads(cose.mac0(HMAC, b"x"))
+        cose.decode(cbor2.dumps(cbor2.CBORTag(98, inner)), CoseTag.MAC0)
     parsed = cose.decode(cose.mac0(HMAC, b"x"), CoseTag.MAC0)
     with pytest.raises(MalformedError):
         parsed.verify_signature(EC)
