@@ -22,6 +22,7 @@ from .params import CoseTag, HeaderLabel
 
 #: Header labels whose meaning this module implements (RFC 9052 §3.1).
 UNDERSTOOD_LABELS = frozenset(int(h) for h in HeaderLabel)
+_CRIT_OK = UNDERSTOOD_LABELS - {int(HeaderLabel.CRIT)}
 
 _SIGN1_PREFIX = b"\x84\x6aSignature1"  # ["Signature1", ...] (RFC 9052 §4.4)
 _MAC0_PREFIX = b"\x84\x64MAC0"  # ["MAC0", ...] (RFC 9052 §6.3)
@@ -197,7 +198,8 @@ def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any], what:
         if not isinstance(crit, list) or not crit:
             raise MalformedError(f"{what}: crit must be a non-empty array")
         for label in crit:
-            if label not in UNDERSTOOD_LABELS or label == HeaderLabel.CRIT:
+            # type check first: a label may be any CBOR item, even an unhashable array
+            if type(label) is not int or label not in _CRIT_OK:
                 raise CriticalHeaderError(f"{what}: critical header {label!r} not understood")
             if label not in protected:
                 raise MalformedError(f"{what}: crit names {label!r} which is absent")

@@ -144,6 +144,13 @@ class EchoRequired(AuthenticationError):
         self.echo = echo
 
 
+class InvalidEcho(AuthenticationError):
+    """An Echo value that this gateway process did not issue for this kid, or
+    that is older than the freshness period (RFC 9175 §2.3, §2.4)."""
+
+    reason = "invalid_echo"
+
+
 # --- 4.03 / 4.05: authenticated but not allowed ----------------------------
 
 

@@ -1,0 +1,272 @@
+"""The ``cnf`` (confirmation) claim and parameter of RFC 8747, and the RFC 9202
+§4 ``psk_identity`` that names a token's proof-of-possession key by its kid.
+
+A ``cnf`` value is a CBOR map with exactly one confirmation method
+(RFC 8747 §3.1):
+
+* ``{1: COSE_Key}`` -> :class:`CnfKey` (RFC 8747 §3.2): a public key for
+  asymmetric PoP, or the symmetric PoP key itself (only ever inside an
+  encrypted token or a DTLS-protected response);
+* ``{2: COSE_Encrypt0}`` -> :class:`CnfEncryptedKey` (RFC 8747 §3.3): a
+  COSE_Key encrypted for the recipient, opened with a key found by kid;
+* ``{3: kid}`` -> :class:`CnfKid` (RFC 8747 §3.4).
+
+:class:`CnfRedactedKey` is what a symmetric :class:`CnfKey` becomes when it is
+shown to someone who did not ask for the secret (``acegw token decode``).
+
+Nothing here logs or puts key material into a ``repr`` or an error message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from . import cbor, cose
+from .errors import MalformedError, TokenError
+from .keys import CoseKey, KeySet, key_from_cose
+from .params import Alg, Claim, Cnf, CoseTag, KeyParam, KeyType
+
+__all__ = [
+    "CnfEncryptedKey",
+    "CnfKey",
+    "CnfKid",
+    "CnfRedactedKey",
+    "Confirmation",
+    "decode",
+    "encode",
+    "parse_psk_identity",
+    "psk_identity_for_kid",
+]
+
+#: Algorithm given to a symmetric COSE_Key that carries no ``alg``: the
+#: per-request Proof's default MAC (see DESIGN.md "Per-request proof").
+DEFAULT_SYMMETRIC_ALG = Alg.HMAC_256_64
+
+_COSE_KEY = int(Cnf.COSE_KEY)
+_ENCRYPTED_COSE_KEY = int(Cnf.ENCRYPTED_COSE_KEY)
+_KID = int(Cnf.KID)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CnfKey:
+    """Confirmation by a COSE_Key (RFC 8747 §3.2).
+
+    An asymmetric key is encoded as its public half only; a symmetric key is
+    encoded with its secret ``k``, so such a ``cnf`` must travel encrypted.
+    """
+
+    key: CoseKey
+
+    def to_cbor(self) -> dict[int, Any]:
+        """The ``cnf`` map value ``{1: COSE_Key}``."""
+        return {_COSE_KEY: _key_map(self.key)}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CnfKey):
+            return NotImplemented
+        return self.key.alg == other.key.alg and _key_map(self.key) == _key_map(other.key)
+
+    def __hash__(self) -> int:
+        return hash((CnfKey, self.key.alg, self.key.kid))
+
+
+@dataclass(frozen=True, slots=True)
+class CnfKid:
+    """Confirmation by key identifier (RFC 8747 §3.4)."""
+
+    kid: bytes
+
+    def to_cbor(self) -> dict[int, Any]:
+        """The ``cnf`` map value ``{3: kid}``."""
+        return {_KID: self.kid}
+
+    def __repr__(self) -> str:
+        return f"CnfKid(kid={self.kid.hex()})"
+
+
+@dataclass(frozen=True, slots=True)
+class CnfEncryptedKey:
+    """Confirmation by an Encrypted_COSE_Key (RFC 8747 §3.3): a COSE_Encrypt0
+    whose plaintext is a COSE_Key. Held as the three parts of the
+    COSE_Encrypt0 array; :meth:`open` decrypts it."""
+
+    protected: bytes
+    unprotected: dict[Any, Any]
+    ciphertext: bytes
+
+    @classmethod
+    def seal(
+        cls,
+        key: CoseKey,
+        kek: CoseKey,
+        *,
+        iv: bytes | None = None,
+        external_aad: bytes = b"",
+    ) -> CnfEncryptedKey:
+        """Encrypt ``key`` (its public half if asymmetric, its secret if
+        symmetric) under ``kek``, naming ``kek`` by its kid (RFC 8747 §3.3)."""
+        plaintext = cbor.encode(_key_map(key))
+        items = cbor2.loads(cose.encrypt0(kek, plaintext, iv=iv, external_aad=external_aad))
+        return cls(items[0], items[1], items[2])
+
+    def open(
+        self,
+        keys: KeySet | CoseKey,
+        *,
+        external_aad: bytes = b"",
+        symmetric_alg: Alg = DEFAULT_SYMMETRIC_ALG,
+    ) -> CoseKey:
+        """Decrypt the COSE_Key (RFC 8747 §3.3, RFC 9052 §5.3). With a
+        :class:`KeySet` the key is the one named by the message's kid (none:
+        :class:`~tokens.errors.UnknownKey`); a :class:`CoseKey` is used as
+        given."""
+        msg = cose.decode(self.to_cbor()[_ENCRYPTED_COSE_KEY], CoseTag.ENCRYPT0, what="cnf")
+        kek = keys.get(msg.kid) if isinstance(keys, KeySet) else keys
+        plaintext = msg.decrypt(kek, external_aad)
+        return _key_from_map(cbor.decode(plaintext, what="cnf COSE_Key"), symmetric_alg)
+
+    def to_cbor(self) -> dict[int, Any]:
+        """The ``cnf`` map value ``{2: COSE_Encrypt0}`` (untagged array)."""
+        return {_ENCRYPTED_COSE_KEY: [self.protected, self.unprotected, self.ciphertext]}
+
+    def __repr__(self) -> str:
+        return f"CnfEncryptedKey(<{len(self.ciphertext)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class CnfRedactedKey:
+    """A COSE_Key confirmation shown without its secret: key type, kid and
+    algorithm only. Encodes to a COSE_Key without ``k``; it cannot prove
+    anything and exists for display."""
+
+    kty: int
+    kid: bytes
+    alg: int | None
+
+    def to_cbor(self) -> dict[int, Any]:
+        m: dict[int, Any] = {int(KeyParam.KTY): self.kty}
+        if self.kid:
+            m[int(KeyParam.KID)] = self.kid
+        if self.alg is not None:
+            m[int(KeyParam.ALG)] = self.alg
+        return {_COSE_KEY: m}
+
+    def __repr__(self) -> str:
+        return f"CnfRedactedKey(kty={self.kty}, kid={self.kid.hex()}, alg={self.alg})"
+
+
+Confirmation = CnfKey | CnfKid | CnfEncryptedKey | CnfRedactedKey
+
+
+def encode(value: Confirmation) -> dict[int, Any]:
+    """The CBOR-ready ``cnf`` map (RFC 8747 §3.1)."""
+    return value.to_cbor()
+
+
+def decode(value: Any, *, symmetric_alg: Alg = DEFAULT_SYMMETRIC_ALG) -> Confirmation:
+    """Parse a decoded ``cnf`` map (RFC 8747 §3.1): exactly one confirmation
+    method, of a known kind and shape. ``symmetric_alg`` is the algorithm of
+    a symmetric COSE_Key that names none.
+
+    Raises :class:`~tokens.errors.MalformedError` for a wrong shape and
+    :class:`~tokens.errors.UnsupportedPopKey` for a key of an unsupported
+    type or algorithm."""
+    m = cbor.as_map(value, "cnf")
+    if len(m) != 1:
+        raise MalformedError("cnf: expected exactly one confirmation method")
+    ((method, inner),) = m.items()
+    if type(method) is not int:
+        raise MalformedError("cnf: unknown confirmation method")
+    if method == _COSE_KEY:
+        return CnfKey(_key_from_map(inner, symmetric_alg))
+    if method == _KID:
+        kid = cbor.as_bytes(inner, "cnf kid")
+        if not kid:
+            raise MalformedError("cnf: empty kid")
+        return CnfKid(kid)
+    if method == _ENCRYPTED_COSE_KEY:
+        if isinstance(inner, cbor2.CBORTag):
+            if inner.tag != CoseTag.ENCRYPT0:
+                raise MalformedError("cnf: Encrypted_COSE_Key must be a COSE_Encrypt0")
+            inner = inner.value
+        msg = cose.decode(inner, CoseTag.ENCRYPT0, what="cnf Encrypted_COSE_Key")
+        return CnfEncryptedKey(msg.protected_bytes, msg.unprotected, msg.last)
+    raise MalformedError("cnf: unknown confirmation method")
+
+
+def redact(value: Confirmation) -> Confirmation:
+    """``value`` with any symmetric secret withheld (for display)."""
+    if isinstance(value, CnfKey) and value.key.kty == KeyType.SYMMETRIC:
+        return CnfRedactedKey(int(KeyType.SYMMETRIC), value.key.kid, int(value.key.alg))
+    return value
+
+
+def _key_map(key: CoseKey) -> dict[int, Any]:
+    """COSE_Key map for a ``cnf``: secret ``k`` for symmetric keys, public
+    parts only for asymmetric ones (RFC 8747 §3.2)."""
+    return key.to_cose(include_private=key.kty == KeyType.SYMMETRIC)
+
+
+def _key_from_map(value: Any, symmetric_alg: Alg) -> CoseKey:
+    m = cbor.as_map(value, "cnf COSE_Key")
+    kty = m.get(int(KeyParam.KTY))
+    if kty == KeyType.SYMMETRIC and type(kty) is int:
+        return key_from_cose(m, default_alg=symmetric_alg)
+    if int(KeyParam.D) in m:
+        raise MalformedError("cnf: an asymmetric COSE_Key must be the public key")
+    return key_from_cose(m)
+
+
+# --- RFC 9202 §4: psk_identity naming the PoP key ---------------------------
+
+# {8: {1: {1: 4, 2: kid}}}: map(1) 8 map(1) 1 map(2) 1 4 2 <bstr kid>
+_PSK_IDENTITY_PREFIX = b"\xa1\x08\xa1\x01\xa2\x01\x04\x02"
+
+
+def psk_identity_for_kid(kid: bytes) -> bytes:
+    """The ``psk_identity`` a client sends to name a symmetric PoP key by kid:
+    the CBOR encoding of ``{cnf: {COSE_Key: {kty: Symmetric, kid: kid}}}``
+    (RFC 9202 §4)."""
+    if not kid:
+        raise ValueError("kid must not be empty")
+    return _PSK_IDENTITY_PREFIX + cbor.bstr(kid)
+
+
+def parse_psk_identity(data: bytes) -> bytes | None:
+    """The kid if ``data`` is exactly the RFC 9202 §4 structure
+    ``{8: {1: {1: 4, 2: kid}}}``, else ``None``. Never raises: a psk_identity
+    may also be a client id or a whole token, and the caller decides."""
+    if not isinstance(data, bytes) or len(data) > 512:
+        return None
+    if data.startswith(_PSK_IDENTITY_PREFIX):  # our own encoding: no decoder needed
+        try:
+            kid = cbor.decode(data[len(_PSK_IDENTITY_PREFIX) :], what="kid")
+        except TokenError:
+            return None
+        return kid if isinstance(kid, bytes) and kid else None
+    if not data or data[0] != 0xA1:  # not a one-entry map: not this structure
+        return None
+    try:
+        value = cbor.decode(data, what="psk_identity")
+    except TokenError:
+        return None
+    key = _only_entry(_only_entry(value, int(Claim.CNF)), _COSE_KEY)
+    if not (isinstance(key, dict) and len(key) == 2):
+        return None
+    if any(type(k) is not int for k in key):
+        return None
+    kty, kid = key.get(int(KeyParam.KTY)), key.get(int(KeyParam.KID))
+    if type(kty) is not int or kty != KeyType.SYMMETRIC:
+        return None
+    return kid if isinstance(kid, bytes) and kid else None
+
+
+def _only_entry(value: Any, label: int) -> Any:
+    """The value of a one-entry map whose key is the integer ``label``, else None."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    ((k, v),) = value.items()
+    return v if type(k) is int and k == label else None

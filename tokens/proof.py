@@ -1,0 +1,320 @@
+"""The per-request Proof option: a COSE proof of possession over the CoAP
+request as received (DESIGN "Per-request proof").
+
+Every request to a protected resource carries option 65001 whose value is an
+untagged COSE_Mac0 (RFC 9052 §6.2) or COSE_Sign1 (RFC 9052 §4.2)::
+
+    [ << {1: alg} >>, {4: kid, 6: piv}, nil, tag_or_signature ]
+
+with a *detached* payload (RFC 9052 §2), the CBOR array built by
+:func:`detached_content` from the request, and ``external_aad = h''``.
+``kid`` names the token's PoP key; ``piv`` is the device's sequence number as
+a Partial IV (RFC 9052 §3.1 label 6): shortest big-endian bytes, 0 as
+``h'00'``, at most 5 bytes (the rule of RFC 8613 §6.1 and of OSCORE's
+``2**40 - 1`` sequence number limit). The integer piv is also inside the
+detached content, so the unprotected header cannot be changed without
+breaking the MAC/signature.
+
+Device side: :func:`build_proof`. Gateway side, split so that the gateway can
+interleave its own look-ups in DESIGN's verification order (parse -> token by
+kid -> MAC/signature -> replay window -> exp/revocation -> scope):
+:func:`parse_proof` (4.00 on garbage), then :meth:`ParsedProof.verify`
+(4.01), then the replay window of :mod:`tokens.replay`.
+
+The gateway path is hot: the common canonical layout is parsed by hand;
+everything else goes through :mod:`tokens.cbor` / :mod:`tokens.cose` with the
+same header rules (``alg`` protected only, no label in both buckets, ``crit``
+only of understood labels), so both paths accept exactly the same proofs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from . import cbor, cose
+from .errors import AlgorithmMismatch, MalformedError
+from .keys import MAC_TAG_LENGTH, CoseKey
+from .params import CoseTag, HeaderLabel
+
+__all__ = [
+    "MAX_PIV",
+    "MAX_PROOF_SIZE",
+    "ParsedProof",
+    "ProofedRequest",
+    "build_proof",
+    "detached_content",
+    "encode_piv",
+    "parse_proof",
+]
+
+#: Largest sequence number (5-byte Partial IV, as OSCORE, RFC 8613 §7.2.1).
+MAX_PIV = 2**40 - 1
+#: Upper bound on a Proof option value; a Sign1 with a 16-byte kid is ~90 bytes.
+MAX_PROOF_SIZE = 512
+_DIGEST_LEN = 16
+_NULL = b"\xf6"
+_EMPTY_BSTR = b"\x40"
+
+
+@dataclass(frozen=True, slots=True)
+class ProofedRequest:
+    """The parts of a CoAP request (RFC 7252 §5) that a Proof covers, as
+    received: method code (1..7, RFC 7252 §12.1.1 / RFC 8132), Uri-Path
+    segments, Uri-Query items, Content-Format (``None`` when absent) and the
+    payload. The Echo option is passed separately to the proof functions."""
+
+    code: int
+    path: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()
+    content_format: int | None = None
+    payload: bytes = b""
+
+
+# Preferred-form heads for small arguments (RFC 8949 §3: argument < 24).
+_SMALL_UINT = [bytes((n,)) for n in range(24)]
+_SMALL_ARRAY = [bytes((0x80 | n,)) for n in range(24)]
+_SMALL_TEXT = [bytes((0x60 | n,)) for n in range(24)]
+
+
+def detached_content(request: ProofedRequest, piv: int, echo: bytes | None) -> bytes:
+    """The Proof's detached payload (DESIGN "Per-request proof"): the CBOR array
+    ``[1, code, [path...], [query...], content_format / null,
+    sha256(payload)[:16] / h'', piv, echo / null]`` (the leading 1 is the
+    layout version), hand-encoded so that it is
+    byte-identical to ``cbor2.dumps`` of the same array (RFC 8949 §4.2.1
+    preferred serialization). An empty payload contributes ``h''``.
+
+    Raises :class:`MalformedError` for a method code outside 1..7, a path or
+    query item that is not encodable as UTF-8, or a piv outside 0..2**40-1.
+    """
+    code = request.code
+    if not 0 < code < 8:
+        raise MalformedError("proof: request method code must be 1..7")
+    if not 0 <= piv <= MAX_PIV:
+        raise MalformedError("proof: piv out of range")
+    parts = [b"\x88\x01", _SMALL_UINT[code]]
+    append = parts.append
+    try:
+        for items in (request.path, request.query):
+            n = len(items)
+            append(_SMALL_ARRAY[n] if n < 24 else cbor.head(4, n))
+            for item in items:
+                raw = item.encode("utf-8")
+                n = len(raw)
+                append(_SMALL_TEXT[n] if n < 24 else cbor.head(3, n))
+                append(raw)
+    except UnicodeEncodeError:
+        raise MalformedError("proof: Uri-Path/Uri-Query is not valid UTF-8") from None
+    cf = request.content_format
+    if cf is None:
+        append(_NULL)
+    else:
+        append(_SMALL_UINT[cf] if 0 <= cf < 24 else cbor.head(0, cf))
+    payload = request.payload
+    append(b"\x50" + hashlib.sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR)
+    append(_SMALL_UINT[piv] if piv < 24 else cbor.head(0, piv))
+    append(_NULL if echo is None else cbor.bstr(echo))
+    return b"".join(parts)
+
+
+def encode_piv(piv: int) -> bytes:
+    """A sequence number as a Partial IV: shortest big-endian bytes, 0 as one
+    zero byte (RFC 8613 §6.1 rule; at most 5 bytes)."""
+    if not 0 <= piv <= MAX_PIV:
+        raise ValueError("piv must be in 0..2**40-1")
+    return piv.to_bytes(max(1, (piv.bit_length() + 7) >> 3), "big")
+
+
+def _protected_for(alg: int) -> bytes:
+    """Encoded protected bucket ``{1: alg}`` (RFC 9052 §3)."""
+    return b"\xa1\x01" + cbor.uint_or_nint(alg)
+
+
+def build_proof(
+    key: CoseKey, request: ProofedRequest, piv: int, echo: bytes | None = None
+) -> bytes:
+    """Device side: the Proof option value for ``request`` with sequence number
+    ``piv`` and, when the gateway asked for one, the Echo value it sent
+    (RFC 9175 §2.3: the Echo goes back in the repeated request and, here, into
+    the detached content).
+
+    A COSE_Mac0 for an HMAC key (RFC 9052 §6.3), a COSE_Sign1 for an ES256 or
+    EdDSA key (RFC 9052 §4.4); untagged, detached payload, ``external_aad``
+    empty. ``key`` must carry the kid that names it in the token.
+    """
+    if not key.kid:
+        raise ValueError("the proof key needs a kid")
+    piv_bytes = encode_piv(piv)
+    protected = _protected_for(int(key.alg))
+    content = detached_content(request, piv, echo)
+    if key.alg in MAC_TAG_LENGTH:
+        tag = key.mac(cose.mac_structure(protected, b"", content))
+    else:
+        tag = key.sign(cose.sig_structure(protected, b"", content))
+    return b"".join(
+        (
+            b"\x84",
+            cbor.bstr(protected),
+            b"\xa2\x04",
+            cbor.bstr(key.kid),
+            b"\x06",
+            cbor.bstr(piv_bytes),
+            _NULL,
+            cbor.bstr(tag),
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedProof:
+    """A Proof option value that parsed but is not verified yet.
+
+    ``tag`` is the MAC tag (COSE_Mac0) or the signature (COSE_Sign1); which of
+    the two it is follows from the key the kid selects, whose algorithm must
+    equal ``alg`` (algorithms are pinned by the key).
+    """
+
+    kid: bytes
+    piv: int
+    alg: int
+    protected: bytes
+    tag: bytes
+
+    def __repr__(self) -> str:
+        return f"ParsedProof(kid={self.kid.hex()}, piv={self.piv}, alg={self.alg})"
+
+    def verify(self, key: CoseKey, request: ProofedRequest, echo: bytes | None) -> None:
+        """Check the MAC (RFC 9052 §6.3) or signature (RFC 9052 §4.4) over the
+        detached content of ``request`` as received.
+
+        ``echo`` is the Echo option value of the request as received
+        (RFC 9175 §2.3), ``None`` when the request has none. Raises
+        :class:`AlgorithmMismatch` when the proof's ``alg`` is not the key's,
+        :class:`BadSignature` when it does not verify (both 4.01).
+        """
+        alg = key.alg
+        if self.alg != alg:
+            raise AlgorithmMismatch("proof alg does not match the key's algorithm")
+        content = detached_content(request, self.piv, echo)
+        if alg in MAC_TAG_LENGTH:
+            key.verify_mac(cose.mac_structure(self.protected, b"", content), self.tag)
+        else:
+            key.verify(cose.sig_structure(self.protected, b"", content), self.tag)
+
+
+def _bstr_at(data: bytes, i: int) -> tuple[int, int] | None:
+    """Start and end of a definite-length byte string in preferred form at
+    ``i`` (lengths below 256 only), or ``None``."""
+    b = data[i]
+    if 0x40 <= b < 0x58:
+        return i + 1, i + 1 + (b - 0x40)
+    if b == 0x58:
+        n = data[i + 1]
+        if n >= 24:
+            return i + 2, i + 2 + n
+    return None
+
+
+def _parse_canonical(data: bytes) -> ParsedProof | None:
+    """The layout :func:`build_proof` emits, read by hand::
+
+        84 | 43 a1 01 <alg> | a2 04 <bstr kid> 06 <bstr piv> | f6 | <bstr tag>
+
+    Returns ``None`` for any other layout (the general parser decides then).
+    What it accepts, the general parser accepts with the same result (tests
+    check this exhaustively for single-byte changes).
+    """
+    try:
+        if data[0] != 0x84 or data[1] != 0x43 or data[2] != 0xA1 or data[3] != 0x01:
+            return None
+        a = data[4]
+        if a < 0x18:
+            alg = a
+        elif 0x20 <= a < 0x38:
+            alg = 0x1F - a
+        else:
+            return None
+        if data[5] != 0xA2 or data[6] != 0x04:
+            return None
+        span = _bstr_at(data, 7)
+        if span is None:
+            return None
+        kid_start, kid_end = span
+        i = kid_end
+        if data[i] != 0x06:
+            return None
+        n = data[i + 1] - 0x40
+        if not 0 < n < 6:
+            return None
+        piv_bytes = data[i + 2 : i + 2 + n]
+        i += 2 + n
+        if len(piv_bytes) != n or (piv_bytes[0] == 0 and n > 1):
+            return None
+        if data[i] != 0xF6:
+            return None
+        span = _bstr_at(data, i + 1)
+        if span is None or span[1] != len(data):
+            return None
+    except IndexError:
+        return None
+    return ParsedProof(
+        data[kid_start:kid_end],
+        int.from_bytes(piv_bytes, "big"),
+        alg,
+        data[2:5],
+        data[span[0] : span[1]],
+    )
+
+
+def _decode_piv(value: Any) -> int:
+    piv = cbor.as_bytes(value, "proof piv")
+    if not 0 < len(piv) < 6:
+        raise MalformedError("proof: piv must be 1 to 5 bytes")
+    if len(piv) > 1 and piv[0] == 0:
+        raise MalformedError("proof: piv must be in shortest form")
+    return int.from_bytes(piv, "big")
+
+
+def _parse_general(data: bytes) -> ParsedProof:
+    """Any CBOR layout of the Proof, with the header rules of RFC 9052 §3."""
+    value = cbor.decode(data, what="proof", limit=MAX_PROOF_SIZE)
+    if isinstance(value, cbor2.CBORTag):
+        raise MalformedError("proof: must be an untagged COSE_Mac0 or COSE_Sign1")
+    # Mac0 and Sign1 have the same shape; the key fixes which one it is.
+    msg = cose.decode(value, CoseTag.MAC0, what="proof")
+    if msg.payload is not None:
+        raise MalformedError("proof: payload must be detached (nil)")
+    alg = cbor.as_int(msg.alg, "proof alg")
+    kid = msg.header(HeaderLabel.KID)
+    if kid is None:
+        raise MalformedError("proof: no kid")
+    kid = cbor.as_bytes(kid, "proof kid")
+    piv_value = msg.header(HeaderLabel.PARTIAL_IV)
+    if piv_value is None:
+        raise MalformedError("proof: no piv")
+    return ParsedProof(kid, _decode_piv(piv_value), alg, msg.protected_bytes, msg.last)
+
+
+def parse_proof(option_value: bytes) -> ParsedProof:
+    """Parse a Proof option value (untagged COSE_Mac0 / COSE_Sign1, RFC 9052
+    §6.2 / §4.2, with detached payload) without verifying it.
+
+    Raises :class:`MalformedError` (4.00) when it is not that shape, has no
+    ``kid`` or ``piv``, the piv is not 1..5 bytes in shortest form, the payload
+    is not nil, or a header rule of RFC 9052 §3 is broken (``alg`` only in the
+    unprotected bucket raises :class:`AlgorithmMismatch`, 4.01, as
+    :mod:`tokens.cose` does; an unknown ``crit`` label raises
+    :class:`~tokens.errors.CriticalHeaderError`).
+    """
+    if not isinstance(option_value, bytes):
+        raise MalformedError("proof: expected bytes")
+    if len(option_value) > MAX_PROOF_SIZE:
+        raise MalformedError("proof: option value too long")
+    parsed = _parse_canonical(option_value)
+    if parsed is not None:
+        return parsed
+    return _parse_general(option_value)

@@ -1,0 +1,187 @@
+"""Replay protection for the Proof option: per-PoP-key sliding windows over the
+device's sequence numbers (like OSCORE's, RFC 8613 §7.4) and the Echo-based
+start of a window (RFC 9175 §2.4 item 3; RFC 8613 Appendix B.1.2).
+
+The gateway's flow, after the proof's MAC/signature verified
+(DESIGN "Per-request proof", verification order)::
+
+    guard.check(kid, piv, echo, now)    # EchoRequired / ReplayError, 4.01
+    ... token exp / revocation, scope ...
+    guard.commit(kid, piv, echo, now)   # marks piv; re-checks, so an await
+                                         # between check and commit is safe
+
+``echo`` is the Echo option value as received, ``None`` if the request had
+none; it is inside the verified proof, so it cannot have been added or changed
+by anyone but the key holder.
+
+* A window exists for ``kid``: only the window rule applies (the Echo, if any,
+  is ignored). A piv seen before or below the window -> :class:`ReplayError`.
+* No window (new token, eviction, gateway restart): the request must carry an
+  Echo value that this process issued for this kid within the freshness
+  period; otherwise :class:`EchoRequired` carrying a new Echo value. With a
+  valid Echo, ``commit`` opens the window at this piv, which counts as seen
+  together with every lower piv.
+
+Why this refuses a proof replayed after a restart without persisting any
+counter: the Echo secret is new per process, so a captured proof either has
+no Echo or one from the old process, and is answered with EchoRequired. The
+honest device repeats with the new Echo and its next piv, which opens the
+window above every piv it used before; the captured proof is then below the
+window or marked seen.
+
+Bounded memory: at most ``max_windows`` windows, least recently used evicted
+first. Evicting (or :meth:`FreshnessGuard.forget`-ing) a window that was
+opened with a still-fresh Echo would let that opening request be replayed to
+open a new window; so each eviction raises an "echo floor" for the kid's
+bucket (one of 64, by a per-process hash): Echo values issued at or before the
+evicted window's opening Echo are refused from then on. An honest device hit by
+this only sees one more EchoRequired.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .echo import EchoIssuer
+from .errors import EchoRequired, InvalidEcho, ReplayError
+
+__all__ = ["DEFAULT_MAX_WINDOWS", "WINDOW_SIZE", "FreshnessGuard", "ReplayWindow"]
+
+#: Sequence numbers a window remembers (RFC 8613 §7.4 asks for at least 32).
+WINDOW_SIZE = 64
+_FULL = (1 << WINDOW_SIZE) - 1
+#: Default upper bound on windows (one per PoP key) a guard keeps.
+DEFAULT_MAX_WINDOWS = 100_000
+_FLOOR_BUCKETS = 64
+
+
+class ReplayWindow:
+    """Sliding window over one PoP key's sequence numbers (RFC 8613 §7.4).
+
+    ``top`` is the highest piv committed; bit ``d`` of the bitmask is set when
+    ``top - d`` was seen. A window starts at a piv that was just proven fresh
+    (by an Echo): that piv and all lower ones count as seen (like aiocoap's
+    ``initialize_from_freshlyseen``).
+    """
+
+    __slots__ = ("_seen", "_top", "opened_at")
+
+    def __init__(self, initial_piv: int, opened_at: float = 0.0) -> None:
+        if initial_piv < 0:
+            raise ValueError("piv must not be negative")
+        self._top = initial_piv
+        self._seen = _FULL
+        #: When the Echo that opened this window was issued.
+        self.opened_at = opened_at
+
+    def __repr__(self) -> str:
+        return f"<ReplayWindow top={self._top}>"
+
+    @property
+    def top(self) -> int:
+        """Highest sequence number committed so far."""
+        return self._top
+
+    def check(self, piv: int) -> None:
+        """Raise :class:`ReplayError` (4.01) if ``piv`` was seen or is below the
+        window (RFC 8613 §7.4); do not mark it."""
+        top = self._top
+        if piv > top:
+            return
+        distance = top - piv
+        if distance >= WINDOW_SIZE:
+            raise ReplayError("sequence number below the replay window")
+        if (self._seen >> distance) & 1:
+            raise ReplayError("sequence number already seen")
+
+    def commit(self, piv: int) -> None:
+        """Mark ``piv`` as seen, sliding the window forward if it is the new
+        highest. Call only after the proof verified. Re-checks first, so the
+        same piv is never committed twice."""
+        self.check(piv)
+        top = self._top
+        if piv > top:
+            shift = piv - top
+            self._seen = ((self._seen << shift) | 1) & _FULL if shift < WINDOW_SIZE else 1
+            self._top = piv
+        else:
+            self._seen |= 1 << (top - piv)
+
+
+class FreshnessGuard:
+    """Replay windows by kid, started by Echo (see the module docstring for the
+    flow). Sans-I/O: ``now`` is passed in, on the same clock as the
+    :class:`EchoIssuer`'s."""
+
+    __slots__ = ("_echo", "_floors", "_max_windows", "_windows")
+
+    def __init__(self, echo: EchoIssuer, *, max_windows: int = DEFAULT_MAX_WINDOWS) -> None:
+        if max_windows < 1:
+            raise ValueError("max_windows must be at least 1")
+        self._echo = echo
+        self._max_windows = max_windows
+        self._windows: OrderedDict[bytes, ReplayWindow] = OrderedDict()
+        self._floors = [float("-inf")] * _FLOOR_BUCKETS
+
+    def __repr__(self) -> str:
+        return f"<FreshnessGuard windows={len(self._windows)}/{self._max_windows}>"
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._windows
+
+    def check(self, kid: bytes, piv: int, echo: bytes | None, now: float) -> None:
+        """Would this verified proof be accepted? Raises :class:`ReplayError`
+        or :class:`EchoRequired` (both 4.01); changes nothing."""
+        window = self._windows.get(kid)
+        if window is not None:
+            window.check(piv)
+        else:
+            self._fresh_echo(kid, echo, now)
+
+    def commit(self, kid: bytes, piv: int, echo: bytes | None, now: float) -> None:
+        """Accept this verified proof: mark ``piv`` in the kid's window, or open
+        the window at ``piv`` when the Echo is valid. Applies the same checks
+        as :meth:`check` again and raises the same errors."""
+        windows = self._windows
+        window = windows.get(kid)
+        if window is not None:
+            window.commit(piv)
+            windows.move_to_end(kid)
+            return
+        issued = self._fresh_echo(kid, echo, now)
+        while len(windows) >= self._max_windows:
+            old_kid, old = windows.popitem(last=False)
+            self._retire(old_kid, old, now)
+        windows[kid] = ReplayWindow(piv, issued)
+
+    def forget(self, kid: bytes, now: float) -> None:
+        """Drop the window of ``kid`` (e.g. its token was superseded or
+        revoked); the next request of that key needs a new Echo."""
+        window = self._windows.pop(kid, None)
+        if window is not None:
+            self._retire(kid, window, now)
+
+    def _retire(self, kid: bytes, window: ReplayWindow, now: float) -> None:
+        # The Echo that opened the window may still be fresh: refuse it (and
+        # older ones) for this bucket from now on, so the opening request
+        # cannot open a new window.
+        if now - window.opened_at <= self._echo.freshness:
+            bucket = hash(kid) % _FLOOR_BUCKETS
+            if window.opened_at > self._floors[bucket]:
+                self._floors[bucket] = window.opened_at
+
+    def _fresh_echo(self, kid: bytes, echo: bytes | None, now: float) -> float:
+        """Issue time of a valid Echo for ``kid``; else :class:`EchoRequired`
+        with a new value (RFC 9175 §2.4 item 3)."""
+        if echo is None:
+            raise EchoRequired(self._echo.issue(kid, now), "no replay window: repeat with Echo")
+        try:
+            issued = self._echo.verify(echo, kid, now)
+        except InvalidEcho as exc:
+            raise EchoRequired(self._echo.issue(kid, now), exc.description) from exc
+        if issued <= self._floors[hash(kid) % _FLOOR_BUCKETS]:
+            raise EchoRequired(self._echo.issue(kid, now), "echo: superseded")
+        return issued
