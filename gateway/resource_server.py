@@ -1,0 +1,118 @@
+"""The resource server's token intake: /authz-info (RFC 9200 §5.10.1).
+
+:class:`TokenIntake` verifies an uploaded token and turns it into an
+:class:`~gateway.token_store.AccessToken`, with the response codes in the
+order RFC 9200 §5.10.1.1 lists them: unparsable token 4.00, bad signature or
+issuer 4.01, expired 4.01, wrong audience 4.03, unknown scope 4.00. Tokens
+come from the embedded AS or, in external-AS mode, from configured issuers;
+the key id in the token's COSE header picks the issuer (never tried in turn).
+Sans-I/O: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tokens import cnf as cnf_mod
+from tokens.aif import Scope
+from tokens.cwt import Claims, TokenVerifier, decode_unverified
+from tokens.errors import (
+    AuthenticationError,
+    InvalidScope,
+    MalformedError,
+    Revoked,
+    TokenError,
+    UnknownKey,
+)
+from tokens.keys import KeySet
+
+from .token_store import AccessToken
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    """An issuer whose tokens this resource server accepts."""
+
+    name: str
+    keys: KeySet  # signature / MAC keys
+    decryption_keys: KeySet  # AS-RS keys for Encrypt0 tokens
+
+
+class TokenIntake:
+    """Verifies access tokens for one audience (RFC 9200 §5.10.1.1)."""
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        issuers: list[TrustedIssuer],
+        leeway: float = 30.0,
+        is_revoked: Callable[[bytes], bool] = lambda cti: False,
+        is_client_enabled: Callable[[str], bool] = lambda client_id: True,
+    ) -> None:
+        self.audience = audience
+        self._issuers = issuers
+        self._verifiers = [
+            TokenVerifier(
+                audience=audience,
+                keys=i.keys,
+                decryption_keys=i.decryption_keys,
+                issuer=i.name,
+                leeway=leeway,
+            )
+            for i in issuers
+        ]
+        self._is_revoked = is_revoked
+        self._is_client_enabled = is_client_enabled
+
+    def _verifier_for(self, token: bytes) -> TokenVerifier:
+        if len(self._verifiers) == 1:
+            return self._verifiers[0]
+        kid = decode_unverified(token).kid
+        for issuer, verifier in zip(self._issuers, self._verifiers, strict=True):
+            if kid is not None and (kid in issuer.keys or kid in issuer.decryption_keys):
+                return verifier
+        raise UnknownKey("no trusted issuer has this key id")
+
+    def accept(self, token: bytes, now: float) -> AccessToken:
+        """Verify ``token`` and return what authorization needs, or raise the
+        :class:`TokenError` whose CoAP code RFC 9200 §5.10.1.1 prescribes."""
+        claims = self._verifier_for(token).verify(token, now)
+        return self._access_token(claims)
+
+    def _access_token(self, claims: Claims) -> AccessToken:
+        if claims.scope is None:
+            raise InvalidScope("token has no scope")
+        try:
+            scope = Scope.from_scope_param(claims.scope)
+        except TokenError as exc:
+            raise InvalidScope(f"token scope: {exc.description}") from None
+        confirmation = claims.cnf
+        if not isinstance(confirmation, cnf_mod.CnfKey):
+            raise MalformedError("token cnf must carry the PoP key (COSE_Key)")
+        pop_key = confirmation.key
+        if not pop_key.kid:
+            raise MalformedError("token PoP key has no kid")
+        if claims.cti is None or claims.sub is None or claims.exp is None:
+            raise MalformedError("token lacks cti, sub or exp")
+        if self._is_revoked(claims.cti):
+            raise Revoked("token revoked")
+        if not self._is_client_enabled(claims.sub):
+            raise SubjectDisabled("client disabled")
+        return AccessToken(
+            kid=pop_key.kid,
+            pop_key=pop_key,
+            client_id=claims.sub,
+            scope=scope,
+            exp=float(claims.exp),
+            cti=claims.cti,
+            issuer=claims.iss or "",
+            claims=claims,
+        )
+
+
+class SubjectDisabled(AuthenticationError):
+    """The token's subject is disabled or unknown in the registry (4.01)."""
+
+    reason = "client_disabled"
