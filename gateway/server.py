@@ -159,7 +159,7 @@ class Gateway:
         access = self.intake.accept(token, now)
         for old in self.tokens.add(access):
             if old.kid != access.kid:
-                self._close_bound(old.kid, CloseReason.LOCAL)
+                self._close_bound(old.kid)
         return access
 
     def introspect(self, token: bytes, now: float) -> IntrospectionResponse:
@@ -292,18 +292,18 @@ class Gateway:
                     self.dtls.close_identity(client_id.encode())
                 if self.client_for_identity(client_id.encode()) is None:
                     for token in self.tokens.remove_client(client_id):
-                        self._close_bound(token.kid, CloseReason.LOCAL)
+                        self._close_bound(token.kid)
         if changes.revocations or not changes.complete:
             for token in self.tokens.all():
                 if self.registry.is_revoked(token.cti):
                     self.tokens.remove_cti(token.cti)
-                    self._close_bound(token.kid, CloseReason.LOCAL)
+                    self._close_bound(token.kid)
         for token in self.tokens.expire(now):
-            self._close_bound(token.kid, CloseReason.LOCAL)
+            self._close_bound(token.kid)
         if self.keystore.refresh():
             self.intake = self._build_intake()
 
-    def _close_bound(self, kid: bytes, reason: CloseReason) -> None:
+    def _close_bound(self, kid: bytes) -> None:
         for identity in self._bound.pop(kid, ()):
             if self.dtls is not None:
                 self.dtls.close_identity(identity)
