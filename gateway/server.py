@@ -35,7 +35,14 @@ from tokens.keys import KeySet, SymmetricKey
 from .audit import AuditLog
 from .authorization_server import AuthorizationServer, ClientPolicy, client_policy
 from .config import Config
-from .dtls import CloseReason, DtlsRemote, DtlsServer, DtlsServerConfig, create_server_context
+from .dtls import (
+    CloseReason,
+    DtlsRemote,
+    DtlsServer,
+    DtlsServerConfig,
+    HandshakeOutcome,
+    create_server_context,
+)
 from .errors import GatewayError
 from .keystore import Keystore, load_key_set
 from .registry import Registry
@@ -239,7 +246,11 @@ class Gateway:
             handshake_timeout=self.config.dtls.handshake_timeout,
         )
         self.context, self.dtls = await create_server_context(
-            self.site(), dtls_config, self.psk_lookup, on_session_closed=self._session_closed
+            self.site(),
+            dtls_config,
+            self.psk_lookup,
+            on_session_closed=self._session_closed,
+            on_handshake=self._handshake_done,
         )
         self.registry.refresh()
         self._housekeeping = asyncio.create_task(self._housekeep())
@@ -263,6 +274,27 @@ class Gateway:
             self.dtls = None
         if isinstance(self.audit, AuditLog):
             self.audit.close()
+
+    def _handshake_done(self, outcome: HandshakeOutcome) -> None:
+        """Audit record for every DTLS authentication decision."""
+        identity = outcome.identity
+        fields: dict[str, Any] = {}
+        if identity is not None:
+            kid = cnf_mod.parse_psk_identity(identity)
+            if kid is not None:
+                fields["kid"] = kid.hex()
+            else:
+                try:
+                    fields["client_id"] = identity.decode("utf-8")
+                except UnicodeDecodeError:
+                    fields["identity_len"] = len(identity)
+        self.audit(
+            event="handshake",
+            decision="established" if outcome.ok else "deny",
+            reason="ok" if outcome.failure is None else str(outcome.failure),
+            peer=f"{outcome.address[0]}:{outcome.address[1]}",
+            **fields,
+        )
 
     def _session_closed(self, remote: DtlsRemote, reason: CloseReason) -> None:
         log.debug("session closed: %r (%s)", remote, reason)
