@@ -25,9 +25,9 @@ from typing import Any
 import cbor2
 
 from . import cbor, cose
-from .errors import MalformedError, TokenError
+from .errors import MalformedError, TokenError, UnsupportedPopKey
 from .keys import CoseKey, KeySet, key_from_cose
-from .params import Alg, Claim, Cnf, CoseTag, KeyParam, KeyType
+from .params import Alg, Claim, Cnf, CoseTag, Curve, KeyParam, KeyType
 
 __all__ = [
     "CnfEncryptedKey",
@@ -48,17 +48,86 @@ DEFAULT_SYMMETRIC_ALG = Alg.HMAC_256_64
 _COSE_KEY = int(Cnf.COSE_KEY)
 _ENCRYPTED_COSE_KEY = int(Cnf.ENCRYPTED_COSE_KEY)
 _KID = int(Cnf.KID)
+_KEY_KTY = int(KeyParam.KTY)
+_KEY_KID = int(KeyParam.KID)
+_KEY_ALG = int(KeyParam.ALG)
+_KEY_CRV = int(KeyParam.CRV)
+_KEY_X = int(KeyParam.X)
+_KEY_Y = int(KeyParam.Y)
+_KEY_D = int(KeyParam.D)
+_NOT_DEFERRED: dict[Any, Any] = {}  # never mutated
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class CnfKey:
     """Confirmation by a COSE_Key (RFC 8747 §3.2).
 
     An asymmetric key is encoded as its public half only; a symmetric key is
     encoded with its secret ``k``, so such a ``cnf`` must travel encrypted.
+
+    **Lazy P-256 point.** A ``CnfKey`` decoded from a token (:func:`decode`)
+    that carries an EC2 public key does not build the cryptography key object
+    at once: loading a P-256 point costs about as much as the rest of a token's
+    claims validation, and most token verifications never use the PoP key
+    (the gateway needs it once per token upload, not per token check).
+    What is checked when the ``cnf`` is decoded, and what is deferred:
+
+    * eager (in :func:`decode`, raising there): the map shape, ``kty``, that
+      there is no private ``d``, ``crv`` = P-256, ``alg`` absent or ES256, a
+      byte-string ``kid``, and byte-string ``x``/``y`` of 32 bytes each;
+    * deferred to the first access of :attr:`key` (or of anything that needs
+      the key object: :meth:`to_cbor`, ``==``): the point itself, i.e. that
+      (x, y) is on the curve. An invalid point raises
+      :class:`~tokens.errors.MalformedError` (4.00) from that access, and
+      again from every later one (nothing is cached on failure).
+
+    :attr:`kid`, :attr:`alg` and :attr:`kty` never load the key. Symmetric and
+    Ed25519 keys are cheap and are always built eagerly, as is a key passed to
+    the constructor.
     """
 
-    key: CoseKey
+    __slots__ = ("_key", "_map")
+
+    def __init__(self, key: CoseKey) -> None:
+        self._key: CoseKey | None = key
+        #: The shape-checked EC2 COSE_Key map while the key is not loaded.
+        self._map: dict[Any, Any] = _NOT_DEFERRED
+
+    @classmethod
+    def _deferred_ec2(cls, m: dict[Any, Any]) -> CnfKey:
+        """A ``CnfKey`` whose EC2 public key (already shape-checked by
+        :func:`_check_ec2_public`) is built on first use."""
+        self = cls.__new__(cls)
+        self._key = None
+        self._map = m
+        return self
+
+    @property
+    def key(self) -> CoseKey:
+        """The PoP key; an EC2 point from a decoded ``cnf`` is loaded (and
+        validated: on the curve) here, on first access."""
+        key = self._key
+        if key is None:
+            key = self._key = key_from_cose(self._map)
+            self._map = _NOT_DEFERRED
+        return key
+
+    @property
+    def kid(self) -> bytes:
+        """The key's kid (``b""`` if it has none), without loading the key."""
+        if self._key is not None:
+            return self._key.kid
+        kid: bytes = self._map.get(_KEY_KID, b"")
+        return kid
+
+    @property
+    def alg(self) -> Alg:
+        """The algorithm the key is pinned to, without loading the key."""
+        return self._key.alg if self._key is not None else Alg.ES256
+
+    @property
+    def kty(self) -> KeyType:
+        """The COSE key type, without loading the key."""
+        return self._key.kty if self._key is not None else KeyType.EC2
 
     def to_cbor(self) -> dict[int, Any]:
         """The ``cnf`` map value ``{1: COSE_Key}``."""
@@ -67,10 +136,15 @@ class CnfKey:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CnfKey):
             return NotImplemented
-        return self.key.alg == other.key.alg and _key_map(self.key) == _key_map(other.key)
+        return self.alg == other.alg and _key_map(self.key) == _key_map(other.key)
 
     def __hash__(self) -> int:
-        return hash((CnfKey, self.key.alg, self.key.kid))
+        return hash((CnfKey, self.alg, self.kid))
+
+    def __repr__(self) -> str:  # the key's repr carries no key material
+        if self._key is not None:
+            return f"CnfKey(key={self._key!r})"
+        return f"CnfKey(<EC2 alg=ES256 kid={self.kid.hex()}, point not loaded>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +255,10 @@ def decode(value: Any, *, symmetric_alg: Alg = DEFAULT_SYMMETRIC_ALG) -> Confirm
     if type(method) is not int:
         raise MalformedError("cnf: unknown confirmation method")
     if method == _COSE_KEY:
-        return CnfKey(_key_from_map(inner, symmetric_alg))
+        m = cbor.as_map(inner, "cnf COSE_Key")
+        if _check_ec2_public(m):
+            return CnfKey._deferred_ec2(dict(m))
+        return CnfKey(_key_from_map(m, symmetric_alg))
     if method == _KID:
         kid = cbor.as_bytes(inner, "cnf kid")
         if not kid:
@@ -199,7 +276,7 @@ def decode(value: Any, *, symmetric_alg: Alg = DEFAULT_SYMMETRIC_ALG) -> Confirm
 
 def redact(value: Confirmation) -> Confirmation:
     """``value`` with any symmetric secret withheld (for display)."""
-    if isinstance(value, CnfKey) and value.key.kty == KeyType.SYMMETRIC:
+    if isinstance(value, CnfKey) and value.kty == KeyType.SYMMETRIC:
         return CnfRedactedKey(int(KeyType.SYMMETRIC), value.key.kid, int(value.key.alg))
     return value
 
@@ -208,6 +285,37 @@ def _key_map(key: CoseKey) -> dict[int, Any]:
     """COSE_Key map for a ``cnf``: secret ``k`` for symmetric keys, public
     parts only for asymmetric ones (RFC 8747 §3.2)."""
     return key.to_cose(include_private=key.kty == KeyType.SYMMETRIC)
+
+
+def _check_ec2_public(m: dict[Any, Any]) -> bool:
+    """Whether ``m`` is an EC2 public COSE_Key with the shape
+    :func:`~tokens.keys.key_from_cose` accepts, all but the point itself
+    (RFC 9053 §7.1.1: P-256, 32-byte x and y; RFC 8747 §3.2: public only).
+    ``False`` for any other key type (decoded eagerly by the caller); raises
+    what ``key_from_cose`` would raise for a malformed EC2 key."""
+    kty = m.get(_KEY_KTY)
+    if type(kty) is not int or kty != KeyType.EC2:
+        return False
+    if _KEY_D in m:
+        raise MalformedError("cnf: an asymmetric COSE_Key must be the public key")
+    kid = m.get(_KEY_KID, b"")
+    if type(kid) is not bytes:
+        raise MalformedError("COSE_Key kid: expected a byte string")
+    alg = m.get(_KEY_ALG)
+    if alg is not None:
+        if type(alg) is not int:
+            raise MalformedError("COSE_Key alg: expected an integer")
+        if alg != Alg.ES256:
+            raise UnsupportedPopKey("EC2 P-256 keys are used with ES256 only")
+    crv = m.get(_KEY_CRV)
+    if type(crv) is not int or crv != Curve.P256:
+        raise UnsupportedPopKey("EC2 keys must be on P-256")
+    x, y = m.get(_KEY_X), m.get(_KEY_Y)
+    if type(x) is not bytes or type(y) is not bytes:
+        raise MalformedError("COSE_Key x/y: expected byte strings")
+    if len(x) != 32 or len(y) != 32:
+        raise MalformedError("P-256 coordinates must be 32 bytes")
+    return True
 
 
 def _key_from_map(value: Any, symmetric_alg: Alg) -> CoseKey:
