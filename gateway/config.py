@@ -367,6 +367,32 @@ class LimitsConfig:
     max_in_flight: int = _opt(
         1024, "Upstream requests in flight per worker; more get 5.03.", min=1, max=1_000_000
     )
+    client_rates: Mapping[str, float] = _opt(
+        {},
+        "Per-client request rates overriding device_rate ([limits.client_rates] id = rate).",
+        example='[limits.client_rates]\n# "sensor-0001" = 0.5',
+    )
+    ace_rate: float = _opt(
+        5.0,
+        "Requests per second per peer address to /token, /authz-info and /introspect.",
+        min=0.001,
+        max=1_000_000,
+    )
+    ace_burst: int = _opt(
+        10, "Token bucket size per peer for the ACE endpoints.", min=1, max=1_000_000
+    )
+    lockout_failures: int = _opt(
+        10,
+        "Failed handshakes or proofs by one identity or address that start a ban.",
+        min=1,
+        max=1_000_000,
+    )
+    lockout_window: float = _opt(
+        60.0, "Seconds within which lockout_failures must occur.", min=1, max=86400
+    )
+    lockout_seconds: float = _opt(
+        300.0, "How long a ban lasts; it lifts by itself.", min=1, max=86400 * 7
+    )
 
 
 @dataclass(frozen=True)
@@ -537,6 +563,13 @@ def _value(tp: Any, v: Any, key: str, opt: _Opt, ctx: _Ctx) -> Any:
             raise ctx.error(key, f"expected an array of tables, got {_kind(v)}")
         item_cls = typing.cast(type, args[0])
         out = tuple(_table(item_cls, item, f"{key}[{i}]", ctx) for i, item in enumerate(v))
+    elif origin is Mapping and args[1] is float:
+        numbers = isinstance(v, dict) and all(
+            isinstance(i, int | float) and not isinstance(i, bool) and i > 0 for i in v.values()
+        )
+        if not numbers:
+            raise ctx.error(key, f"expected a table of positive numbers, got {_kind(v)}")
+        out = MappingProxyType({k: float(i) for k, i in v.items()})
     elif origin is Mapping:
         if not isinstance(v, dict) or not all(isinstance(i, str) for i in v.values()):
             raise ctx.error(key, f"expected a table of strings, got {_kind(v)}")

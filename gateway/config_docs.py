@@ -96,7 +96,7 @@ def _type_name(tp: Any) -> str:
     if origin is tuple:
         return "array of strings" if args[0] is str else "array of tables"
     if origin is Mapping:
-        return "table of strings"
+        return "table of numbers" if args[1] is float else "table of strings"
     return {bool: "boolean", int: "integer", float: "number", str: "string", Path: "path"}[tp]
 
 

@@ -9,6 +9,7 @@ reported to an ``audit`` callable (no secret and no whole token in it).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -254,3 +255,27 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
             cti=token.cti.hex(),
         )
         return aiocoap.Message(code=Code.CREATED)
+
+
+class WhoAmIResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """``GET /whoami``: echoes the authenticated client, its scope and how the
+    request was authorized (a protected resource, for tests and bring-up).
+    JSON (Content-Format 50)."""
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        from .auth_context import current_auth
+
+        auth = current_auth()
+        body = {
+            "client_id": auth.client_id,
+            "scope": str(auth.scope),
+            "kid": auth.kid.hex(),
+            "cti": auth.cti.hex(),
+            "via": auth.via,
+            "exp": auth.token.exp,
+        }
+        return aiocoap.Message(
+            code=Code.CONTENT,
+            payload=json.dumps(body, separators=(",", ":")).encode(),
+            content_format=50,
+        )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -27,12 +28,15 @@ import aiocoap
 import aiocoap.resource
 
 from tokens import cnf as cnf_mod
-from tokens.ace import IntrospectionResponse
+from tokens.ace import CreationHints, IntrospectionResponse
 from tokens.cwt import TokenVerifier
+from tokens.echo import EchoIssuer
 from tokens.errors import TokenError, WrongAudience
 from tokens.keys import KeySet, SymmetricKey
+from tokens.replay import FreshnessGuard
 
 from .audit import AuditLog
+from .authorization import Authorizer, AuthorizingSite
 from .authorization_server import AuthorizationServer, ClientPolicy, client_policy
 from .config import Config
 from .dtls import (
@@ -45,9 +49,15 @@ from .dtls import (
 )
 from .errors import GatewayError
 from .keystore import Keystore, load_key_set
+from .limits import Lockout, RateLimiter
 from .registry import Registry
 from .resource_server import TokenIntake, TrustedIssuer
-from .resources import AuthzInfoResource, IntrospectResource, TokenResource
+from .resources import (
+    AuthzInfoResource,
+    IntrospectResource,
+    TokenResource,
+    WhoAmIResource,
+)
 from .token_store import AccessToken, TokenStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +94,28 @@ class Gateway:
             as_rs_key=self.keystore.as_rs_key,
         )
         self.intake = self._build_intake()
+        limits = config.limits
+        # A new Echo secret per process: Echo values (and so proofs) from
+        # before a restart are refused after it (tokens/replay.py).
+        self.guard = FreshnessGuard(EchoIssuer(os.urandom(32)))
+        self.lockout = Lockout(
+            max_failures=limits.lockout_failures,
+            window=limits.lockout_window,
+            ban_seconds=limits.lockout_seconds,
+        )
+        self.ace_limits = RateLimiter(limits.ace_rate, limits.ace_burst)
+        self.authorizer = Authorizer(
+            tokens=self.tokens,
+            guard=self.guard,
+            is_revoked=self.registry.is_revoked,
+            client_enabled=self._client_enabled,
+            session_client=self._session_client,
+            device_limits=RateLimiter(limits.device_rate, limits.device_burst),
+            device_rate=lambda client_id: limits.client_rates.get(client_id),
+            lockout=self.lockout,
+            hints=self._creation_hints,
+            clock=clock,
+        )
         #: identities (psk_identity bytes) of sessions bound to each token kid
         self._bound: dict[bytes, set[bytes]] = {}
         self._policies: dict[str, tuple[int, ClientPolicy]] = {}
@@ -125,8 +157,10 @@ class Gateway:
             return True  # external AS: its subjects are not in our registry
         return self.client_for_identity(client_id.encode()) is not None
 
-    def site(self) -> aiocoap.resource.Site:
+    def site(self) -> AuthorizingSite:
+        """The resource tree behind the authorization layer."""
         site = aiocoap.resource.Site()
+        site.add_resource(["whoami"], WhoAmIResource())
         if self.config.as_.enabled:
             site.add_resource(
                 ["token"],
@@ -136,7 +170,43 @@ class Gateway:
                 ["introspect"], IntrospectResource(self.introspect, self, self.clock, self.audit)
             )
         site.add_resource(["authz-info"], AuthzInfoResource(self.accept, self.clock, self.audit))
-        return site
+        return AuthorizingSite(
+            site,
+            self.authorizer,
+            self.audit,
+            max_in_flight=self.config.limits.max_in_flight,
+            on_failure=self._request_failed,
+            ace_limit=self._ace_limit,
+        )
+
+    def _creation_hints(self, request: aiocoap.Message) -> CreationHints:
+        """AS Request Creation Hints (RFC 9200 §5.3) for a 4.01 answer."""
+        as_uri = None
+        if self.config.as_.enabled:
+            base = getattr(request.remote, "uri_base_local", None)
+            as_uri = f"{base}/token" if base else None
+        return CreationHints(as_uri=as_uri, audience=self.config.rs.audience)
+
+    def _session_client(self, identity: bytes) -> str | None:
+        try:
+            return identity.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _ace_limit(self, request: aiocoap.Message) -> None:
+        """Per-peer rate limit of the ACE endpoints (4.29)."""
+        address = getattr(request.remote, "address", None)
+        key = address[0] if address else None
+        self.ace_limits.take(("ace", key), self.clock())
+
+    def _request_failed(self, request: aiocoap.Message, reason: str) -> None:
+        """A failed proof counts towards the lockout of identity and address."""
+        now = self.clock()
+        identity = getattr(request.remote, "psk_identity", None)
+        address = getattr(request.remote, "address", None)
+        for key in (("identity", identity), ("address", address[0] if address else None)):
+            if key[1] is not None and self.lockout.failure(key, now):
+                self.audit(event="lockout", decision="ban", reason=reason, **_lock_label(key))
 
     # --- what the resources and the transport call --------------------------
 
@@ -211,7 +281,10 @@ class Gateway:
         return IntrospectionResponse.inactive()
 
     def psk_lookup(self, identity: bytes) -> bytes | None:
-        """PSK for a DTLS psk_identity (see the module docstring)."""
+        """PSK for a DTLS psk_identity (see the module docstring); None for
+        unknown identities and for ones locked out after repeated failures."""
+        if self.lockout.banned_until(("identity", identity), self.clock()) is not None:
+            return None
         psk = self.registry.psk_for(identity)
         if psk is not None:
             return psk
@@ -288,6 +361,13 @@ class Gateway:
                     fields["client_id"] = identity.decode("utf-8")
                 except UnicodeDecodeError:
                     fields["identity_len"] = len(identity)
+        if not outcome.ok:
+            now = self.clock()
+            for key in (("identity", identity), ("address", outcome.address[0])):
+                if key[1] is not None and self.lockout.failure(key, now):
+                    self.audit(
+                        event="lockout", decision="ban", reason="handshake", **_lock_label(key)
+                    )
         self.audit(
             event="handshake",
             decision="established" if outcome.ok else "deny",
@@ -339,6 +419,20 @@ class Gateway:
         for identity in self._bound.pop(kid, ()):
             if self.dtls is not None:
                 self.dtls.close_identity(identity)
+
+
+def _lock_label(key: tuple[str, Any]) -> dict[str, str]:
+    """Audit fields naming a lockout key (identity as text or length only)."""
+    kind, value = key
+    if kind == "address":
+        return {"address": str(value)}
+    kid = cnf_mod.parse_psk_identity(value)
+    if kid is not None:
+        return {"kid": kid.hex()}
+    try:
+        return {"client_id": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"identity_len": str(len(value))}
 
 
 async def run(config: Config, *, ready: Callable[[Gateway], None] | None = None) -> None:

@@ -22,7 +22,7 @@ from tokens.cwt import Claims, TokenVerifier, mint
 from tokens.keys import Ec2Key, SymmetricKey
 from tokens.params import AceError, Alg
 
-from .conftest import DEVICE_ID, DEVICE_PSK, device
+from .conftest import DEVICE_ID, DEVICE_PSK, DEVICE_SCOPE, device
 
 
 def verifier(gw) -> TokenVerifier:
@@ -64,7 +64,7 @@ async def test_symmetric_pop_token_then_authz_info(gateway):
 async def test_default_scope_is_returned_when_none_requested(gateway):
     async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
         tr = await get_token(dev)
-        assert Scope.from_scope_param(tr.scope) == Scope.parse("/temp:GET /cfg:GET,PUT")
+        assert Scope.from_scope_param(tr.scope) == Scope.parse(DEVICE_SCOPE)
 
 
 async def test_asymmetric_pop_with_req_cnf(gateway):

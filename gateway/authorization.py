@@ -1,0 +1,359 @@
+"""The authorization layer in front of every protected resource.
+
+:class:`AuthorizingSite` wraps the aiocoap site (like aiocoap's OSCORE site
+wrapper): for a protected path it authorizes the request as received, before
+the site dispatches it, and hands the result to the resource through
+:data:`gateway.auth_context.CURRENT`. The ACE endpoints (/token,
+/introspect, /authz-info) and /.well-known/core are not protected.
+
+A request is authorized by exactly one of (DESIGN.md "Per-request proof"):
+
+* a valid Proof option (65001) on a client's DTLS session, checked in this
+  order: parse (4.00) -> token by kid (4.01 with AS Request Creation Hints,
+  RFC 9200 §5.3) -> MAC/signature (4.01) -> replay window / Echo (4.01 with
+  an Echo option, RFC 9175 §2.4) -> token exp, revocation, client enabled and
+  bound to this session (4.01) -> rate limit (4.29, RFC 8516) -> scope for
+  path and method (4.03 / 4.05, RFC 9200 §5.10.2);
+* an RFC 9202 DTLS session whose psk_identity names the token's PoP key: no
+  Proof option (one there is refused with 4.00), then the same checks from
+  "token exp" on.
+
+The sequence number is committed once the proof verified and the window
+accepts it, before the policy checks, so even a refused request's proof
+cannot be replayed. NON requests that fail a security check get no response
+(RFC 7967 No-Response semantics, DESIGN.md "Errors"). Block-wise requests
+are reassembled first: the proof covers the whole body (docs/authorization.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiocoap
+import aiocoap.interfaces
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.numbers.types import Type
+
+from tokens import cnf as cnf_mod
+from tokens.ace import CreationHints
+from tokens.errors import (
+    EchoRequired,
+    Expired,
+    MalformedError,
+    Revoked,
+    TokenError,
+    UnknownKey,
+)
+from tokens.params import CONTENT_FORMAT_ACE_CBOR, PROOF_OPTION, CoapCode
+from tokens.proof import ProofedRequest, parse_proof
+from tokens.replay import FreshnessGuard
+
+from .auth_context import CURRENT, AuthContext
+from .errors import GatewayError, Overloaded
+from .limits import Lockout, RateLimiter, TooManyRequests
+from .token_store import AccessToken, TokenStore
+
+log = logging.getLogger(__name__)
+
+#: Paths served without authorization (the ACE endpoints themselves).
+UNPROTECTED = frozenset({("token",), ("introspect",), ("authz-info",), (".well-known", "core")})
+#: Refusal reasons that count as a failed proof towards the lockout.
+FAILED_PROOF = frozenset(
+    {
+        "malformed",
+        "unknown_kid",
+        "bad_signature",
+        "alg_mismatch",
+        "replay",
+        "token_not_bound_to_session",
+    }
+)
+#: Option numbers aiocoap knows; others that are critical get 4.02.
+_KNOWN_OPTIONS = frozenset(int(o) for o in OptionNumber.__members__.values()) | {PROOF_OPTION}
+
+
+class MissingToken(GatewayError):
+    """No proof and no token-bound session: 4.01 with Request Creation Hints."""
+
+    coap_code = CoapCode.UNAUTHORIZED
+    reason = "no_token"
+
+
+class AmbiguousAuthorization(GatewayError):
+    """A Proof option on a token-bound session: exactly one may authorize."""
+
+    coap_code = CoapCode.BAD_REQUEST
+    reason = "proof_on_token_session"
+
+
+class SessionMismatch(GatewayError):
+    """The proof's token belongs to another client than the DTLS session's
+    (a stolen token and key used from another device's session)."""
+
+    coap_code = CoapCode.UNAUTHORIZED
+    reason = "token_not_bound_to_session"
+
+
+class BadOption(GatewayError):
+    """An unrecognised critical option (RFC 7252 §5.4.1: 4.02)."""
+
+    coap_code = CoapCode.BAD_OPTION
+    reason = "bad_option"
+
+
+@dataclass
+class Decisions:
+    """Counters of authorization outcomes by reason (for metrics)."""
+
+    allowed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class Authorizer:
+    """The decision procedure; no CoAP in it beyond reading the request."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenStore,
+        guard: FreshnessGuard,
+        is_revoked: Callable[[bytes], bool],
+        client_enabled: Callable[[str], bool],
+        session_client: Callable[[bytes], str | None],
+        device_limits: RateLimiter,
+        device_rate: Callable[[str], float | None] = lambda client_id: None,
+        lockout: Lockout | None = None,
+        hints: Callable[[aiocoap.Message], CreationHints],
+        clock: Callable[[], float],
+    ) -> None:
+        self.tokens = tokens
+        self.guard = guard
+        self._is_revoked = is_revoked
+        self._client_enabled = client_enabled
+        self._session_client = session_client
+        self._limits = device_limits
+        self._device_rate = device_rate
+        self.lockout = lockout
+        self.hints = hints
+        self._clock = clock
+        self.decisions = Decisions()
+
+    def authorize(self, request: aiocoap.Message) -> AuthContext:
+        """Authorize ``request`` (see the module docstring) or raise the error
+        whose CoAP code is the answer."""
+        now = self._clock()
+        identity: bytes | None = getattr(request.remote, "psk_identity", None)
+        if identity is None:
+            raise MissingToken("protected resources need a DTLS session")
+        if self.lockout is not None:
+            self.lockout.check(("identity", identity), now)
+            address = getattr(request.remote, "address", None)
+            if address:
+                self.lockout.check(("address", address[0]), now)
+        proof_options = request.opt.get_option(PROOF_OPTION)
+        bound_kid = cnf_mod.parse_psk_identity(identity)
+        if bound_kid is not None and bound_kid in self.tokens:
+            if proof_options:
+                raise AmbiguousAuthorization("token-bound session: send no Proof option")
+            token = self.tokens.get(bound_kid, now)
+            via = "session"
+        else:
+            if not proof_options:
+                raise MissingToken("a Proof option is required")
+            if len(proof_options) > 1:
+                raise MalformedError("more than one Proof option")
+            proof = parse_proof(proof_options[0].value)
+            token = self.tokens.peek(proof.kid)
+            if token is None:
+                raise UnknownKey("no token for this key id: get one from the AS")
+            proofed = ProofedRequest(
+                code=int(request.code),
+                path=tuple(request.opt.uri_path),
+                query=tuple(request.opt.uri_query),
+                content_format=(
+                    None if request.opt.content_format is None else int(request.opt.content_format)
+                ),
+                payload=bytes(request.payload),
+            )
+            echo = request.opt.echo
+            proof.verify(token.pop_key, proofed, echo)
+            self.guard.commit(token.kid, proof.piv, echo, now)
+            if self._session_client(identity) != token.client_id:
+                raise SessionMismatch("token not issued to this session's client")
+            via = "proof"
+        self._check_token(token, now)
+        rate = self._device_rate(token.client_id)
+        self._limits.take(token.client_id, now, rate=rate)
+        token.scope.check(tuple(request.opt.uri_path), int(request.code))
+        return AuthContext(
+            client_id=token.client_id,
+            kid=token.kid,
+            cti=token.cti,
+            scope=token.scope,
+            issuer=token.issuer,
+            via=via,  # type: ignore[arg-type]
+            token=token,
+        )
+
+    def _check_token(self, token: AccessToken, now: float) -> None:
+        if token.exp <= now:
+            raise Expired("token expired")
+        if self._is_revoked(token.cti):
+            raise Revoked("token revoked")
+        if not self._client_enabled(token.client_id):
+            raise Revoked("client disabled")
+
+
+class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
+    """Root resource: authorizes protected requests, then delegates to
+    ``inner`` (an :class:`aiocoap.resource.Site`)."""
+
+    def __init__(
+        self,
+        inner: Any,
+        authorizer: Authorizer,
+        audit: Callable[..., None],
+        *,
+        max_in_flight: int = 1024,
+        on_failure: Callable[[aiocoap.Message, str], None] | None = None,
+        ace_limit: Callable[[aiocoap.Message], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.authorizer = authorizer
+        self._audit = audit
+        self._in_flight = 0
+        self.max_in_flight = max_in_flight
+        self._on_failure = on_failure
+        self._ace_limit = ace_limit
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        return True
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        # block-wise assembly, then render() (aiocoap's standard path)
+        await aiocoap.interfaces.Resource._render_to_pipe(self, pipe)
+
+    def get_resources_as_linkheader(self) -> Any:
+        return self.inner.get_resources_as_linkheader()
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        path = tuple(request.opt.uri_path)
+        for option in request.opt.option_list():
+            number = int(option.number)
+            if number & 1 and number not in _KNOWN_OPTIONS:
+                return _error(request, BadOption(f"critical option {number} not supported"))
+        if path in UNPROTECTED:
+            if self._ace_limit is not None and path != (".well-known", "core"):
+                try:
+                    self._ace_limit(request)
+                except TooManyRequests as exc:
+                    self.authorizer.decisions.refuse(exc.reason)
+                    return _error(request, exc)
+            return await self.inner.render(request)
+        try:
+            auth = self.authorizer.authorize(request)
+        except (TokenError, GatewayError) as exc:
+            return self._refuse(request, exc)
+        if self._in_flight >= self.max_in_flight:
+            return self._refuse(request, Overloaded("too many requests in flight"), auth)
+        self.authorizer.decisions.allowed += 1
+        self._audit(
+            event="request",
+            decision="allow",
+            reason="ok",
+            peer=_peer(request),
+            client_id=auth.client_id,
+            kid=auth.kid.hex(),
+            cti=auth.cti.hex(),
+            resource="/" + "/".join(path),
+            method=str(request.code),
+            via=auth.via,
+        )
+        reset = CURRENT.set(auth)
+        self._in_flight += 1
+        try:
+            return await self.inner.render(request)
+        finally:
+            self._in_flight -= 1
+            CURRENT.reset(reset)
+
+    def _refuse(
+        self,
+        request: aiocoap.Message,
+        exc: TokenError | GatewayError,
+        auth: AuthContext | None = None,
+    ) -> aiocoap.Message:
+        self.authorizer.decisions.refuse(exc.reason)
+        identity: bytes | None = getattr(request.remote, "psk_identity", None)
+        proof = request.opt.get_option(PROOF_OPTION)
+        kid = None
+        if proof:
+            try:
+                kid = parse_proof(proof[0].value).kid.hex()
+            except TokenError:
+                kid = None
+        self._audit(
+            event="request",
+            decision="deny",
+            reason=exc.reason,
+            code=CoapCode(int(exc.coap_code)).dotted,
+            peer=_peer(request),
+            client_id=auth.client_id if auth else _client_label(identity),
+            kid=kid,
+            resource="/" + "/".join(request.opt.uri_path),
+            method=str(request.code),
+        )
+        if exc.reason in FAILED_PROOF and self._on_failure is not None:
+            self._on_failure(request, exc.reason)
+        answered_anyway = isinstance(exc, EchoRequired | TooManyRequests)
+        if request.mtype == Type.NON and not answered_anyway:
+            # silence for NON requests failing security checks
+            return aiocoap.Message(code=Code(int(exc.coap_code)), no_response=26)
+        hints = None
+        if isinstance(exc, MissingToken | UnknownKey):
+            hints = self.authorizer.hints(request)
+        return _error(request, exc, hints)
+
+
+def _client_label(identity: bytes | None) -> str | None:
+    if identity is None or cnf_mod.parse_psk_identity(identity) is not None:
+        return None
+    try:
+        return identity.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _peer(request: aiocoap.Message) -> str:
+    try:
+        return str(request.remote.hostinfo)
+    except Exception:  # pragma: no cover
+        return "?"
+
+
+def _error(
+    request: aiocoap.Message, exc: TokenError | GatewayError, hints: CreationHints | None = None
+) -> aiocoap.Message:
+    code = Code(int(exc.coap_code))
+    if isinstance(exc, EchoRequired):
+        return aiocoap.Message(code=code, echo=exc.echo)
+    if isinstance(exc, TooManyRequests):
+        return aiocoap.Message(code=code, max_age=exc.max_age)
+    if isinstance(exc, Overloaded):
+        return aiocoap.Message(code=code, max_age=1)
+    if hints is not None:
+        return aiocoap.Message(
+            code=code, payload=hints.encode(), content_format=CONTENT_FORMAT_ACE_CBOR
+        )
+    return aiocoap.Message(code=code, payload=exc.description.encode("utf-8")[:128])
+
+
+__all__ = ["UNPROTECTED", "Authorizer", "AuthorizingSite", "Decisions"]

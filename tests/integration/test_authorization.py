@@ -1,0 +1,291 @@
+"""The authorization layer over real DTLS (DESIGN.md "Per-request proof"):
+every rejection path with its exact code, Echo recovery, restarts, rate
+limits, lockout, revocation and disabling clients with live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiocoap
+import pytest
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+from aiocoap.optiontypes import OpaqueOption
+
+from gateway.registry import Registry
+from gateway.server import Gateway
+from tokens.ace import CreationHints
+from tokens.keys import SymmetricKey
+from tokens.params import PROOF_OPTION
+
+from .conftest import DEVICE_ID, DEVICE_PSK, FakeClock, ProofDevice, device, gateway_config
+
+
+async def enrolled(gw, identity=DEVICE_ID, psk=DEVICE_PSK):
+    ctx = device(gw, identity.encode(), psk)
+    dev = await ctx.__aenter__()
+    pd = await ProofDevice.enroll(dev)
+    return ctx, pd
+
+
+def audit_records(gw) -> list[dict]:
+    path = gw.config.base_dir / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_echo_then_whoami(gateway):
+    async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+        pd = await ProofDevice.enroll(dev)
+        first = await dev.request(pd.message())
+        assert first.code == Code.UNAUTHORIZED and first.opt.echo  # no window yet
+        resp = await dev.request(pd.message(echo=first.opt.echo))
+        assert resp.code == Code.CONTENT, resp.payload
+        body = json.loads(resp.payload)
+        assert body["client_id"] == DEVICE_ID and body["via"] == "proof"
+        assert "/whoami:GET" in body["scope"]
+        # the window is open: the next piv needs no Echo
+        assert (await dev.request(pd.message())).code == Code.CONTENT
+    allowed = [r for r in audit_records(gateway) if r["event"] == "request"]
+    assert [r["decision"] for r in allowed] == ["deny", "allow", "allow"]
+    assert allowed[0]["reason"] == "echo_required"
+    assert pd.key.secret.hex() not in (gateway.config.base_dir / "audit.log").read_text()
+
+
+async def open_window(pd: ProofDevice) -> None:
+    resp = await pd.call()
+    assert resp.code == Code.CONTENT, resp
+
+
+async def test_rejection_paths_with_exact_codes(gateway):
+    async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+        pd = await ProofDevice.enroll(dev)
+        await open_window(pd)
+
+        # no proof: 4.01 with AS Request Creation Hints
+        resp = await dev.request(aiocoap.Message(code=Code.GET, uri=dev.base + "/whoami"))
+        assert resp.code == Code.UNAUTHORIZED and resp.opt.content_format == 19
+        hints = CreationHints.decode(resp.payload)
+        assert hints.audience == gateway.config.rs.audience and hints.as_uri.endswith("/token")
+
+        # garbage proof: 4.00
+        msg = aiocoap.Message(code=Code.GET, uri=dev.base + "/whoami")
+        msg.opt.add_option(OpaqueOption(PROOF_OPTION, b"\x84\x01\x02"))
+        assert (await dev.request(msg)).code == Code.BAD_REQUEST
+
+        # unknown kid: 4.01 with hints
+        stranger = SymmetricKey(b"nobody-k", b"k" * 16)
+        resp = await dev.request(pd.message(key=stranger))
+        assert resp.code == Code.UNAUTHORIZED and CreationHints.decode(resp.payload).audience
+
+        # wrong key under the right kid
+        forged = SymmetricKey(pd.key.kid, b"f" * 16)
+        assert (await dev.request(pd.message(key=forged))).code == Code.UNAUTHORIZED
+
+        # the proof covers method, path, query, payload and content-format
+        tampered = [
+            {"code": int(Code.PUT)},
+            {"path": ("temp",)},
+            {"query": ("a=1",)},
+            {"payload": b"x"},
+            {"content_format": 60},
+        ]
+        for override in tampered:
+            resp = await dev.request(pd.message(proofed_as=override))
+            assert resp.code == Code.UNAUTHORIZED, override
+
+        # replayed piv, and a piv far below the window
+        ok = pd.message()
+        assert (await dev.request(ok)).code == Code.CONTENT
+        assert (await dev.request(pd.message(piv=pd.piv))).code == Code.UNAUTHORIZED
+        pd.piv += 200
+        assert (await dev.request(pd.message())).code == Code.CONTENT
+        assert (await dev.request(pd.message(piv=3))).code == Code.UNAUTHORIZED
+
+        # scope: path not in scope 4.03, method not in scope 4.05
+        assert (await dev.request(pd.message(path="/admin"))).code == Code.FORBIDDEN
+        assert (await dev.request(pd.message(Code.PUT, "/whoami"))).code == Code.METHOD_NOT_ALLOWED
+        # a path in scope that does not exist is authorized, then 4.04
+        assert (await dev.request(pd.message(path="/temp"))).code == Code.NOT_FOUND
+
+    reasons = [r["reason"] for r in audit_records(gateway) if r.get("decision") == "deny"]
+    for reason in ("no_token", "malformed", "unknown_kid", "bad_signature", "replay"):
+        assert reason in reasons, reason
+
+
+async def test_expired_revoked_and_disabled(state_dir):
+    clock = FakeClock()
+    gw = Gateway(gateway_config(state_dir), clock=clock)
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            pd = await ProofDevice.enroll(dev)
+            await open_window(pd)
+            clock.now += gw.config.as_.token_lifetime + 1  # expired
+            assert (await dev.request(pd.message())).code == Code.UNAUTHORIZED
+            clock.now -= gw.config.as_.token_lifetime + 1
+            pd2 = await ProofDevice.enroll(dev)
+            await open_window(pd2)
+            gw.registry.revoke(pd2_cti(gw, pd2), clock.now + 3600)
+            assert (await dev.request(pd2.message())).code == Code.UNAUTHORIZED
+            pd3 = await ProofDevice.enroll(dev)
+            await open_window(pd3)
+            gw.registry.disable(DEVICE_ID)  # in flight: not yet housekept
+            assert (await dev.request(pd3.message())).code == Code.UNAUTHORIZED
+    finally:
+        await gw.stop()
+        gw.registry.close()
+    reasons = [r["reason"] for r in audit_records(gw) if r.get("decision") == "deny"]
+    assert reasons.count("expired") == 1 and reasons.count("revoked") == 2
+
+
+def pd2_cti(gw, pd: ProofDevice) -> bytes:
+    return gw.tokens.peek(pd.key.kid).cti
+
+
+async def test_token_theft_across_sessions(gateway):
+    gateway.registry.add("sensor-2", psk=b"sensor-2-psk-abc", scope="/whoami:GET")
+    async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as victim_dev:
+        victim = await ProofDevice.enroll(victim_dev)
+        await open_window(victim)
+        async with device(gateway, b"sensor-2", b"sensor-2-psk-abc") as thief_dev:
+            # the thief has the victim's token and PoP key, but its own session
+            stolen = ProofDevice(thief_dev, victim.key, victim.token)
+            stolen.piv = 1000
+            assert (await thief_dev.request(stolen.message())).code == Code.UNAUTHORIZED
+    denies = [r for r in audit_records(gateway) if r.get("reason") == "token_not_bound_to_session"]
+    assert len(denies) == 1 and denies[0]["client_id"] == "sensor-2"
+
+
+async def test_rate_limit_answers_4_29_with_max_age(state_dir):
+    gw = Gateway(
+        gateway_config(state_dir, ACEGW_LIMITS_DEVICE_BURST="3", ACEGW_LIMITS_DEVICE_RATE="0.01")
+    )
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            pd = await ProofDevice.enroll(dev)
+            codes = [(await pd.call()).code for _ in range(4)]
+            assert codes[:3] == [Code.CONTENT] * 3
+            last = await dev.request(pd.message())
+            assert last.code == Code.TOO_MANY_REQUESTS and last.opt.max_age >= 1
+    finally:
+        await gw.stop()
+        gw.registry.close()
+
+
+async def test_ace_endpoints_rate_limited_per_peer(state_dir):
+    gw = Gateway(
+        gateway_config(state_dir, ACEGW_LIMITS_ACE_BURST="2", ACEGW_LIMITS_ACE_RATE="0.01")
+    )
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            codes = [(await dev.post("/authz-info", b"\x01")).code for _ in range(3)]
+            assert codes == [Code.BAD_REQUEST, Code.BAD_REQUEST, Code.TOO_MANY_REQUESTS]
+    finally:
+        await gw.stop()
+        gw.registry.close()
+
+
+async def test_non_request_failing_security_gets_no_response(gateway):
+    async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+        pd = await ProofDevice.enroll(dev)
+        await open_window(pd)
+        with pytest.raises(asyncio.TimeoutError):
+            await dev.request(pd.message(piv=1, mtype=Type.NON), timeout=2)
+        ok = await dev.request(pd.message(mtype=Type.NON), timeout=5)
+        assert ok.code == Code.CONTENT
+
+
+async def test_restart_refuses_captured_proof_and_device_recovers(state_dir):
+    config = gateway_config(state_dir)
+    gw = Gateway(config)
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+        pd = await ProofDevice.enroll(dev)
+        await open_window(pd)
+        captured = pd.message()  # a valid request, captured on the wire
+        assert (await dev.request(captured)).code == Code.CONTENT
+        captured_value = captured.opt.get_option(PROOF_OPTION)[0].value
+    await gw.stop()
+    gw.registry.close()
+
+    gw = Gateway(config)  # restart: no counters on disk
+    await gw.start()
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            # an attacker re-uploads the (non-secret) token and replays the proof
+            assert (await dev.post("/authz-info", pd.token)).code == Code.CREATED
+            replay = aiocoap.Message(code=Code.GET, uri=dev.base + "/whoami")
+            replay.opt.add_option(OpaqueOption(PROOF_OPTION, captured_value))
+            refused = await dev.request(replay)
+            assert refused.code == Code.UNAUTHORIZED and refused.opt.echo
+            # the honest device recovers through Echo, with no operator action
+            pd.dev = dev
+            assert (await pd.call()).code == Code.CONTENT
+            assert (await dev.request(replay)).code == Code.UNAUTHORIZED
+    finally:
+        await gw.stop()
+        gw.registry.close()
+
+
+async def test_lockout_after_repeated_bad_proofs(state_dir):
+    gw = Gateway(
+        gateway_config(
+            state_dir, ACEGW_LIMITS_LOCKOUT_FAILURES="3", ACEGW_LIMITS_LOCKOUT_SECONDS="60"
+        )
+    )
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            pd = await ProofDevice.enroll(dev)
+            await open_window(pd)
+            forged = SymmetricKey(pd.key.kid, b"f" * 16)
+            for _ in range(3):
+                assert (await dev.request(pd.message(key=forged))).code == Code.UNAUTHORIZED
+            # banned now: even a valid proof is refused
+            assert (await dev.request(pd.message())).code == Code.UNAUTHORIZED
+        assert gw.lockout.active_bans(gw.clock()) >= 1
+        assert gw.psk_lookup(DEVICE_ID.encode()) is None  # handshakes refused too
+        # the ban lifts by itself
+        assert gw.lockout.active_bans(gw.clock() + 61) == 0
+    finally:
+        await gw.stop()
+        gw.registry.close()
+    bans = [r for r in audit_records(gw) if r["event"] == "lockout"]
+    assert bans and bans[0]["client_id"] == DEVICE_ID
+
+
+async def test_disable_cuts_off_100_live_sessions_within_a_second(gateway, state_dir):
+    gateway.registry.add("fleet-1", psk=b"fleet-1-psk-abcd", scope="/whoami:GET")
+    contexts = [device(gateway, b"fleet-1", b"fleet-1-psk-abcd") for _ in range(100)]
+    devices = []
+    try:
+        for ctx in contexts:
+            devices.append(await ctx.__aenter__())
+        results = await asyncio.gather(
+            *(d.post("/authz-info", b"\x01", timeout=30) for d in devices)
+        )
+        assert all(r.code == Code.BAD_REQUEST for r in results)
+        assert len(gateway.dtls.remotes(b"fleet-1")) == 100
+        # the operator disables the client from another process (the CLI)
+        other = Registry.from_config(gateway.config)
+        started = time.monotonic()
+        other.disable("fleet-1")
+        other.close()
+        while gateway.dtls.remotes(b"fleet-1") and time.monotonic() - started < 5:
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - started
+        assert gateway.dtls.remotes(b"fleet-1") == []
+        print(f"100 sessions cut off {elapsed * 1000:.0f} ms after disable")
+        assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    finally:
+        for ctx in contexts[: len(devices)]:
+            await ctx.__aexit__(None, None, None)
