@@ -1,0 +1,67 @@
+"""Settings of one DTLS server socket (bind address, session limits, timeouts).
+
+The gateway builds this from its ``[server]`` and ``[dtls]`` configuration
+tables; tests build it directly with small timeouts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from gateway.errors import ConfigError
+
+#: The coaps default port (RFC 7252 §12.7).
+COAPS_PORT = 5684
+
+
+@dataclass(frozen=True)
+class DtlsServerConfig:
+    """Where to listen and how many sessions to keep (RFC 6347 §4.2.1 cookie
+    exchange is always on)."""
+
+    #: IP literal to bind; ``"::"`` is dual-stack, ``"0.0.0.0"`` IPv4 only.
+    host: str = "::"
+    #: UDP port, bound exactly (0: any free port, read back from the server).
+    port: int = COAPS_PORT
+    #: Set SO_REUSEPORT so several worker processes can share the port.
+    reuse_port: bool = False
+    #: Sessions (established + handshaking) kept; beyond it the longest-idle
+    #: established session is evicted.
+    max_sessions: int = 10_000
+    #: Half-open handshakes allowed at once; further ClientHellos that carry a
+    #: cookie are dropped (the peer retransmits later).
+    max_handshakes: int = 500
+    #: Seconds without an authenticated datagram before a session is closed.
+    idle_timeout: float = 300.0
+    #: Seconds a handshake may take before its state is dropped.
+    handshake_timeout: float = 10.0
+    #: SO_RCVBUF to request in bytes (0: the OS default; Linux caps it at
+    #: net.core.rmem_max). Bursts of handshakes or close_notify need room.
+    receive_buffer: int = 4 << 20
+    #: Outgoing datagrams queued while the socket is full; more are dropped.
+    send_queue_limit: int = 4096
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise ConfigError("not an IP address literal", key="server.bind") from None
+        checks = (
+            ("server.port", 0 <= self.port <= 65535),
+            ("dtls.max_sessions", self.max_sessions >= 1),
+            ("dtls.max_handshakes", 1 <= self.max_handshakes <= self.max_sessions),
+            ("dtls.idle_timeout", self.idle_timeout > 0),
+            ("dtls.handshake_timeout", self.handshake_timeout > 0),
+            ("dtls.receive_buffer", self.receive_buffer >= 0),
+            ("dtls.send_queue_limit", self.send_queue_limit >= 0),
+        )
+        for key, ok in checks:
+            if not ok:
+                raise ConfigError("value out of range", key=key)
+
+    @property
+    def is_wildcard(self) -> bool:
+        """True for ``::`` and ``0.0.0.0``: replies must then be sent from the
+        address each request was sent to (IP_PKTINFO / IPV6_PKTINFO)."""
+        return ipaddress.ip_address(self.host).is_unspecified

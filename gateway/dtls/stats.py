@@ -1,0 +1,59 @@
+"""Counters of the DTLS server, snapshot for metrics and health checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class DtlsStats:
+    """One consistent snapshot of :meth:`DtlsServer.stats`."""
+
+    #: Established sessions now.
+    sessions: int
+    #: Half-open handshakes now.
+    handshaking: int
+    #: Handshakes completed since start.
+    handshakes_ok: int
+    #: Handshakes that did not complete since start (sum of the reasons).
+    handshakes_failed: int
+    #: Failed handshakes by :class:`~gateway.dtls.session.HandshakeFailure`.
+    handshake_failures: Mapping[str, int]
+    #: Ended sessions by :class:`~gateway.dtls.session.CloseReason`.
+    sessions_closed: Mapping[str, int]
+    datagrams_received: int
+    datagrams_sent: int
+    #: Datagrams dropped, by reason (``unknown_peer``: not a ClientHello from
+    #: an address without session; ``handshake_cap``: ClientHello with cookie
+    #: while at ``max_handshakes``; ``send_queue``/``send_error``: outgoing
+    #: datagrams lost; ``closed_session``: message for an ended session;
+    #: ``coap_unparsable``: decrypted payload not a CoAP message).
+    dropped: Mapping[str, int]
+
+
+@dataclass
+class Counters:
+    """The mutable counters behind :class:`DtlsStats`."""
+
+    handshakes_ok: int = 0
+    handshake_failures: Counter[str] = field(default_factory=Counter)
+    sessions_closed: Counter[str] = field(default_factory=Counter)
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self, *, sessions: int, handshaking: int) -> DtlsStats:
+        return DtlsStats(
+            sessions=sessions,
+            handshaking=handshaking,
+            handshakes_ok=self.handshakes_ok,
+            handshakes_failed=sum(self.handshake_failures.values()),
+            handshake_failures=MappingProxyType(dict(self.handshake_failures)),
+            sessions_closed=MappingProxyType(dict(self.sessions_closed)),
+            datagrams_received=self.datagrams_received,
+            datagrams_sent=self.datagrams_sent,
+            dropped=MappingProxyType(dict(self.dropped)),
+        )
