@@ -390,9 +390,15 @@ def _token_bytes(arg: str) -> bytes:
 def cmd_token_decode(args: argparse.Namespace, out: TextIO) -> int:
     """Show a token's headers and claims without verifying it and without any
     secret (a symmetric ``cnf`` key is redacted)."""
+    from tokens.ace import TokenResponse
     from tokens.cwt import decode_unverified
+    from tokens.errors import TokenError
 
-    info = decode_unverified(_token_bytes(args.token))
+    data = _token_bytes(args.token)
+    if data[:1] and data[0] >> 5 == 5:  # a CBOR map: a /token response
+        with contextlib.suppress(TokenError):
+            data = TokenResponse.decode(data).access_token
+    info = decode_unverified(data)
     json.dump(info.describe(), out, indent=2, default=str)
     out.write("\n")
     return 0

@@ -52,6 +52,7 @@ from tokens.keys import key_from_cose
 from tokens.params import KeyParam, KeyType
 
 from .config import Config
+from .dtls.tinydtls import MAX_PSK_LENGTH
 from .errors import (
     ClientExists,
     ClientNotFound,
@@ -65,11 +66,13 @@ from .masterkey import MasterKey, load_master_key
 SCHEMA_VERSION = 1
 #: tinydtls DTLS_PSK_MAX_CLIENT_IDENTITY_LEN (measured: 33 bytes fail).
 MAX_CLIENT_ID_LEN = 32
-#: Longest PSK a tinydtls (DTLSSocket 0.2.3) handshake completes with
-#: (measured: 18 works, 19 fails; the pre-master secret buffer is 40 bytes).
-MAX_PSK_LEN = 18
-#: Characters in a generated PSK (base64url alphabet: 6 bits each).
-GENERATED_PSK_CHARS = 18
+#: Longest PSK the DTLS transport accepts (tinydtls 0.8.6 in DTLSSocket
+#: 0.2.3: longer keys overrun its key buffer; with libcoap peers a 17- or
+#: 18-byte PSK ends in an internal-error alert).
+MAX_PSK_LEN = MAX_PSK_LENGTH
+#: Characters in a generated PSK (base64url alphabet: 6 bits each, so 96
+#: bits of entropy: printable for libcoap's ``-k``, within the 16-byte cap).
+GENERATED_PSK_CHARS = MAX_PSK_LENGTH
 _PSK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+\-]*")
 _KEY_CHECK = b"acegw registry key check"

@@ -169,7 +169,7 @@ def test_disable_enable_rotate_update_delete(reg: Registry) -> None:
 
 
 def test_psk_is_encrypted_at_rest(reg: Registry, db_path: Path) -> None:
-    secret = b"Zq9-psk-marker-77"
+    secret = b"Zq9-psk-marker-7"
     reg.add("dev", scope="/a:GET", psk=secret)
     generated = reg.add("dev2", scope="/a:GET")
     rotated = reg.rotate_psk("dev2")
