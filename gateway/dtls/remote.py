@@ -9,8 +9,7 @@ assembly and observations never mix two sessions of the same address
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,10 +35,8 @@ def identity_label(identity: bytes) -> str:
 def hostinfo(host: str, port: int) -> str:
     """URI authority for a coaps peer (RFC 7252 §6.2): IPv4-mapped IPv6
     addresses shown as IPv4, the default port left out."""
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            host = str(address.ipv4_mapped)
+    if host[:7].lower() == "::ffff:" and "." in host:
+        host = host[7:]
     return str(hostportjoin(host, None if port == COAPS_PORT else port))
 
 
@@ -103,7 +100,7 @@ class DtlsRemote(interfaces.EndpointAddress):  # type: ignore[misc]
         """True while the session this remote belongs to is established."""
         return self._server._remote_is_current(self)
 
-    @property
+    @functools.cached_property
     def hostinfo(self) -> str:
         return hostinfo(str(self.address[0]), int(str(self.address[1])))
 

@@ -18,11 +18,7 @@ dispatched after the library returns.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
-import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +42,7 @@ from .tinydtls import (
     new_session,
     weak_callback,
 )
+from .udp import Cmsg, SockAddr, UdpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +51,15 @@ PskLookup = Callable[[bytes], bytes | None]
 #: Called once for every established session that ends.
 SessionClosedHook = Callable[[DtlsRemote, CloseReason], None]
 
-# Linux value; the socket module does not export it.
-_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_IN_PKTINFO = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
-_RECV_SIZE = 2048
-_RECV_BATCH = 256
-_ANCILLARY_SIZE = socket.CMSG_SPACE(32)
 #: Retransmission polling interval when tinydtls' clock cannot be read.
 _RETRANSMIT_POLL = 0.5
-
-_Cmsg = tuple[int, int, bytes]
-_SockAddr = tuple[object, ...]
 
 
 @dataclass(frozen=True)
 class HandshakeOutcome:
     """One finished handshake, for audit records (no secret in it)."""
 
-    address: _SockAddr
+    address: SockAddr
     #: The identity presented (None if the handshake failed before it).
     identity: bytes | None
     #: None on success.
@@ -91,7 +79,7 @@ class _PeerSession(Session):
 
     __slots__ = ("dtls_key", "dtls_session", "local", "remote", "sockaddr")
 
-    def __init__(self, sockaddr: _SockAddr, now: float, local: _Cmsg | None) -> None:
+    def __init__(self, sockaddr: SockAddr, now: float, local: Cmsg | None) -> None:
         super().__init__(sockaddr, now)
         self.sockaddr = sockaddr
         self.dtls_session, self.dtls_key = new_session(sockaddr)
@@ -170,11 +158,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             pskId=b"",
             pskStore=self._psk_store,
         )
-        self._sock: socket.socket | None = None
-        self._pktinfo = False
-        self._bound: tuple[str, int] = (config.host, config.port)
-        self._send_queue: deque[tuple[bytes, _SockAddr, _Cmsg | None]] = deque()
-        self._writer_registered = False
+        self._udp = UdpEndpoint(config, self._datagram_received, self._counters)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._retransmit_at: float | None = None
@@ -201,45 +185,15 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             on_session_closed=on_session_closed,
             on_handshake=on_handshake,
         )
-        self._open_socket()
+        self._udp.open()
         return self
-
-    def _open_socket(self) -> None:
-        config = self._config
-        ip = ipaddress.ip_address(config.host)
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            if config.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if config.receive_buffer:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
-            if family == socket.AF_INET6:
-                # '::' serves IPv4 too (IPv4-mapped addresses).
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            if config.is_wildcard:
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-                self._pktinfo = True
-            sock.bind((config.host, config.port))
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        host, port = sock.getsockname()[:2]
-        self._bound = (str(host), int(port))
-        self._loop.add_reader(sock.fileno(), self._on_readable)
-        log.info("DTLS server listening on %s", hostportjoin(*self._bound))
 
     # --- public API -------------------------------------------------------------------
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)`` (the port is the real one for port 0)."""
-        return self._bound
+        return self._udp.address
 
     def stats(self) -> DtlsStats:
         """Counters and gauges for metrics."""
@@ -316,24 +270,17 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         for session in list(self._table):
             assert isinstance(session, _PeerSession)
             self._end(session, CloseReason.SHUTDOWN, HandshakeFailure.CLOSED)
-        self._flush_send_queue()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._sock is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            if self._writer_registered:
-                self._loop.remove_writer(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-        self._send_queue.clear()
+        self._udp.close()
         if self._dtls is not None:
             # Break the callback references before the context is freed.
             self._dtls.pycb = {"read": _ignore, "write": _ignore, "event": _ignore}
             self._dtls.pskStore = {}
             self._dtls = None
         self._mman = None
-        log.info("DTLS server on %s shut down", hostportjoin(*self._bound))
+        log.info("DTLS server on %s shut down", hostportjoin(*self._udp.address))
 
     # --- for DtlsRemote -------------------------------------------------------------------
 
@@ -347,115 +294,28 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         )
 
     def _local_hostinfo(self, session: _PeerSession) -> str:
-        host, port = self._bound
-        if session.local is not None:
-            level, _, data = session.local
-            if level == socket.IPPROTO_IPV6:
-                host = socket.inet_ntop(socket.AF_INET6, data[:16])
-            else:
-                host = socket.inet_ntop(socket.AF_INET, data[4:8])
-        return hostinfo(host, port)
-
-    # --- socket I/O -------------------------------------------------------------------------
-
-    def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        for _ in range(_RECV_BATCH):
-            local: _Cmsg | None = None
-            try:
-                if self._pktinfo:
-                    data, ancillary, _flags, sockaddr = sock.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
-                    local = _reply_pktinfo(ancillary)
-                else:
-                    data, sockaddr = sock.recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                # ICMP errors for earlier sends surface here on some systems.
-                log.debug("receive error ignored: %s", e)
-                continue
-            self._counters.datagrams_received += 1
-            try:
-                self._datagram_received(data, sockaddr, local)
-            except Exception:
-                log.exception("internal error handling a datagram from %s", sockaddr)
-            if self._sock is None:  # shut down by a hook
-                return
-        self._flush_send_queue()
-
-    def _send_datagram(self, data: bytes, sockaddr: _SockAddr, local: _Cmsg | None) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        if self._send_queue:
-            self._queue_datagram(data, sockaddr, local)
-            return
-        try:
-            if local is not None:
-                sock.sendmsg([data], [local], 0, sockaddr)
-            else:
-                sock.sendto(data, sockaddr)
-        except (BlockingIOError, InterruptedError):
-            self._queue_datagram(data, sockaddr, local)
-            return
-        except OSError as e:
-            self._counters.dropped["send_error"] += 1
-            log.debug("send to %s failed: %s", sockaddr, e)
-            return
-        self._counters.datagrams_sent += 1
-
-    def _queue_datagram(self, data: bytes, sockaddr: _SockAddr, local: _Cmsg | None) -> None:
-        if len(self._send_queue) >= self._config.send_queue_limit:
-            self._counters.dropped["send_queue"] += 1
-            return
-        self._send_queue.append((data, sockaddr, local))
-        if not self._writer_registered and self._sock is not None:
-            self._loop.add_writer(self._sock.fileno(), self._flush_send_queue)
-            self._writer_registered = True
-
-    def _flush_send_queue(self) -> None:
-        sock = self._sock
-        while self._send_queue and sock is not None:
-            data, sockaddr, local = self._send_queue[0]
-            try:
-                if local is not None:
-                    sock.sendmsg([data], [local], 0, sockaddr)
-                else:
-                    sock.sendto(data, sockaddr)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self._counters.dropped["send_error"] += 1
-                log.debug("send to %s failed: %s", sockaddr, e)
-            else:
-                self._counters.datagrams_sent += 1
-            self._send_queue.popleft()
-        if self._writer_registered and sock is not None:
-            self._loop.remove_writer(sock.fileno())
-            self._writer_registered = False
+        return hostinfo(self._udp.local_host(session.local), self._udp.address[1])
 
     # --- datagram triage ---------------------------------------------------------------------
 
-    def _datagram_received(self, data: bytes, sockaddr: _SockAddr, local: _Cmsg | None) -> None:
+    def _datagram_received(self, data: bytes, sockaddr: SockAddr, local: Cmsg | None) -> None:
         session = self._table.get(sockaddr)
         if session is None:
             self._from_unknown_peer(data, sockaddr, local)
             return
         assert isinstance(session, _PeerSession)
-        if local is not None:
-            session.local = local
         client_hello = (
             data[:1] == b"\x16"
             and records.first_handshake_type(data) == records.HandshakeType.CLIENT_HELLO
         )
         if session.state is SessionState.ESTABLISHED and not client_hello:
-            self._established_datagram(session, data)
+            self._established_datagram(session, data, local)
         else:
+            if local is not None:
+                session.local = local
             self._handshake_datagram(session, data)
 
-    def _from_unknown_peer(self, data: bytes, sockaddr: _SockAddr, local: _Cmsg | None) -> None:
+    def _from_unknown_peer(self, data: bytes, sockaddr: SockAddr, local: Cmsg | None) -> None:
         """Only a ClientHello may come from an address without a session. A
         ClientHello with a cookie makes tinydtls allocate state if the cookie
         is valid (RFC 6347 §4.2.1), so it counts against ``max_handshakes``."""
@@ -516,8 +376,12 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         self._drive_retransmissions()
         self._schedule()
 
-    def _established_datagram(self, session: _PeerSession, data: bytes) -> None:
+    def _established_datagram(self, session: _PeerSession, data: bytes, local: Cmsg | None) -> None:
         call = self._handle(session, data)
+        if call.plaintexts and local is not None:
+            # Follow the peer to another of our addresses only when it proved
+            # it is the peer.
+            session.local = local
         self._process_established(session, call, self._loop.time())
 
     def _process_established(self, session: _PeerSession, call: _Call, now: float) -> None:
@@ -664,7 +528,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
                 self._end(session, CloseReason.CLOSED, HandshakeFailure.TIMEOUT)
             else:
                 self._end(session, CloseReason.IDLE_TIMEOUT, HandshakeFailure.CLOSED)
-        self._flush_send_queue()
+        self._udp.flush()
         self._schedule()
 
     # --- calls into tinydtls -----------------------------------------------------------------
@@ -751,7 +615,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
                 session = self._by_dtls_key.get(address)
                 if session is None:
                     return len(data)
-            self._send_datagram(data, session.sockaddr, session.local)
+            self._udp.send(data, session.sockaddr, session.local)
         except Exception:
             log.exception("internal error sending a DTLS record")
         return len(data)
@@ -769,18 +633,6 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
 
 def _ignore(*_args: object) -> int:
     return 0
-
-
-def _reply_pktinfo(ancillary: list[tuple[int, int, bytes]]) -> _Cmsg | None:
-    """The ancillary data that makes a reply leave from the address a
-    datagram was sent to (RFC 3542 §6 IPV6_PKTINFO; Linux IP_PKTINFO)."""
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
-            return (level, kind, bytes(data[:20]))
-        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
-            _ifindex, _spec_dst, addr = _IN_PKTINFO.unpack_from(data)
-            return (level, kind, _IN_PKTINFO.pack(0, addr, bytes(4)))
-    return None
 
 
 async def create_server_context(

@@ -27,14 +27,22 @@ it bundles, measured on this machine, and thin helpers around it.
   in tinydtls (DTLSSocket copies without a bound check): 17-18 bytes happen to
   work, 19+ fail, 200 segfaults. Identities longer than 32 bytes
   (``DTLS_PSK_MAX_CLIENT_IDENTITY_LEN``) are rejected by tinydtls itself.
+- A ClientHello from the address of an established peer starts a new
+  handshake (after a fresh cookie exchange) that replaces the old epoch; the
+  identity may change. Plaintext (epoch 0) alerts for an established peer
+  are ignored.
+- The cookie secret is drawn once per context and never rotated.
+- ``DTLS.connect`` returns a ``Connection`` whose finalizer closes the
+  session when it is garbage collected; ``write(session, b"")`` to an unknown
+  address starts the same client handshake without that object.
 - Exceptions raised in callbacks are swallowed by Cython; callbacks must not
-  raise.
+  raise. DTLSSocket prints to stdout on some error paths (``close`` of an
+  unknown peer, ``connect`` to a known one); the server avoids them.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import logging
 import os
 import socket
@@ -60,6 +68,7 @@ MAX_IDENTITY_LENGTH = 32
 TICKS_PER_SECOND = 1000
 
 _TICK_MODULUS = 1 << 32
+_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 _T = TypeVar("_T")
 
@@ -83,12 +92,12 @@ def dtls_address(sockaddr: tuple[object, ...]) -> tuple[str, int]:
     IPv4 becomes IPv4-mapped IPv6, a zone suffix is dropped."""
     host = str(sockaddr[0]).split("%", 1)[0]
     port = int(str(sockaddr[1]))
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv4Address):
-        address = ipaddress.IPv6Address("::ffff:" + host)
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        packed = _V4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, host)
     # inet_ntop is what DTLSSocket uses in its callbacks; match it exactly.
-    text = socket.inet_ntop(socket.AF_INET6, address.packed)
-    return text, port
+    return socket.inet_ntop(socket.AF_INET6, packed), port
 
 
 def new_session(sockaddr: tuple[object, ...]) -> tuple[dtls.Session, tuple[str, int]]:
