@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 #: Paths served without authorization (the ACE endpoints themselves).
 UNPROTECTED = frozenset({("token",), ("introspect",), ("authz-info",), (".well-known", "core")})
+_WELL_KNOWN = (".well-known", "core")
 #: Refusal reasons that count as a failed proof towards the lockout.
 FAILED_PROOF = frozenset(
     {
@@ -224,6 +225,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         max_in_flight: int = 1024,
         on_failure: Callable[[aiocoap.Message, str], None] | None = None,
         ace_limit: Callable[[aiocoap.Message], None] | None = None,
+        unprotected: frozenset[tuple[str, ...]] = UNPROTECTED,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -233,6 +235,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self.max_in_flight = max_in_flight
         self._on_failure = on_failure
         self._ace_limit = ace_limit
+        self.unprotected = unprotected
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
         return True
@@ -250,8 +253,8 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             number = int(option.number)
             if number & 1 and number not in _KNOWN_OPTIONS:
                 return _error(request, BadOption(f"critical option {number} not supported"))
-        if path in UNPROTECTED:
-            if self._ace_limit is not None and path != (".well-known", "core"):
+        if path in self.unprotected:
+            if self._ace_limit is not None and path in UNPROTECTED and path != _WELL_KNOWN:
                 try:
                     self._ace_limit(request)
                 except TooManyRequests as exc:

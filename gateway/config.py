@@ -413,7 +413,76 @@ class RouteConfig:
         65536, "Largest request or response body in bytes.", min=0, max=16 * 1024 * 1024
     )
     headers: Mapping[str, str] = _opt(
-        {}, "Extra HTTP headers sent upstream.", check=_header_names, secret=True
+        {},
+        "Extra HTTP headers sent upstream. Values may use {client_id}, {sub}, {scope}, {cti} "
+        "and {kid} of the authorized request (docs/proxy.md).",
+        check=_header_names,
+        secret=True,
+    )
+    auth: str = _opt(
+        "none",
+        "How the gateway authenticates itself upstream: none; bearer ('Authorization: "
+        "Bearer <secret>'); api_key ('<api_key_header>: <secret>'); jwt (a short-lived JWT "
+        "per device signed with jwt_key_file).",
+        choices=("none", "bearer", "api_key", "jwt"),
+    )
+    secret_env: str = _opt(
+        "", "Environment variable holding the bearer token or API key (auth = bearer/api_key)."
+    )
+    secret_file: str = _opt(
+        "", "File holding the bearer token or API key; used when secret_env is empty."
+    )
+    api_key_header: str = _opt("X-API-Key", "Header name for auth = api_key.")
+    jwt_key_file: str = _opt(
+        "",
+        "PEM private key signing the per-device JWTs (auth = jwt): EC P-256 means ES256, "
+        "RSA (2048 bits or more) means RS256.",
+    )
+    jwt_issuer: str = _opt("acegw", "'iss' of the JWTs minted for this route.")
+    jwt_audience: str = _opt("", "'aud' of the JWTs minted for this route; empty = upstream.")
+    jwt_kid: str = _opt("", "'kid' header of the minted JWTs; empty = none.")
+    jwt_lifetime: int = _opt(
+        300,
+        "Lifetime of a minted JWT in seconds; it is reused for the same device and scope "
+        "until shortly before it expires.",
+        min=30,
+        max=86400,
+    )
+    ca_file: str = _opt(
+        "", "PEM CA bundle that verifies an https upstream; empty = the system CAs."
+    )
+    client_cert: str = _opt("", "PEM client certificate (chain) for mutual TLS with the upstream.")
+    client_key: str = _opt("", "PEM private key of client_cert; empty = in client_cert.")
+    pool_size: int = _opt(
+        16, "Upstream connections (requests in flight) for this route.", min=1, max=10000
+    )
+    queue_size: int = _opt(
+        64,
+        "Requests waiting for a connection; beyond that 5.03 with Max-Age.",
+        min=0,
+        max=100_000,
+    )
+    busy_max_age: int = _opt(
+        2, "Max-Age (seconds) of the 5.03 sent when the queue is full.", min=0, max=3600
+    )
+    breaker_failures: int = _opt(
+        5,
+        "Consecutive upstream failures that open the circuit breaker; 0 = no breaker.",
+        min=0,
+        max=1000,
+    )
+    breaker_reset: float = _opt(
+        30.0,
+        "Seconds an open breaker answers 5.03 before it lets one probe request through.",
+        min=0.1,
+        max=3600,
+    )
+    cache_bytes: int = _opt(
+        0,
+        "Bytes of GET responses cached for this route (Max-Age/ETag honoured, keyed by the "
+        "client's scope); 0 = no cache.",
+        min=0,
+        max=1 << 30,
     )
 
 

@@ -152,3 +152,92 @@ class UpstreamTimeout(UpstreamError):
 
     coap_code = CoapCode.GATEWAY_TIMEOUT
     reason = "upstream_timeout"
+
+
+# --- HTTP proxy (gateway.proxy) ------------------------------------------------
+
+
+class UpstreamBadResponse(UpstreamError):
+    """The upstream answered, but not with something the gateway can map: not
+    HTTP, a redirect, an encoding the gateway did not ask for (5.02)."""
+
+    reason = "upstream_bad_response"
+
+
+class UpstreamTooLarge(UpstreamBadResponse):
+    """The upstream response body exceeds the route's ``max_body``: 5.02, never
+    a truncated 2.05."""
+
+    reason = "upstream_too_large"
+
+
+class UpstreamTlsError(UpstreamError):
+    """The upstream's TLS certificate did not verify, or the handshake failed (5.02)."""
+
+    reason = "upstream_tls"
+
+
+class UpstreamAuthRejected(UpstreamError):
+    """The upstream refused the gateway's own credential (HTTP 401 or 407):
+    the gateway's configuration is at fault, not the device (5.02)."""
+
+    reason = "upstream_auth_rejected"
+
+
+class UpstreamBusy(Overloaded):
+    """The route's connection pool and wait queue are full (5.03 with Max-Age)."""
+
+    reason = "upstream_busy"
+
+    def __init__(self, description: str = "", *, max_age: int) -> None:
+        super().__init__(description)
+        self.max_age = max_age
+
+
+class CircuitOpen(Overloaded):
+    """The route's circuit breaker is open after repeated upstream failures
+    (5.03; Max-Age = seconds until the next probe)."""
+
+    reason = "circuit_open"
+
+    def __init__(self, description: str = "", *, max_age: int) -> None:
+        super().__init__(description)
+        self.max_age = max_age
+
+
+class ProxyRequestError(GatewayError):
+    """A device request the proxy cannot map to HTTP (4.00, e.g. a ``..`` path
+    segment)."""
+
+    coap_code = CoapCode.BAD_REQUEST
+    reason = "bad_proxy_request"
+
+
+class UnmappableContentFormat(ProxyRequestError):
+    """The request's Content-Format has no HTTP media type here (4.15)."""
+
+    coap_code = CoapCode.UNSUPPORTED_CONTENT_FORMAT
+    reason = "unsupported_content_format"
+
+
+class NotAcceptable(ProxyRequestError):
+    """The Accept option names a format the proxy cannot ask for or the
+    upstream did not return (4.06, RFC 7252 §5.10.4)."""
+
+    coap_code = CoapCode.NOT_ACCEPTABLE
+    reason = "not_acceptable"
+
+
+class RouteMethodNotAllowed(ProxyRequestError):
+    """The method is not in the route's ``methods`` (4.05)."""
+
+    coap_code = CoapCode.METHOD_NOT_ALLOWED
+    reason = "method_not_allowed"
+
+
+class ProxyingNotSupported(ProxyRequestError):
+    """A Proxy-Uri or Proxy-Scheme option: the gateway is a reverse proxy only
+    (5.05, RFC 7252 §5.10.2)."""
+
+    coap_code = CoapCode.PROXYING_NOT_SUPPORTED
+    reason = "proxying_not_supported"

@@ -36,7 +36,7 @@ from tokens.keys import KeySet, SymmetricKey
 from tokens.replay import FreshnessGuard
 
 from .audit import AuditLog
-from .authorization import Authorizer, AuthorizingSite
+from .authorization import UNPROTECTED, Authorizer, AuthorizingSite
 from .authorization_server import AuthorizationServer, ClientPolicy, client_policy
 from .config import Config
 from .dtls import (
@@ -50,6 +50,7 @@ from .dtls import (
 from .errors import GatewayError
 from .keystore import Keystore, load_key_set
 from .limits import Lockout, RateLimiter
+from .proxy import Proxy
 from .registry import Registry
 from .resource_server import TokenIntake, TrustedIssuer
 from .resources import (
@@ -116,6 +117,7 @@ class Gateway:
             hints=self._creation_hints,
             clock=clock,
         )
+        self.proxy = Proxy.from_config(config, clock=clock)
         #: identities (psk_identity bytes) of sessions bound to each token kid
         self._bound: dict[bytes, set[bytes]] = {}
         self._policies: dict[str, tuple[int, ClientPolicy]] = {}
@@ -157,8 +159,11 @@ class Gateway:
             return True  # external AS: its subjects are not in our registry
         return self.client_for_identity(client_id.encode()) is not None
 
-    def site(self) -> AuthorizingSite:
-        """The resource tree behind the authorization layer."""
+    #: Paths served without authorization (the ACE endpoints).
+    unprotected: frozenset[tuple[str, ...]] = UNPROTECTED
+
+    def resource_tree(self) -> aiocoap.resource.Site:
+        """The resources, before the authorization layer."""
         site = aiocoap.resource.Site()
         site.add_resource(["whoami"], WhoAmIResource())
         if self.config.as_.enabled:
@@ -170,13 +175,20 @@ class Gateway:
                 ["introspect"], IntrospectResource(self.introspect, self, self.clock, self.audit)
             )
         site.add_resource(["authz-info"], AuthzInfoResource(self.accept, self.clock, self.audit))
+        for path, resource in self.proxy.site_entries():
+            site.add_resource(path, resource)
+        return site
+
+    def site(self) -> AuthorizingSite:
+        """The resource tree behind the authorization layer."""
         return AuthorizingSite(
-            site,
+            self.resource_tree(),
             self.authorizer,
             self.audit,
             max_in_flight=self.config.limits.max_in_flight,
             on_failure=self._request_failed,
             ace_limit=self._ace_limit,
+            unprotected=self.unprotected,
         )
 
     def _creation_hints(self, request: aiocoap.Message) -> CreationHints:
@@ -318,6 +330,7 @@ class Gateway:
             idle_timeout=self.config.dtls.idle_timeout,
             handshake_timeout=self.config.dtls.handshake_timeout,
         )
+        await self.proxy.start()
         self.context, self.dtls = await create_server_context(
             self.site(),
             dtls_config,
@@ -345,6 +358,7 @@ class Gateway:
             await self.context.shutdown()
             self.context = None
             self.dtls = None
+        await self.proxy.close()
         if isinstance(self.audit, AuditLog):
             self.audit.close()
 
