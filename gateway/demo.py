@@ -20,22 +20,42 @@ from pathlib import Path
 
 from tokens.ace import TokenRequest
 
+from . import demo_upstream
 from .cli import main as cli_main
 from .config import CONFIG_FILE_NAME, Config, load_config
 from .registry import Registry
 from .server import Gateway, run
 
 DEMO_DEVICES = 3
-DEMO_SCOPE = "/whoami:GET /temp:GET,PUT /readings:POST"
+DEMO_SCOPE = "/whoami:GET /temp:GET,PUT /readings:GET,POST"
+DEMO_UPSTREAM_PORT = 8089
+DEMO_ROUTES = """
+# Routes to the demo HTTP upstream (python -m gateway.demo_upstream), added by make run.
+[[routes]]
+prefix = "/temp"
+upstream = "http://127.0.0.1:{port}/temp"
+methods = ["GET", "PUT"]
+headers = {{ "X-Device" = "{{client_id}}" }}
+
+[[routes]]
+prefix = "/readings"
+upstream = "http://127.0.0.1:{port}/readings"
+methods = ["GET", "POST"]
+headers = {{ "X-Device" = "{{client_id}}" }}
+"""
 
 
-def prepare(directory: Path, port: int) -> tuple[Config, list[tuple[str, bytes]]]:
+def prepare(
+    directory: Path, port: int, upstream_port: int = DEMO_UPSTREAM_PORT
+) -> tuple[Config, list[tuple[str, bytes]]]:
     """Initialise ``directory`` if needed and return the config and the demo
     devices (id, PSK)."""
     config_path = directory / CONFIG_FILE_NAME
-    initialised = config_path.exists()
-    if not initialised and cli_main(["init", "--dir", str(directory)], out=io.StringIO()) != 0:
-        raise SystemExit(f"cannot initialise {directory}")
+    if not config_path.exists():
+        if cli_main(["init", "--dir", str(directory)], out=io.StringIO()) != 0:
+            raise SystemExit(f"cannot initialise {directory}")
+        with config_path.open("a", encoding="utf-8") as f:
+            f.write(DEMO_ROUTES.format(port=upstream_port))
     env = dict(os.environ)
     env.setdefault("ACEGW_SERVER_PORT", str(port))
     env.setdefault("ACEGW_AUDIT_PATH", str(directory / "audit.log"))
@@ -84,15 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.demo", description=__doc__)
     parser.add_argument("--dir", default=os.environ.get("ACEGW_DEMO_DIR", "demo-state"))
     parser.add_argument("--port", type=int, default=5684)
+    parser.add_argument("--upstream-port", type=int, default=DEMO_UPSTREAM_PORT)
     args = parser.parse_args(argv)
     directory = Path(args.dir).absolute()
-    config, devices = prepare(directory, args.port)
+    config, devices = prepare(directory, args.port, args.upstream_port)
 
     def ready(gateway: Gateway) -> None:
         print(instructions(config, gateway, devices, directory), flush=True)
 
+    async def both() -> None:
+        app = demo_upstream.create_app()
+        runner, url = await demo_upstream.start(app, "127.0.0.1", args.upstream_port)
+        print(f"demo HTTP upstream on {url}", flush=True)
+        try:
+            await run(config, ready=ready)
+        finally:
+            await runner.cleanup()
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, ready=ready))
+        asyncio.run(both())
     print("demo gateway stopped", file=sys.stderr)
     return 0
 
