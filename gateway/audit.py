@@ -52,6 +52,11 @@ class AuditLog:
             self._stream = self._own
         self.records = 0
 
+    @property
+    def enabled(self) -> bool:
+        """False when records go nowhere: callers on hot paths skip building them."""
+        return self._stream is not None
+
     def __call__(self, **fields: Any) -> None:
         if self._stream is None:
             return

@@ -27,6 +27,7 @@ are reassembled first: the proof covers the whole body (docs/authorization.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,10 +147,14 @@ class Authorizer:
         self._clock = clock
         self.decisions = Decisions()
 
-    def authorize(self, request: aiocoap.Message) -> AuthContext:
+    def authorize(
+        self, request: aiocoap.Message, path: tuple[str, ...] | None = None
+    ) -> AuthContext:
         """Authorize ``request`` (see the module docstring) or raise the error
-        whose CoAP code is the answer."""
+        whose CoAP code is the answer. ``path``: its Uri-Path, if at hand."""
         now = self._clock()
+        if path is None:
+            path = tuple(request.opt.uri_path)
         identity: bytes | None = getattr(request.remote, "psk_identity", None)
         if identity is None:
             raise MissingToken("protected resources need a DTLS session")
@@ -159,7 +164,7 @@ class Authorizer:
             if address:
                 self.lockout.check(("address", address[0]), now)
         proof_options = request.opt.get_option(PROOF_OPTION)
-        bound_kid = cnf_mod.parse_psk_identity(identity)
+        bound_kid = _bound_kid(identity)
         if bound_kid is not None and bound_kid in self.tokens:
             if proof_options:
                 raise AmbiguousAuthorization("token-bound session: send no Proof option")
@@ -176,7 +181,7 @@ class Authorizer:
                 raise UnknownKey("no token for this key id: get one from the AS")
             proofed = ProofedRequest(
                 code=int(request.code),
-                path=tuple(request.opt.uri_path),
+                path=path,
                 query=tuple(request.opt.uri_query),
                 content_format=(
                     None if request.opt.content_format is None else int(request.opt.content_format)
@@ -192,7 +197,7 @@ class Authorizer:
         self._check_token(token, now)
         rate = self._device_rate(token.client_id)
         self._limits.take(token.client_id, now, rate=rate)
-        token.scope.check(tuple(request.opt.uri_path), int(request.code))
+        token.scope.check(path, int(request.code))
         return AuthContext(
             client_id=token.client_id,
             kid=token.kid,
@@ -262,24 +267,28 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
                     return _error(request, exc)
             return await self.inner.render(request)
         try:
-            auth = self.authorizer.authorize(request)
+            auth = self.authorizer.authorize(request, path)
         except (TokenError, GatewayError) as exc:
             return self._refuse(request, exc)
         if self._in_flight >= self.max_in_flight:
             return self._refuse(request, Overloaded("too many requests in flight"), auth)
         self.authorizer.decisions.allowed += 1
-        self._audit(
-            event="request",
-            decision="allow",
-            reason="ok",
-            peer=_peer(request),
-            client_id=auth.client_id,
-            kid=auth.kid.hex(),
-            cti=auth.cti.hex(),
-            resource="/" + "/".join(path),
-            method=str(request.code),
-            via=auth.via,
-        )
+        if getattr(self._audit, "enabled", True):
+            self._audit(
+                event="request",
+                decision="allow",
+                reason="ok",
+                peer=_peer(request),
+                client_id=auth.client_id,
+                kid=auth.kid.hex(),
+                cti=auth.cti.hex(),
+                resource="/" + "/".join(path),
+                method=str(request.code),
+                via=auth.via,
+            )
+        # The proof is verified and committed: resources never need it, and
+        # aiocoap's site dispatch copies every option of the request.
+        request.opt.delete_option(PROOF_OPTION)
         reset = CURRENT.set(auth)
         self._in_flight += 1
         try:
@@ -324,6 +333,12 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         if isinstance(exc, MissingToken | UnknownKey):
             hints = self.authorizer.hints(request)
         return _error(request, exc, hints)
+
+
+@functools.lru_cache(maxsize=65536)
+def _bound_kid(identity: bytes) -> bytes | None:
+    """The PoP kid an RFC 9202 psk_identity names (cached per identity)."""
+    return cnf_mod.parse_psk_identity(identity)
 
 
 def _client_label(identity: bytes | None) -> str | None:

@@ -155,9 +155,10 @@ class Gateway:
         )
 
     def _client_enabled(self, client_id: str) -> bool:
+        """Per-request check (hot path): served from the registry's memory."""
         if not self.config.as_.enabled:
             return True  # external AS: its subjects are not in our registry
-        return self.client_for_identity(client_id.encode()) is not None
+        return self.registry.psk_for(client_id) is not None
 
     #: Paths served without authorization (the ACE endpoints).
     unprotected: frozenset[tuple[str, ...]] = UNPROTECTED
