@@ -1,0 +1,39 @@
+"""The gateway benchmarks run in their tiny mode so they cannot rot (the full
+runs are not tests: the machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "module, keys",
+    [
+        ("bench.gateway_dtls", ["handshakes_per_s", "req_per_s", "kb_per_session"]),
+        ("bench.authz", ["authz_mac0_ratio", "authz_es256_ratio"]),
+    ],
+)
+def test_benchmark_tiny_mode(module, keys, tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--tiny", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = proc.stdout.strip().splitlines()[-1]
+    assert result.startswith("RESULT ")
+    values = dict(item.split("=", 1) for item in result.split()[1:])
+    for key in keys:
+        assert re.fullmatch(r"[0-9.]+", values[key]), (key, values[key])
+        assert float(values[key]) > 0
+    assert out.read_text().strip().startswith("{")
