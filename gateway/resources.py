@@ -94,9 +94,39 @@ class Clients(Protocol):
     def client_for_identity(self, identity: bytes) -> ClientPolicy | None: ...
 
 
-class TokenResource(aiocoap.resource.Resource):  # type: ignore[misc]
+class AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """Shared by the ACE endpoints: audit a refusal and answer it."""
+
+    event = "ace"
+
+    def __init__(self, clock: Callable[[], float], audit: Audit) -> None:
+        super().__init__()
+        self._clock = clock
+        self._audit = audit
+
+    def _deny(
+        self,
+        request: aiocoap.Message,
+        exc: TokenError | GatewayError,
+        client_id: str | None = None,
+        *,
+        ace_body: bool = True,
+    ) -> aiocoap.Message:
+        self._audit(
+            event=self.event,
+            decision="deny",
+            reason=exc.reason,
+            peer=peer_of(request),
+            client_id=client_id,
+        )
+        return error_response(exc, ace_body=ace_body)
+
+
+class TokenResource(AceResource):
     """``POST /token`` (RFC 9200 §5.8): client_credentials grant for the
     client authenticated by its DTLS PSK identity."""
+
+    event = "token"
 
     def __init__(
         self,
@@ -104,14 +134,10 @@ class TokenResource(aiocoap.resource.Resource):  # type: ignore[misc]
         clients: Clients,
         clock: Callable[[], float],
         audit: Audit,
-        on_issued: Callable[[Any], None] = lambda issued: None,
     ) -> None:
-        super().__init__()
+        super().__init__(clock, audit)
         self._server = server
         self._clients = clients
-        self._clock = clock
-        self._audit = audit
-        self._on_issued = on_issued
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         identity = getattr(request.remote, "psk_identity", None)
@@ -124,15 +150,7 @@ class TokenResource(aiocoap.resource.Resource):  # type: ignore[misc]
             token_request = TokenRequest.decode(ace_payload(request))
             issued = self._server.issue(token_request, client, self._clock())
         except (TokenError, GatewayError) as exc:
-            self._audit(
-                event="token",
-                decision="deny",
-                reason=exc.reason,
-                peer=peer_of(request),
-                client_id=client_id,
-            )
-            return error_response(exc)
-        self._on_issued(issued)
+            return self._deny(request, exc, client_id)
         self._audit(
             event="token",
             decision="issue",
@@ -149,10 +167,12 @@ class TokenResource(aiocoap.resource.Resource):  # type: ignore[misc]
         )
 
 
-class IntrospectResource(aiocoap.resource.Resource):  # type: ignore[misc]
+class IntrospectResource(AceResource):
     """``POST /introspect`` (RFC 9200 §5.9) for resource servers that
     authenticate with their own PSK identity and whose registered scope allows
     ``POST /introspect``."""
+
+    event = "introspect"
 
     def __init__(
         self,
@@ -161,11 +181,9 @@ class IntrospectResource(aiocoap.resource.Resource):  # type: ignore[misc]
         clock: Callable[[], float],
         audit: Audit,
     ) -> None:
-        super().__init__()
+        super().__init__(clock, audit)
         self._introspect = introspect
         self._clients = clients
-        self._clock = clock
-        self._audit = audit
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         identity = getattr(request.remote, "psk_identity", None)
@@ -178,14 +196,7 @@ class IntrospectResource(aiocoap.resource.Resource):  # type: ignore[misc]
             req = IntrospectionRequest.decode(ace_payload(request))
             result = self._introspect(req.token, self._clock())
         except (TokenError, GatewayError) as exc:
-            self._audit(
-                event="introspect",
-                decision="deny",
-                reason=exc.reason,
-                peer=peer_of(request),
-                client_id=client.client_id if client else None,
-            )
-            return error_response(exc)
+            return self._deny(request, exc, client.client_id if client else None)
         self._audit(
             event="introspect",
             decision="active" if result.active else "inactive",
@@ -218,9 +229,11 @@ def token_from_authz_info(payload: bytes) -> bytes:
     raise MalformedError("authz-info payload is not a token")
 
 
-class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
+class AuthzInfoResource(AceResource):
     """``POST /authz-info`` (RFC 9200 §5.10.1): token upload. 2.01 on
     success; errors with the codes of §5.10.1.1."""
+
+    event = "authz-info"
 
     def __init__(
         self,
@@ -228,23 +241,15 @@ class AuthzInfoResource(aiocoap.resource.Resource):  # type: ignore[misc]
         clock: Callable[[], float],
         audit: Audit,
     ) -> None:
-        super().__init__()
+        super().__init__(clock, audit)
         self._accept = accept
-        self._clock = clock
-        self._audit = audit
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         try:
             token_bytes = token_from_authz_info(ace_payload(request))
             token = self._accept(token_bytes, self._clock(), request.remote)
         except (TokenError, GatewayError) as exc:
-            self._audit(
-                event="authz-info",
-                decision="deny",
-                reason=exc.reason,
-                peer=peer_of(request),
-            )
-            return error_response(exc, ace_body=False)
+            return self._deny(request, exc, ace_body=False)
         self._audit(
             event="authz-info",
             decision="accept",

@@ -26,7 +26,7 @@ import cbor2
 
 from . import cbor, cose
 from .errors import MalformedError, TokenError, UnsupportedPopKey
-from .keys import CoseKey, KeySet, key_from_cose
+from .keys import AEAD_PARAMS, MAC_TAG_LENGTH, CoseKey, KeySet, SymmetricKey, key_from_cose
 from .params import Alg, Claim, Cnf, CoseTag, Curve, KeyParam, KeyType
 
 __all__ = [
@@ -55,7 +55,9 @@ _KEY_CRV = int(KeyParam.CRV)
 _KEY_X = int(KeyParam.X)
 _KEY_Y = int(KeyParam.Y)
 _KEY_D = int(KeyParam.D)
-_NOT_DEFERRED: dict[Any, Any] = {}  # never mutated
+_KEY_K = int(KeyParam.K)
+_KTY_SYMMETRIC = int(KeyType.SYMMETRIC)
+_ALG_BY_INT = {int(a): a for a in Alg}
 
 
 class CnfKey:
@@ -64,70 +66,89 @@ class CnfKey:
     An asymmetric key is encoded as its public half only; a symmetric key is
     encoded with its secret ``k``, so such a ``cnf`` must travel encrypted.
 
-    **Lazy P-256 point.** A ``CnfKey`` decoded from a token (:func:`decode`)
-    that carries an EC2 public key does not build the cryptography key object
-    at once: loading a P-256 point costs about as much as the rest of a token's
-    claims validation, and most token verifications never use the PoP key
-    (the gateway needs it once per token upload, not per token check).
-    What is checked when the ``cnf`` is decoded, and what is deferred:
+    **Lazy key objects.** A ``CnfKey`` decoded from a token (:func:`decode`)
+    that carries an EC2 public key or a symmetric key does not build the key
+    object at once: loading a P-256 point costs about as much as the rest of a
+    token's claims validation, building a symmetric key object (an AES-CCM
+    context above all) is not free either, and most token verifications never
+    use the PoP key (the gateway needs it once per token upload, not per token
+    check). What is checked when the ``cnf`` is decoded, and what is deferred:
 
-    * eager (in :func:`decode`, raising there): the map shape, ``kty``, that
-      there is no private ``d``, ``crv`` = P-256, ``alg`` absent or ES256, a
-      byte-string ``kid``, and byte-string ``x``/``y`` of 32 bytes each;
+    * eager (in :func:`decode`, raising there), EC2: the map shape, ``kty``,
+      that there is no private ``d``, ``crv`` = P-256, ``alg`` absent or
+      ES256, a byte-string ``kid``, and byte-string ``x``/``y`` of 32 bytes
+      each; symmetric: everything :func:`~tokens.keys.key_from_cose` and
+      :class:`~tokens.keys.SymmetricKey` check (byte-string ``kid`` and ``k``,
+      a symmetric ``alg`` or the default one, the key length it needs), with
+      the same errors, so building the key later cannot fail;
     * deferred to the first access of :attr:`key` (or of anything that needs
-      the key object: :meth:`to_cbor`, ``==``): the point itself, i.e. that
-      (x, y) is on the curve. An invalid point raises
-      :class:`~tokens.errors.MalformedError` (4.00) from that access, and
-      again from every later one (nothing is cached on failure).
+      the key object: :meth:`to_cbor`, ``==``): building the key object, and
+      for EC2 the point itself, i.e. that (x, y) is on the curve. An invalid
+      point raises :class:`~tokens.errors.MalformedError` (4.00) from that
+      access, and again from every later one (nothing is cached on failure).
 
-    :attr:`kid`, :attr:`alg` and :attr:`kty` never load the key. Symmetric and
-    Ed25519 keys are cheap and are always built eagerly, as is a key passed to
-    the constructor.
+    :attr:`kid`, :attr:`alg` and :attr:`kty` never load the key. Ed25519 keys
+    are cheap and are always built eagerly, as is a key passed to the
+    constructor.
     """
 
-    __slots__ = ("_key", "_map")
+    __slots__ = ("_alg", "_key", "_kid", "_kty", "_src")
+
+    _key: CoseKey | None
+    # Only while the key is not built (``_key`` is None):
+    _kty: KeyType
+    _alg: Alg
+    _kid: bytes
+    #: What the key is built from: the shape-checked EC2 COSE_Key map, or the
+    #: symmetric secret ``k``.
+    _src: Any
 
     def __init__(self, key: CoseKey) -> None:
-        self._key: CoseKey | None = key
-        #: The shape-checked EC2 COSE_Key map while the key is not loaded.
-        self._map: dict[Any, Any] = _NOT_DEFERRED
+        self._key = key
 
     @classmethod
-    def _deferred_ec2(cls, m: dict[Any, Any]) -> CnfKey:
-        """A ``CnfKey`` whose EC2 public key (already shape-checked by
-        :func:`_check_ec2_public`) is built on first use."""
+    def _deferred(cls, kty: KeyType, alg: Alg, kid: bytes, src: Any) -> CnfKey:
+        """A ``CnfKey`` whose key, already checked by :func:`_check_ec2_public`
+        or :func:`_check_symmetric`, is built on first use."""
         self = cls.__new__(cls)
         self._key = None
-        self._map = m
+        self._kty = kty
+        self._alg = alg
+        self._kid = kid
+        self._src = src
         return self
 
     @property
     def key(self) -> CoseKey:
-        """The PoP key; an EC2 point from a decoded ``cnf`` is loaded (and
-        validated: on the curve) here, on first access."""
+        """The PoP key; a key from a decoded ``cnf`` is built here, on first
+        access (an EC2 point is validated then: on the curve)."""
         key = self._key
         if key is None:
-            key = self._key = key_from_cose(self._map)
-            self._map = _NOT_DEFERRED
+            if self._kty is KeyType.EC2:
+                key = key_from_cose(self._src)
+            else:
+                key = SymmetricKey(self._kid, self._src, self._alg)
+            self._key = key
+            self._src = None
         return key
 
     @property
     def kid(self) -> bytes:
         """The key's kid (``b""`` if it has none), without loading the key."""
-        if self._key is not None:
-            return self._key.kid
-        kid: bytes = self._map.get(_KEY_KID, b"")
-        return kid
+        key = self._key
+        return key.kid if key is not None else self._kid
 
     @property
     def alg(self) -> Alg:
         """The algorithm the key is pinned to, without loading the key."""
-        return self._key.alg if self._key is not None else Alg.ES256
+        key = self._key
+        return key.alg if key is not None else self._alg
 
     @property
     def kty(self) -> KeyType:
         """The COSE key type, without loading the key."""
-        return self._key.kty if self._key is not None else KeyType.EC2
+        key = self._key
+        return key.kty if key is not None else self._kty
 
     def to_cbor(self) -> dict[int, Any]:
         """The ``cnf`` map value ``{1: COSE_Key}``."""
@@ -144,7 +165,10 @@ class CnfKey:
     def __repr__(self) -> str:  # the key's repr carries no key material
         if self._key is not None:
             return f"CnfKey(key={self._key!r})"
-        return f"CnfKey(<EC2 alg=ES256 kid={self.kid.hex()}, point not loaded>)"
+        if self._kty is KeyType.EC2:
+            return f"CnfKey(<EC2 alg=ES256 kid={self._kid.hex()}, point not loaded>)"
+        # what the built key's repr will say (nothing about it is unchecked)
+        return f"CnfKey(key=<SymmetricKey alg={self._alg.name} kid={self._kid.hex()}>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,16 +272,24 @@ def decode(value: Any, *, symmetric_alg: Alg = DEFAULT_SYMMETRIC_ALG) -> Confirm
     Raises :class:`~tokens.errors.MalformedError` for a wrong shape and
     :class:`~tokens.errors.UnsupportedPopKey` for a key of an unsupported
     type or algorithm."""
-    m = cbor.as_map(value, "cnf")
-    if len(m) != 1:
+    if not isinstance(value, dict):
+        raise MalformedError("cnf: expected a map")
+    if len(value) != 1:
         raise MalformedError("cnf: expected exactly one confirmation method")
-    ((method, inner),) = m.items()
+    ((method, inner),) = value.items()
     if type(method) is not int:
         raise MalformedError("cnf: unknown confirmation method")
     if method == _COSE_KEY:
-        m = cbor.as_map(inner, "cnf COSE_Key")
-        if _check_ec2_public(m):
-            return CnfKey._deferred_ec2(dict(m))
+        if not isinstance(inner, dict):
+            raise MalformedError("cnf COSE_Key: expected a map")
+        m: dict[Any, Any] = inner
+        kty = m.get(_KEY_KTY)
+        if type(kty) is int:
+            if kty == _KTY_SYMMETRIC:
+                kid, k, alg = _check_symmetric(m, symmetric_alg)
+                return CnfKey._deferred(KeyType.SYMMETRIC, alg, kid, k)
+            if _check_ec2_public(m):
+                return CnfKey._deferred(KeyType.EC2, Alg.ES256, m.get(_KEY_KID, b""), dict(m))
         return CnfKey(_key_from_map(m, symmetric_alg))
     if method == _KID:
         kid = cbor.as_bytes(inner, "cnf kid")
@@ -277,7 +309,7 @@ def decode(value: Any, *, symmetric_alg: Alg = DEFAULT_SYMMETRIC_ALG) -> Confirm
 def redact(value: Confirmation) -> Confirmation:
     """``value`` with any symmetric secret withheld (for display)."""
     if isinstance(value, CnfKey) and value.kty == KeyType.SYMMETRIC:
-        return CnfRedactedKey(int(KeyType.SYMMETRIC), value.key.kid, int(value.key.alg))
+        return CnfRedactedKey(int(KeyType.SYMMETRIC), value.kid, int(value.alg))
     return value
 
 
@@ -316,6 +348,44 @@ def _check_ec2_public(m: dict[Any, Any]) -> bool:
     if len(x) != 32 or len(y) != 32:
         raise MalformedError("P-256 coordinates must be 32 bytes")
     return True
+
+
+def _check_symmetric(m: dict[Any, Any], default_alg: Alg) -> tuple[bytes, bytes, Alg]:
+    """``(kid, k, alg)`` of a kty Symmetric COSE_Key (RFC 9053 §7.3) after
+    every check :func:`~tokens.keys.key_from_cose` with ``default_alg`` and
+    :class:`~tokens.keys.SymmetricKey` make, in their order and with their
+    errors, without building the key (so a deferred :class:`CnfKey` builds
+    it later without failing)."""
+    kid = m.get(_KEY_KID, b"")
+    if not isinstance(kid, bytes):
+        raise MalformedError("COSE_Key kid: expected a byte string")
+    alg_v = m.get(_KEY_ALG)
+    if alg_v is None:
+        alg = default_alg
+    else:
+        known = _ALG_BY_INT.get(alg_v) if type(alg_v) is int else None
+        alg = known if known is not None else _alg_param(alg_v)
+    k = m.get(_KEY_K)
+    if not isinstance(k, bytes):
+        raise MalformedError("COSE_Key k: expected a byte string")
+    if alg in MAC_TAG_LENGTH:
+        if len(k) < 16:
+            raise UnsupportedPopKey("HMAC keys must be at least 128 bits")
+    elif alg in AEAD_PARAMS:
+        key_len = AEAD_PARAMS[alg][0]
+        if len(k) != key_len:
+            raise UnsupportedPopKey(f"{alg.name} needs a {key_len * 8}-bit key")
+    else:
+        raise UnsupportedPopKey(f"algorithm {alg.name} is not a symmetric algorithm")
+    return kid, k, alg
+
+
+def _alg_param(alg_v: Any) -> Alg:
+    """A COSE_Key ``alg`` as :func:`~tokens.keys.key_from_cose` reads it."""
+    try:
+        return Alg(cbor.as_int(alg_v, "COSE_Key alg"))
+    except ValueError:
+        raise UnsupportedPopKey(f"algorithm {alg_v!r} not supported") from None
 
 
 def _key_from_map(value: Any, symmetric_alg: Alg) -> CoseKey:

@@ -18,11 +18,18 @@ import cbor2
 from . import cbor
 from .errors import AlgorithmMismatch, CriticalHeaderError, MalformedError
 from .keys import AEAD_PARAMS, CoseKey
-from .params import CoseTag, HeaderLabel
+from .params import Alg, CoseTag, HeaderLabel
 
 #: Header labels whose meaning this module implements (RFC 9052 §3.1).
 UNDERSTOOD_LABELS = frozenset(int(h) for h in HeaderLabel)
 _CRIT_OK = UNDERSTOOD_LABELS - {int(HeaderLabel.CRIT)}
+
+# Plain-int labels for the hot paths (an IntEnum key costs more to look up).
+_ALG = int(HeaderLabel.ALG)
+_CRIT = int(HeaderLabel.CRIT)
+_KID = int(HeaderLabel.KID)
+_IV = int(HeaderLabel.IV)
+_TAG_BY_INT = {int(t): t for t in CoseTag}
 
 _SIGN1_PREFIX = b"\x84\x6aSignature1"  # ["Signature1", ...] (RFC 9052 §4.4)
 _MAC0_PREFIX = b"\x84\x64MAC0"  # ["MAC0", ...] (RFC 9052 §6.3)
@@ -61,12 +68,12 @@ class CoseMessage:
 
     @property
     def alg(self) -> Any:
-        return self.protected.get(HeaderLabel.ALG)
+        return self.protected.get(_ALG)
 
     @property
     def kid(self) -> bytes | None:
         """kid from either bucket (RFC 9052 §3.1: kid may be unprotected)."""
-        kid = self.protected.get(HeaderLabel.KID, self.unprotected.get(HeaderLabel.KID))
+        kid = self.protected.get(_KID, self.unprotected.get(_KID))
         return kid if isinstance(kid, bytes) else None
 
     def header(self, label: int) -> Any:
@@ -110,7 +117,7 @@ class CoseMessage:
         """Decrypt a COSE_Encrypt0 with ``key``; return the plaintext."""
         self._expect(CoseTag.ENCRYPT0)
         key.check_alg(self.alg)
-        iv = self.header(HeaderLabel.IV)
+        iv = self.header(_IV)
         if not isinstance(iv, bytes):
             raise MalformedError("COSE_Encrypt0 without an IV")
         return key.decrypt(iv, self.last, enc_structure(self.protected_bytes, external_aad))
@@ -131,6 +138,24 @@ class CoseMessage:
 
 _ARITY = {CoseTag.SIGN1: 4, CoseTag.MAC0: 4, CoseTag.ENCRYPT0: 3}
 
+#: Protected buckets that are just ``{1: alg}`` for an algorithm we know (what
+#: :func:`encode_protected` writes), decoded once: such a header is looked up
+#: instead of decoded, and the message gets a fresh copy of the map (callers
+#: may change theirs). Built by the decoder itself, so it gives the same map.
+_KNOWN_PROTECTED: dict[bytes, dict[Any, Any]] = {
+    enc: cbor.decode(enc) for enc in (cbor.encode({_ALG: int(alg)}) for alg in Alg)
+}
+
+# CoseMessage is a frozen dataclass; decode() fills a new one through the slot
+# descriptors, which skips the generated __init__'s six object.__setattr__ calls.
+_new = object.__new__
+_set_tag = CoseMessage.__dict__["tag"].__set__
+_set_protected_bytes = CoseMessage.__dict__["protected_bytes"].__set__
+_set_protected = CoseMessage.__dict__["protected"].__set__
+_set_unprotected = CoseMessage.__dict__["unprotected"].__set__
+_set_payload = CoseMessage.__dict__["payload"].__set__
+_set_last = CoseMessage.__dict__["last"].__set__
+
 
 def decode(
     data: bytes | Any,
@@ -145,29 +170,39 @@ def decode(
     taken as the first expected type (the context fixes the type).
     """
     kinds = expected if isinstance(expected, tuple) else (expected,)
-    value = cbor.decode(bytes(data), what=what) if isinstance(data, bytes | bytearray) else data
+    if type(data) is list:  # already decoded (the usual case inside tokens)
+        value: Any = data
+    elif isinstance(data, bytes | bytearray):
+        value = cbor.decode(bytes(data), what=what)
+    else:
+        value = data
     kind = kinds[0]
     if isinstance(value, cbor2.CBORTag):
         if value.tag not in kinds:
             raise MalformedError(f"{what}: unexpected CBOR tag {value.tag}")
-        kind = CoseTag(value.tag)
+        kind = _TAG_BY_INT[value.tag]
         value = value.value
-    if not isinstance(value, list) or len(value) != _ARITY[kind]:
-        raise MalformedError(f"{what}: expected a {_ARITY[kind]}-element array")
+    arity = _ARITY[kind]
+    if not isinstance(value, list) or len(value) != arity:
+        raise MalformedError(f"{what}: expected a {arity}-element array")
     protected_bytes = value[0]
     if not isinstance(protected_bytes, bytes):
         raise MalformedError(f"{what}: protected header must be a byte string")
     if protected_bytes:
-        protected = cbor.decode(protected_bytes, what=f"{what} protected header")
-        if not isinstance(protected, dict):
-            raise MalformedError(f"{what}: protected header must be a map")
+        known = _KNOWN_PROTECTED.get(protected_bytes)
+        if known is not None:
+            protected = known.copy()
+        else:
+            protected = cbor.decode(protected_bytes, what=f"{what} protected header")
+            if not isinstance(protected, dict):
+                raise MalformedError(f"{what}: protected header must be a map")
     else:
         protected = {}  # RFC 9052 §3: zero-length bstr is the empty map
     unprotected = value[1]
     if not isinstance(unprotected, dict):
         raise MalformedError(f"{what}: unprotected header must be a map")
     _check_headers(protected, unprotected, what)
-    if kind == CoseTag.ENCRYPT0:
+    if arity == 3:  # COSE_Encrypt0
         payload: bytes | None = None
         last = value[2]
         if not isinstance(last, bytes):
@@ -179,21 +214,29 @@ def decode(
         last = value[3]
         if not isinstance(last, bytes):
             raise MalformedError(f"{what}: tag/signature must be a byte string")
-    return CoseMessage(kind, protected_bytes, protected, unprotected, payload, last)
+    msg: CoseMessage = _new(CoseMessage)
+    _set_tag(msg, kind)
+    _set_protected_bytes(msg, protected_bytes)
+    _set_protected(msg, protected)
+    _set_unprotected(msg, unprotected)
+    _set_payload(msg, payload)
+    _set_last(msg, last)
+    return msg
 
 
 def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any], what: str) -> None:
     """Header rules of RFC 9052 §3 and §3.1."""
-    if HeaderLabel.ALG not in protected:
-        if HeaderLabel.ALG in unprotected:
+    if _ALG not in protected:
+        if _ALG in unprotected:
             raise AlgorithmMismatch(f"{what}: alg must be in the protected header")
         raise MalformedError(f"{what}: no alg in the protected header")
-    for label in unprotected:
-        if label in protected:
-            raise MalformedError(f"{what}: header label {label!r} in both buckets")
-    if HeaderLabel.CRIT in unprotected:
-        raise MalformedError(f"{what}: crit must be protected")
-    crit = protected.get(HeaderLabel.CRIT)
+    if unprotected:
+        for label in unprotected:
+            if label in protected:
+                raise MalformedError(f"{what}: header label {label!r} in both buckets")
+        if _CRIT in unprotected:
+            raise MalformedError(f"{what}: crit must be protected")
+    crit = protected.get(_CRIT)
     if crit is not None:
         if not isinstance(crit, list) or not crit:
             raise MalformedError(f"{what}: crit must be a non-empty array")

@@ -67,7 +67,9 @@ _KIND_BY_ALG: dict[Alg, CoseTag] = {
     Alg.HMAC_256_256: CoseTag.MAC0,
     Alg.AES_CCM_16_64_128: CoseTag.ENCRYPT0,
 }
-_COSE_TAGS = frozenset(int(t) for t in (CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0))
+_COSE_TAGS = {int(t): t for t in (CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0)}
+_CWT_TAG = int(CoseTag.CWT)
+_IV = int(HeaderLabel.IV)
 _CWT_TAG_HEAD = b"\xd8\x3d"  # tag(61) (RFC 8392 §6)
 _EMPTY: Mapping[int | str, Any] = MappingProxyType({})
 
@@ -152,27 +154,51 @@ class Claims:
         are integers or text. Raises :class:`MalformedError` otherwise."""
         if not isinstance(value, dict):
             raise MalformedError("CWT claims: expected a map")
-        fields: dict[str, Any] = {}
+        vals: list[Any] = [None] * _N_FIELDS
         extra: dict[int | str, Any] | None = None
         for key, item in value.items():
             kind = type(key)
             if kind is int:
-                spec = _FIELD_BY_KEY.get(key)
+                spec = _SPEC_BY_KEY.get(key)
                 if spec is not None:
-                    name, parse = spec
-                    fields[name] = parse(item, name)
+                    index, exact, parse, name = spec
+                    # the claim's usual type passes as it is; anything else is
+                    # checked (and converted) by its parser
+                    vals[index] = item if type(item) is exact else parse(item, name)
                     continue
                 if key == _CNF:
-                    fields["cnf"] = cnf_mod.decode(item, symmetric_alg=symmetric_alg)
+                    vals[_CNF_INDEX] = cnf_mod.decode(item, symmetric_alg=symmetric_alg)
                     continue
             elif kind is not str:
                 raise MalformedError("CWT claims: claim keys must be integers or text")
             if extra is None:
                 extra = {}
             extra[key] = item
-        if extra is not None:
-            fields["extra"] = extra
-        return cls(**fields)
+        if cls is not Claims:  # a subclass gets its own __init__ / __post_init__
+            # (a present claim never decodes to None: absent ones keep their defaults)
+            fields = {n: v for n, v in zip(_FIELD_NAMES, vals, strict=True) if v is not None}
+            if extra is not None:
+                fields["extra"] = extra
+            return cls(**fields)
+        # The loop above already enforces what __post_init__ checks (extra keys
+        # are exact ints or strs, none of them a registered claim), so the
+        # instance is filled through the slot descriptors directly.
+        iss, sub, aud, exp, nbf, iat, cti, cnf, scope, ace_profile, cnonce, exi = vals
+        claims: Claims = _new(Claims)
+        _set_iss(claims, iss)
+        _set_sub(claims, sub)
+        _set_aud(claims, aud)
+        _set_exp(claims, exp)
+        _set_nbf(claims, nbf)
+        _set_iat(claims, iat)
+        _set_cti(claims, cti)
+        _set_cnf(claims, cnf)
+        _set_scope(claims, scope)
+        _set_ace_profile(claims, ace_profile)
+        _set_cnonce(claims, cnonce)
+        _set_exi(claims, exi)
+        _set_extra(claims, _EMPTY if extra is None else extra)
+        return claims
 
     @classmethod
     def decode(cls, data: bytes, *, symmetric_alg: Alg = cnf_mod.DEFAULT_SYMMETRIC_ALG) -> Claims:
@@ -287,6 +313,51 @@ _FIELD_NAMES = (
 )
 
 
+class _Never:
+    """A type no decoded value has: claims whose every value needs its parser."""
+
+
+#: The type a claim's value has in the common case, for which its parser would
+#: return the value unchanged (a text ``iss``, an integer ``exp``, ...). ``exi``
+#: must also be >= 0, so it always goes through its parser.
+_EXACT_TYPE: dict[str, type] = {
+    "iss": str,
+    "sub": str,
+    "aud": str,
+    "exp": int,
+    "nbf": int,
+    "iat": int,
+    "cti": bytes,
+    "scope": bytes,
+    "ace_profile": int,
+    "cnonce": bytes,
+    "exi": _Never,
+}
+_N_FIELDS = len(_FIELD_NAMES)
+_CNF_INDEX = _FIELD_NAMES.index("cnf")
+#: claim key -> (index in _FIELD_NAMES, exact type, parser, field name)
+_SPEC_BY_KEY: dict[int, tuple[int, type, Callable[[Any, str], Any], str]] = {
+    key: (_FIELD_NAMES.index(name), _EXACT_TYPE[name], parse, name)
+    for key, (name, parse) in _FIELD_BY_KEY.items()
+}
+_new = object.__new__
+(
+    _set_iss,
+    _set_sub,
+    _set_aud,
+    _set_exp,
+    _set_nbf,
+    _set_iat,
+    _set_cti,
+    _set_cnf,
+    _set_scope,
+    _set_ace_profile,
+    _set_cnonce,
+    _set_exi,
+    _set_extra,
+) = (Claims.__dict__[name].__set__ for name in (*_FIELD_NAMES, "extra"))
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, bytes):
         return v.hex()
@@ -379,13 +450,13 @@ def _unwrap(value: Any, what: str) -> tuple[list[Any], CoseTag | None]:
     """Strip an optional CWT tag 61 and an optional COSE tag (RFC 8392 §6,
     RFC 9052 §2); return the message array and the COSE tag if there was one.
     Any other tag, or a second tag 61, is malformed."""
-    if isinstance(value, cbor2.CBORTag) and value.tag == CoseTag.CWT:
+    if isinstance(value, cbor2.CBORTag) and value.tag == _CWT_TAG:
         value = value.value
     tag: CoseTag | None = None
     if isinstance(value, cbor2.CBORTag):
-        if value.tag not in _COSE_TAGS:
+        tag = _COSE_TAGS.get(value.tag)
+        if tag is None:
             raise MalformedError(f"{what}: unexpected CBOR tag {value.tag}")
-        tag = CoseTag(value.tag)
         value = value.value
     if type(value) is not list or len(value) not in (3, 4):
         raise MalformedError(f"{what}: not a COSE_Sign1, COSE_Mac0 or COSE_Encrypt0")
@@ -529,7 +600,7 @@ class TokenVerifier:
         key.check_alg(msg.alg)
         aad = self._external_aad
         if encrypted:
-            iv = msg.header(HeaderLabel.IV)
+            iv = msg.header(_IV)
             if type(iv) is not bytes:
                 raise MalformedError(f"{what}: COSE_Encrypt0 without an IV")
             plaintext = key.decrypt(iv, msg.last, cose.enc_structure(msg.protected_bytes, aad))

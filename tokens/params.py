@@ -40,6 +40,7 @@ class CoapCode(IntEnum):
     BAD_GATEWAY = 0xA2  # 5.02
     SERVICE_UNAVAILABLE = 0xA3  # 5.03
     GATEWAY_TIMEOUT = 0xA4  # 5.04
+    PROXYING_NOT_SUPPORTED = 0xA5  # 5.05
 
     @property
     def dotted(self) -> str:

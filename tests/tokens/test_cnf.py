@@ -27,7 +27,7 @@ from tokens.errors import (
     UnknownKey,
     UnsupportedPopKey,
 )
-from tokens.keys import Ec2Key, KeySet, OkpKey, SymmetricKey
+from tokens.keys import Ec2Key, KeySet, OkpKey, SymmetricKey, key_from_cose
 from tokens.params import Alg, CoapCode
 
 DEVICE_EC = Ec2Key.from_private_bytes(b"dev-ec", b"\x03" * 32)
@@ -265,3 +265,88 @@ def test_decode_bytes_raises_only_token_errors(data: bytes) -> None:
 
     with contextlib.suppress(TokenError):
         cnf.decode(cbor.decode(data))
+
+
+# --- the lazy symmetric COSE_Key -------------------------------------------------------
+
+
+def test_symmetric_key_is_built_on_first_use_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Any] = []
+    real = cnf.SymmetricKey
+
+    def counting(*args: Any) -> Any:
+        built.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(cnf, "SymmetricKey", counting)
+    value = {1: {1: 4, 2: b"pop-1", 3: int(Alg.AES_CCM_16_64_128), -1: b"\x07" * 16}}
+    got = cnf.decode(value)
+    assert isinstance(got, CnfKey)
+    assert (got.kid, got.alg, got.kty) == (b"pop-1", Alg.AES_CCM_16_64_128, 4)
+    assert repr(got) == "CnfKey(key=<SymmetricKey alg=AES_CCM_16_64_128 kid=706f702d31>)"
+    assert cnf.redact(got) == CnfRedactedKey(4, b"pop-1", int(Alg.AES_CCM_16_64_128))
+    assert hash(got) == hash(CnfKey(real(b"pop-1", b"\x07" * 16, Alg.AES_CCM_16_64_128)))
+    assert built == []  # none of the above built the key
+    key = got.key
+    assert isinstance(key, SymmetricKey) and key.secret == b"\x07" * 16
+    assert key.alg == Alg.AES_CCM_16_64_128 and key.kid == b"pop-1"
+    assert got.key is key and len(built) == 1  # built once, then kept
+    assert repr(got) == f"CnfKey(key={key!r})"
+    assert "07" * 4 not in repr(got)
+    assert got.to_cbor() == value
+    assert got == CnfKey(real(b"pop-1", b"\x07" * 16, Alg.AES_CCM_16_64_128))
+    nonce = b"\x00" * 13
+    assert key.decrypt(nonce, key.encrypt(nonce, b"m", b""), b"") == b"m"
+
+
+def test_symmetric_key_without_kid_or_alg() -> None:
+    got = cnf.decode({1: {1: 4, -1: b"\x01" * 32}})
+    assert isinstance(got, CnfKey)
+    assert got.kid == b"" and got.alg == Alg.HMAC_256_64
+    assert got.key.kid == b"" and got.key.alg == Alg.HMAC_256_64
+
+
+sym_kid = st.one_of(st.just(None), st.binary(max_size=4), st.text(max_size=2), st.integers())
+sym_alg = st.one_of(
+    st.just(None),
+    st.sampled_from([int(a) for a in Alg]),
+    st.integers(-10, 40),
+    st.booleans(),
+    st.text(max_size=2),
+    st.floats(allow_nan=False),
+)
+sym_k = st.one_of(
+    st.just(None),
+    st.binary(min_size=0, max_size=40),
+    st.sampled_from([b"\x01" * 16, b"\x02" * 32, b"\x03" * 15]),
+    st.text(max_size=2),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(sym_kid, sym_alg, sym_k, st.sampled_from([Alg.HMAC_256_64, Alg.AES_CCM_16_64_128]))
+def test_deferred_symmetric_checks_equal_building_the_key(
+    kid: Any, alg: Any, k: Any, default: Alg
+) -> None:
+    """The checks made before the key is built raise what building it at once
+    (key_from_cose, as before the key became lazy) raises, message and all; a
+    key that passes them is the same key."""
+    m: dict[int, Any] = {1: 4}
+    for label, v in ((2, kid), (3, alg), (-1, k)):
+        if v is not None:
+            m[label] = v
+    eager: Any
+    try:
+        eager = key_from_cose(m, default_alg=default)
+    except TokenError as exc:
+        eager = exc
+    try:
+        got = cnf.decode({1: m}, symmetric_alg=default)
+    except TokenError as exc:
+        assert isinstance(eager, TokenError), f"lazy refused what eager took: {exc!r}"
+        assert (type(exc), str(exc)) == (type(eager), str(eager))
+        return
+    assert not isinstance(eager, TokenError), f"lazy took what eager refused: {eager!r}"
+    assert isinstance(got, CnfKey) and isinstance(got.key, SymmetricKey)
+    assert (got.kid, got.alg, got.kty) == (eager.kid, eager.alg, eager.kty)
+    assert got.key.to_cose(include_private=True) == eager.to_cose(include_private=True)

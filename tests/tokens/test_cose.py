@@ -164,3 +164,59 @@ def test_decoder_limit_and_trailing():
     with pytest.raises(MalformedError):
         cbor.decode(b"\x01\x02")
     assert cbor.decode(b"\x01") == 1
+
+
+# --- the well-known protected headers (looked up, not decoded) ----------------------
+
+
+@pytest.mark.parametrize("alg", list(Alg))
+def test_known_protected_header_gives_what_decoding_gives(alg):
+    prot = cbor2.dumps({1: int(alg)})
+    items = [prot, {4: b"k"}, b"payload", b"\x00" * 8]
+    msg = cose.decode(cbor2.dumps(items), CoseTag.MAC0)
+    assert msg.protected == cbor2.loads(prot) == {1: int(alg)}
+    assert type(msg.alg) is int and msg.alg == alg
+    assert msg.protected_bytes == prot  # what a signature/MAC covers, byte for byte
+
+
+def test_known_protected_header_map_is_the_callers_own():
+    data = cose.mac0(HMAC, b"x")
+    first = cose.decode(data, CoseTag.MAC0)
+    first.protected[1] = 5
+    first.protected[99] = "changed"
+    second = cose.decode(data, CoseTag.MAC0)
+    assert second.protected == {1: int(Alg.HMAC_256_64)}
+    assert second.protected is not first.protected
+    second.verify_mac(HMAC)
+
+
+def test_other_encodings_of_a_known_header_are_decoded_and_kept_as_sent():
+    # {1: 4} with a non-shortest integer, and with an extra label: not looked up
+    for prot in (b"\xa1\x01\x18\x04", cbor2.dumps({1: 4, 3: 0})):
+        items = [prot, {}, b"x"]
+        items.append(HMAC.mac(cose.mac_structure(prot, b"", b"x")))
+        msg = cose.decode(cbor2.dumps(items), CoseTag.MAC0)
+        assert msg.protected == cbor2.loads(prot) and msg.protected_bytes == prot
+        assert msg.verify_mac(HMAC) == b"x"
+    # a known header followed by a trailing byte is not the known header
+    with pytest.raises(MalformedError):
+        cose.decode(_rebuild_raw(b"\xa1\x01\x04\x00"), CoseTag.MAC0)
+    with pytest.raises(MalformedError):
+        cose.decode(_rebuild_raw(b"\xa1\x01"), CoseTag.MAC0)
+
+
+def _rebuild_raw(prot: bytes) -> bytes:
+    return cbor2.dumps([prot, {}, b"x", b"\x00" * 8])
+
+
+def test_decoded_message_is_a_normal_frozen_dataclass():
+    import dataclasses
+
+    data = cose.encrypt0(AEAD, b"secret", iv=b"\x01" * 13)
+    msg = cose.decode(data, CoseTag.ENCRYPT0)
+    items = cbor2.loads(data)
+    built = cose.CoseMessage(CoseTag.ENCRYPT0, items[0], {1: 10}, items[1], None, items[2])
+    assert msg == built and hash(msg.tag) == hash(built.tag) and repr(msg) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        msg.last = b""  # type: ignore[misc]
+    assert msg.decrypt(AEAD) == b"secret"

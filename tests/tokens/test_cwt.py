@@ -660,3 +660,104 @@ def test_claims_round_trip(claims: Claims) -> None:
     assert back == claims
     assert back.encode() == encoded
     assert cbor.decode(encoded) == claims.to_cbor()
+
+
+# --- strictness kept on the fast paths ---------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [ES, MAC, AES], ids=["sign1", "mac0", "encrypt0"])
+def test_trailing_bytes_refused_in_every_layer(key: CoseKey) -> None:
+    """Trailing bytes after the message, inside the protected header and
+    after the (authenticated or decrypted) claims are all malformed (4.00),
+    even though the signature / MAC / AEAD tag over them is valid."""
+    claims = BASE.encode()
+    prot = cose.encode_protected(key)
+    if key is AES:
+        good = cose.encrypt0(key, claims)
+        bad_claims = cose.encrypt0(key, claims + b"\x00")
+        bad_prot = cose.encrypt0(key, claims, protected=None)
+        items = cbor2.loads(bad_prot)
+        iv = items[1][5]
+        items[0] = prot + b"\x00"
+        items[2] = key.encrypt(iv, claims, cose.enc_structure(items[0], b""))
+        bad_prot = cbor2.dumps(items)
+    else:
+        good = mint(BASE, key)
+        bad_claims = (cose.sign1 if key is ES else cose.mac0)(key, claims + b"\x00")
+        bad_prot = raw_message(None, key, {}, {4: key.kid}, claims)
+        items = cbor2.loads(bad_prot)
+        items[0] = prot + b"\x00"
+        structure = cose.sig_structure if key is ES else cose.mac_structure
+        last = key.sign if key is ES else key.mac
+        items[3] = last(structure(items[0], b"", claims))
+        bad_prot = cbor2.dumps(items)
+    assert make_verifier().verify(good, NOW) == BASE
+    for token in (good + b"\x00", bad_claims, bad_prot):
+        expect(MalformedError, BAD_REQUEST, token)
+
+
+def test_claims_from_cbor_builds_a_normal_frozen_instance() -> None:
+    import dataclasses
+
+    full = Claims(
+        iss="as",
+        sub="dev",
+        aud=("gw", "gw2"),
+        exp=10,
+        nbf=1.5,
+        iat=2,
+        cti=b"c",
+        cnf=CnfKid(b"k"),
+        scope="s",
+        exi=5,
+        ace_profile=1,
+        cnonce=b"n",
+        extra={100: "x", "t": [1]},
+    )
+    back = Claims.from_cbor(cbor2.loads(full.encode()))
+    assert back == full and repr(back) == repr(full)
+    assert dataclasses.asdict(back).keys() == dataclasses.asdict(full).keys()
+    assert Claims.from_cbor({}) == Claims() and Claims.from_cbor({}).extra == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.iss = "evil"  # type: ignore[misc]
+
+
+def test_claims_from_cbor_on_a_subclass_runs_its_init() -> None:
+    import dataclasses
+
+    seen: list[Any] = []
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Audited(Claims):
+        def __post_init__(self) -> None:
+            super(Audited, self).__post_init__()
+            seen.append(self.iss)
+
+    got = Audited.from_cbor({1: "as", 4: 5, 77: "x"})
+    assert type(got) is Audited and got.iss == "as" and got.exp == 5
+    assert dict(got.extra) == {77: "x"} and seen == ["as"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (1, 1),  # iss: the exact-type shortcut must not take other types
+        (3, b"gw"),
+        (3, []),
+        (4, True),
+        (4, "10"),
+        (4, float("inf")),
+        (6, None),
+        (7, "cti"),
+        (9, 1),
+        (38, 1.0),
+        (38, False),
+        (39, "n"),
+        (40, -1),
+        (40, True),
+    ],
+)
+def test_claim_type_checks_kept(key: int, value: Any) -> None:
+    with pytest.raises(MalformedError) as info:
+        Claims.from_cbor({key: value})
+    assert info.value.coap_code == BAD_REQUEST
