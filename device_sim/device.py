@@ -1,0 +1,872 @@
+"""The simulated device: a sans-I/O state machine (no sockets, no clock).
+
+A device goes handshake -> ``POST /token`` -> ``POST /authz-info`` -> protected
+requests with a Proof option (DESIGN "Flow" and "Per-request proof"), renews
+its token before it expires, and reconnects after faults. Its driver
+(:mod:`device_sim.worker`, or a test) feeds it events with the current time
+and carries out the :attr:`Device.actions` it queues; :attr:`Device.deadline`
+says when it wants :meth:`Device.timer` called. So one event loop can drive
+thousands of devices and tests can run it without sockets or sleeping.
+
+Events: :meth:`start`, :meth:`timer`, :meth:`connected`, :meth:`closed`,
+:meth:`connect_error`, :meth:`datagram` (a decrypted CoAP message),
+:meth:`raw_datagram` (handshake flood only), :meth:`stop`.
+
+Actions (tuples): ``("connect", fresh_socket)``, ``("send", coap_bytes)``,
+``("close", abrupt, keep_socket)``, ``("raw_open",)``, ``("raw", datagram)``.
+
+CoAP (RFC 7252): every request is confirmable, with NSTART = 1 (one
+outstanding exchange, §4.7), retransmitted after a random initial timeout in
+[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR] that doubles each time, at most
+MAX_RETRANSMIT times (§4.2); an empty ACK switches to waiting for a separate
+response (§5.2.2), which is acknowledged if confirmable.
+
+Freshness (RFC 9175 §2.4, DESIGN "Replay window"): a 4.01 carrying an Echo
+option is answered by repeating the request with that Echo value both as an
+option and inside the proof, with the next sequence number. The sequence
+number (piv) belongs to the PoP key and is never reused, across
+reconnections and tokens that share the key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from typing import Any
+
+from tokens import cbor
+from tokens import cnf as cnf_mod
+from tokens.ace import TokenRequest, TokenResponse
+from tokens.errors import TokenError
+from tokens.keys import CoseKey, Ec2Key, OkpKey, SymmetricKey
+from tokens.params import CONTENT_FORMAT_ACE_CBOR, Method
+from tokens.proof import ProofedRequest, build_proof
+
+from . import coap
+from .coap import CoapFormatError, CoapMessage, MessageType, OptionNumber
+from .device_state import Exchange, PopKey, RequestMix, TokenState, path_options
+from .dtls_client import (
+    HS_HELLO_VERIFY_REQUEST,
+    HS_SERVER_HELLO,
+    client_hello,
+    handshake_messages,
+    hello_verify_cookie,
+)
+from .scenario import DeviceSpec, RequestSpec, Scenario
+from .stats import Recorder
+
+__all__ = ["BLOCK_SIZE", "Device"]
+
+
+def _option_number(option: tuple[int, bytes]) -> int:
+    return option[0]
+
+
+# phases
+IDLE = "idle"
+CONNECTING = "connecting"
+BACKOFF = "backoff"
+READY = "ready"
+FLOOD = "flood"
+STOPPED = "stopped"
+
+# exchange kinds
+TOKEN = "token"
+AUTHZ = "authz_info"
+REQUEST = "request"
+ATTACK = "attack"
+
+_CF_ACE = coap.encode_uint(CONTENT_FORMAT_ACE_CBOR)
+#: Block1 size exponent and size (RFC 7959 §2.2: 2**(4+6) = 1024 bytes); one
+#: block fits a DTLS record of tinydtls (about 1,400 bytes).
+BLOCK_SZX = 6
+BLOCK_SIZE = 1024
+_INF = math.inf
+#: Request-level attacks: the device runs the normal flow, its requests attack.
+_REQUEST_ATTACKS = frozenset(
+    {
+        "replayed_proof",
+        "tampered_proof",
+        "scope_violation",
+        "oversized_payload",
+        "expired_token_reuse",
+        "malformed_cbor",
+        "abrupt_disconnect",
+    }
+)
+_MALFORMED = (b"\xff\xfe\xfd", b"\xa1\x09", b"\x9f\x01\x02", b"\xa2\x01\x02\x01", b"\x1c")
+
+
+class Device:
+    """One simulated device (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        scenario: Scenario,
+        rec: Recorder,
+        *,
+        role: str | None = None,
+        start_at: float = 0.0,
+        mix: RequestMix | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self.sc = scenario
+        self.rec = rec
+        self.role = role
+        self.mix = mix or RequestMix(scenario.requests)
+        self.rng = rng or random.Random(scenario.seed * 1_000_003 + spec.index)
+        self.identity = spec.client_id.encode()
+        self.psk = spec.psk
+        if role == "wrong_psk":  # deterministic: a test peer may know it
+            self.psk = spec.psk[:-1] + bytes((spec.psk[-1] ^ 0x01,))
+        self.actions: list[tuple[Any, ...]] = []
+        self.timers: dict[str, float] = {"start": start_at}
+        self.phase = IDLE
+        self.session = False
+        self.exchange: Exchange | None = None
+        self.token: TokenState | None = None
+        self._pending_token: TokenState | None = None
+        self._device_pop: PopKey | None = None
+        self._mid = self.rng.randrange(1 << 16)
+        self._tok = self.rng.randrange(1 << 32)
+        self._next_at = 0.0
+        self._due = False
+        self._renew_due = False
+        self._hs_started = 0.0
+        self._failures = 0
+        self._fresh_socket = False
+        self._reuploaded_at = -_INF
+        self._upload_later: TokenState | None = None
+        # attack state
+        self._stash: tuple[ProofedRequest, list[Any], bytes, bytes | None] | None = None
+        self._abrupt_pending = False
+        self._flood_state = 0
+        self._flip = False
+        # what the report counts per device
+        self.ever_connected = False
+        self.got_token = False
+        self.succeeded = False
+
+    # --- helpers ---------------------------------------------------------------------
+
+    @property
+    def deadline(self) -> float:
+        """When :meth:`timer` should be called next (``inf``: never)."""
+        return min(self.timers.values()) if self.timers else _INF
+
+    @property
+    def interval(self) -> float:
+        if self.role is not None:
+            return self.sc.attack_interval or self.sc.interval
+        return self.sc.interval
+
+    def _schedule_next(self, now: float) -> None:
+        """Plan the next request: Poisson arrivals at ``rate``, or a fixed
+        think time after the previous one."""
+        if self.sc.think_time is not None or (self.role is not None and self.sc.attack_interval):
+            self._next_at = now + self.interval * (0.5 + self.rng.random())
+        else:
+            base = max(self._next_at, now - self.interval)
+            self._next_at = base + self.rng.expovariate(1.0 / self.interval)
+            if self._next_at < now:
+                self._next_at = now
+        self.timers["next"] = self._next_at
+
+    def _new_mid_token(self) -> tuple[int, bytes]:
+        self._mid = (self._mid + 1) & 0xFFFF
+        self._tok = (self._tok + 1) & 0xFFFFFFFF
+        return self._mid, self._tok.to_bytes(4, "big")
+
+    def _send(
+        self,
+        kind: str,
+        code: int,
+        options: list[Any],
+        payload: bytes,
+        now: float,
+        token: bytes | None = None,
+    ) -> Exchange:
+        """Start a confirmable exchange (NSTART = 1: there is none outstanding)."""
+        mid, new_token = self._new_mid_token()
+        token = token or new_token
+        data = coap.encode(CoapMessage(MessageType.CON, code, mid, token, options, payload))
+        ex = Exchange(kind, mid, token, data, now)
+        ex.timeout = self.sc.transmission.initial_timeout(self.rng)
+        self.exchange = ex
+        self.timers["retransmit"] = now + ex.timeout
+        self.actions.append(("send", data))
+        self.rec.count(f"sent_{kind}")
+        return ex
+
+    def _transmit(
+        self,
+        kind: str,
+        code: int,
+        options: list[Any],
+        payload: bytes,
+        now: float,
+        *,
+        token: bytes | None = None,
+        num: int = 0,
+    ) -> Exchange:
+        """Send a request, block-wise (Block1, RFC 7959 §2.5) when the payload
+        does not fit one :data:`BLOCK_SIZE` block: block ``num`` now, the
+        next one when the gateway answers 2.31 Continue. The first block
+        carries Size1 with the whole size (RFC 7959 §4)."""
+        if num == 0 and len(payload) <= BLOCK_SIZE:
+            return self._send(kind, code, options, payload, now)
+        start = num * BLOCK_SIZE
+        more = start + BLOCK_SIZE < len(payload)
+        block1 = coap.encode_uint((num << 4) | (8 if more else 0) | BLOCK_SZX)
+        opts = [*options, (int(OptionNumber.BLOCK1), block1)]
+        if num == 0:
+            opts.append((int(OptionNumber.SIZE1), coap.encode_uint(len(payload))))
+        opts.sort(key=_option_number)
+        ex = self._send(kind, code, opts, payload[start : start + BLOCK_SIZE], now, token)
+        ex.blocks = (code, options, payload, num)
+        return ex
+
+    def _backoff(self, now: float, fresh_socket: bool = False) -> None:
+        """Wait before reconnecting: exponential from the scenario's minimum to
+        its maximum with consecutive failures, with jitter."""
+        lo, hi = self.sc.reconnect_backoff
+        delay = min(hi, lo * (2 ** min(self._failures, 16)))
+        self._failures += 1
+        self.phase = BACKOFF
+        self.session = False
+        self._fresh_socket = self._fresh_socket or fresh_socket
+        self._drop_exchange(now)
+        self.timers.pop("next", None)
+        self.timers.pop("renew", None)
+        self.timers["reconnect"] = now + delay * (0.5 + self.rng.random() / 2)
+
+    def _drop_exchange(self, now: float) -> None:
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            self.timers.pop("retransmit", None)
+            self.timers.pop("response", None)
+            self.rec.count("exchanges_aborted")
+            if ex.kind == REQUEST:
+                self._request_result(False, now, "request_aborted")
+
+    # --- events ------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Nothing to do but wait for the ``start`` timer; kept for symmetry."""
+
+    def stop(self, now: float) -> None:
+        """The run is over: close the session with close_notify, no timers."""
+        if self.exchange is not None:
+            self.exchange = None
+            self.rec.count("exchanges_abandoned_at_stop")
+        if self.phase in (CONNECTING, READY) or self.session:
+            self.actions.append(("close", False, False))
+        elif self.phase == FLOOD:
+            self.actions.append(("close", True, False))
+        self.timers.clear()
+        self.phase = STOPPED
+        self.session = False
+
+    def timer(self, now: float) -> None:
+        """Run every timer that is due."""
+        while self.timers:
+            name, at = min(self.timers.items(), key=lambda kv: kv[1])
+            if at > now:
+                return
+            del self.timers[name]
+            getattr(self, "_on_" + name)(now)
+
+    def connected(self, now: float) -> None:
+        """The DTLS handshake completed."""
+        if self.phase != CONNECTING:
+            return
+        self.timers.pop("handshake", None)
+        self.session = True
+        self.ever_connected = True
+        self.rec.latency("handshake", now - self._hs_started)
+        self.rec.handshake_done(now)
+        if self.role == "wrong_psk":
+            self.rec.attack("wrong_psk", "connected", self.spec.client_id, now)
+            self.actions.append(("close", False, False))
+            self._after_attempt(now)
+            return
+        self._failures = 0
+        self.phase = READY
+        self._fresh_socket = False
+        self._resume(now)
+
+    def closed(self, now: float, reason: str) -> None:
+        """The session ended from the gateway's side (close_notify or a fatal
+        alert), or the handshake was refused with an alert."""
+        if self.phase == CONNECTING:
+            self.timers.pop("handshake", None)
+            self._error("handshake_refused")
+            self.rec.count("handshakes_failed")
+            if self.role == "wrong_psk":
+                self.rec.attack("wrong_psk", "handshake_failed", self.spec.client_id, now)
+                self._after_attempt(now)
+                return
+            if self._abrupt_pending:
+                self._judge_abrupt("not_recovered", now)
+            self._backoff(now, fresh_socket=True)
+        elif self.phase == READY:
+            self.rec.count("sessions_closed_by_gateway")
+            self._error(f"session_{reason}")
+            self._backoff(now)
+
+    def connect_error(self, now: float, reason: str) -> None:
+        """The driver could not open a socket (e.g. out of file descriptors)."""
+        self._error(f"socket_{reason}")
+        self.timers.pop("handshake", None)
+        self._backoff(now, fresh_socket=True)
+
+    def datagram(self, data: bytes, now: float) -> None:
+        """A CoAP message arrived on the session."""
+        try:
+            msg = coap.decode(data)
+        except CoapFormatError:
+            self._error("coap_unparsable")
+            return
+        ex = self.exchange
+        mtype = msg.mtype
+        if mtype in (MessageType.ACK, MessageType.RST):
+            if ex is None or msg.mid != ex.mid:
+                self.rec.count("stray_messages")
+                return
+            if mtype == MessageType.RST:
+                self._finish(ex, now)
+                self._fail(ex, "reset", now)
+                return
+            if msg.code == 0:  # empty ACK: a separate response follows (§5.2.2)
+                if not ex.acked:
+                    ex.acked = True
+                    self.timers.pop("retransmit", None)
+                    self.timers["response"] = now + self.sc.response_timeout
+                return
+        elif msg.is_request or msg.is_empty:
+            if mtype == MessageType.CON:  # not a server: reset (RFC 7252 §4.2)
+                rst = CoapMessage(MessageType.RST, 0, msg.mid)
+                self.actions.append(("send", coap.encode(rst)))
+            return
+        else:  # separate response (CON or NON)
+            if mtype == MessageType.CON:
+                ack = CoapMessage(MessageType.ACK, 0, msg.mid)
+                self.actions.append(("send", coap.encode(ack)))
+            if ex is None or msg.token != ex.token:
+                self.rec.count("stray_messages")
+                return
+        if msg.token != ex.token:
+            self.rec.count("stray_messages")
+            return
+        self._finish(ex, now)
+        self._answer(ex, msg, now)
+        if self.exchange is None and self.phase == READY:
+            self._idle(now)
+
+    def raw_datagram(self, data: bytes, now: float) -> None:
+        """A datagram on the flood socket (handshake_flood role)."""
+        if self.phase != FLOOD:
+            return
+        for htype, body in handshake_messages(data):
+            if self._flood_state == 1:
+                if htype == HS_HELLO_VERIFY_REQUEST:
+                    cookie = hello_verify_cookie(body) or b""
+                    self._flood_state = 2
+                    self.timers.pop("flood_wait", None)
+                    self.rec.attack("handshake_flood", "hello_verify_request", self._id, now)
+                    self.actions.append(("raw", client_hello(cookie, sequence=1)))
+                    return
+                if htype == HS_SERVER_HELLO:
+                    self._flood_state = 3
+                    self.timers.pop("flood_wait", None)
+                    self.rec.attack("handshake_flood", "server_hello", self._id, now)
+                    return
+            elif self._flood_state == 2 and htype == HS_SERVER_HELLO:
+                self._flood_state = 3
+                self.rec.count("half_open_handshakes")
+                return
+
+    @property
+    def _id(self) -> str:
+        return self.spec.client_id
+
+    def _error(self, kind: str) -> None:
+        """An error of a normal device; an attacker's own failures are only
+        counted (they are judged as attack outcomes instead)."""
+        if self.role is None:
+            self.rec.error(kind)
+        else:
+            self.rec.count("attacker_errors")
+
+    def _request_result(
+        self,
+        ok: bool,
+        now: float,
+        what: str,
+        latency: float | None = None,
+        *,
+        code: str | None = None,
+    ) -> None:
+        """A protected request ended: ``what`` is the code on success, the
+        error kind otherwise. Requests of attacking devices (their normal
+        traffic between attacks) are counted apart, so latencies and the
+        error rate describe normal devices."""
+        if self.role is not None:
+            self.rec.count("attacker_requests_ok" if ok else "attacker_requests_failed")
+            return
+        if ok:
+            self.rec.code("request", what)
+            if latency is not None:
+                self.rec.latency("request", latency)
+        else:
+            if code is not None:
+                self.rec.code("request", code)
+            self.rec.error(what)
+        self.rec.request_done(now, ok)
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _on_start(self, now: float) -> None:
+        self._next_at = now
+        if self.role == "handshake_flood":
+            self.phase = FLOOD
+            self._on_next(now)
+            return
+        self._connect(now)
+
+    def _connect(self, now: float) -> None:
+        self.phase = CONNECTING
+        self.session = False
+        self.actions.append(("connect", self._fresh_socket))
+        self._fresh_socket = False
+        self._hs_started = now
+        self.rec.count("handshakes_started")
+        self.timers["handshake"] = now + self.sc.handshake_timeout
+
+    def _on_handshake(self, now: float) -> None:
+        """No handshake within the timeout."""
+        self.rec.count("handshakes_failed")
+        self._error("handshake_timeout")
+        self.actions.append(("close", True, False))
+        if self.role == "wrong_psk":
+            self.rec.attack("wrong_psk", "handshake_failed", self._id, now)
+            self._after_attempt(now)
+            return
+        if self._abrupt_pending:
+            self._judge_abrupt("not_recovered", now)
+        self._backoff(now, fresh_socket=True)
+
+    def _after_attempt(self, now: float) -> None:
+        """wrong_psk: try again (from a fresh port) after the attack interval."""
+        self.phase = BACKOFF
+        self.session = False
+        self._fresh_socket = True
+        self.timers["reconnect"] = now + max(self.interval, 0.1)
+
+    def _on_reconnect(self, now: float) -> None:
+        self._connect(now)
+
+    def _on_retransmit(self, now: float) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        if ex.attempts >= self.sc.transmission.max_retransmit:
+            self._finish(ex, now)
+            self.rec.timeout(now)
+            self._fail(ex, "timeout", now)
+            return
+        ex.attempts += 1
+        ex.timeout *= 2
+        ex.sent_at = now
+        self.timers["retransmit"] = now + ex.timeout
+        self.actions.append(("send", ex.data))
+        self.rec.retransmission(now)
+
+    def _on_response(self, now: float) -> None:
+        """An empty ACK came but no separate response in time."""
+        ex = self.exchange
+        if ex is not None:
+            self._finish(ex, now)
+            self.rec.timeout(now)
+            self._fail(ex, "timeout", now)
+
+    def _on_next(self, now: float) -> None:
+        self._schedule_next(now)
+        if self.phase == FLOOD:
+            self._flood(now)
+        elif self.phase == READY:
+            if self.exchange is not None:
+                self._due = True
+            else:
+                self._act(now)
+
+    def _on_renew(self, now: float) -> None:
+        if self.phase != READY:
+            return
+        if self.exchange is not None:
+            self._renew_due = True
+        else:
+            self._request_token(now)
+
+    def _on_token_retry(self, now: float) -> None:
+        if self.phase != READY:
+            return
+        if self.exchange is None:
+            self._request_token(now)
+        else:
+            self._renew_due = True
+
+    def _on_upload_retry(self, now: float) -> None:
+        if self._upload_later is None or self.phase != READY:
+            self._upload_later = None
+        elif self.exchange is None:
+            tok, self._upload_later = self._upload_later, None
+            self._upload(tok, now)
+        # else: _idle uploads it when the outstanding exchange ends
+
+    def _on_flood_wait(self, now: float) -> None:
+        if self._flood_state == 1:
+            self.rec.attack("handshake_flood", "no_answer", self._id, now)
+            self._flood_state = 0
+
+    # --- the flow ---------------------------------------------------------------------------
+
+    def _resume(self, now: float) -> None:
+        """Session established: continue where the device was."""
+        tok = self.token
+        if self.role == "malformed_cbor":
+            self._schedule_next(now)
+            return
+        if tok is not None and (now < tok.renew_at or self.role == "expired_token_reuse"):
+            if tok.uploaded:
+                self._schedule_next(now)
+                self._arm_renew(tok)
+            else:
+                self._upload(tok, now)
+        else:
+            self._request_token(now)
+
+    def _arm_renew(self, tok: TokenState) -> None:
+        if self.role != "expired_token_reuse":
+            self.timers["renew"] = tok.renew_at
+
+    def _request_token(self, now: float) -> None:
+        """RFC 9200 §5.8.1: client_credentials, our scope, optional req_cnf."""
+        self._renew_due = False
+        self.timers.pop("renew", None)
+        self.timers.pop("token_retry", None)
+        req_cnf = None
+        if self.sc.pop != "symmetric":
+            req_cnf = cnf_mod.CnfKey(self._asymmetric_pop().key.public()).to_cbor()
+        body = TokenRequest(scope=self.spec.scope, audience=self.sc.audience, req_cnf=req_cnf)
+        options = [*path_options(self.sc.token_path), (12, _CF_ACE)]
+        self._send(TOKEN, Method.POST, options, body.encode(), now)
+
+    def _asymmetric_pop(self) -> PopKey:
+        if self._device_pop is None:
+            kid = os.urandom(8)
+            key: CoseKey = Ec2Key.generate(kid) if self.sc.pop == "es256" else OkpKey.generate(kid)
+            self._device_pop = PopKey(key)
+        return self._device_pop
+
+    def _upload(self, tok: TokenState, now: float) -> None:
+        """RFC 9200 §5.10.1: POST the token to the RS's authz-info endpoint."""
+        self._pending_token = tok
+        options = [*path_options(self.sc.authz_info_path), (12, _CF_ACE)]
+        self._send(AUTHZ, Method.POST, options, tok.access_token, now)
+
+    def _idle(self, now: float) -> None:
+        if self._upload_later is not None and "upload_retry" not in self.timers:
+            tok, self._upload_later = self._upload_later, None
+            self._upload(tok, now)
+        elif self._renew_due and self.role != "expired_token_reuse":
+            self._request_token(now)
+        elif self._due:
+            self._due = False
+            self._act(now)
+
+    def _act(self, now: float) -> None:
+        """One scheduled step in READY: renew, attack or a normal request."""
+        tok = self.token
+        role = self.role
+        if role == "malformed_cbor":
+            options = [*path_options(self.sc.token_path), (12, _CF_ACE)]
+            ex = self._send(ATTACK, Method.POST, options, self.rng.choice(_MALFORMED), now)
+            ex.attack = role
+            return
+        if tok is None:
+            self._request_token(now)
+            return
+        renewing = self._upload_later is not None or "token_retry" in self.timers
+        if role != "expired_token_reuse" and now >= tok.renew_at and not renewing:
+            self._request_token(now)
+            return
+        if role in _REQUEST_ATTACKS:
+            self._attack_step(role, tok, now)
+            return
+        self._protected(self.mix.choose(self.rng), tok, now)
+
+    def _protected(
+        self,
+        prepared: tuple[RequestSpec, ProofedRequest, list[Any]],
+        tok: TokenState,
+        now: float,
+        *,
+        echo: bytes | None = None,
+        attack: str | None = None,
+        tamper: bool = False,
+        started: float | None = None,
+    ) -> Exchange:
+        """A request with the Proof option (DESIGN "Per-request proof")."""
+        _spec, request, base = prepared
+        proof = build_proof(tok.pop.key, request, tok.pop.next_piv(), echo)
+        if tamper:
+            proof = proof[:-1] + bytes((proof[-1] ^ 0x01,))
+        options = list(base)
+        if echo is not None:
+            options.append((int(OptionNumber.ECHO), echo))
+        options.append((int(OptionNumber.PROOF), proof))
+        kind = ATTACK if attack else REQUEST
+        ex = self._transmit(kind, request.code, options, request.payload, now)
+        ex.request = prepared
+        ex.echo = echo
+        ex.attack = attack
+        if started is not None:
+            ex.started = started
+        if self.role == "replayed_proof" and attack is None:
+            self._stash = (request, options, proof, echo)
+        return ex
+
+    def _attack_step(self, role: str, tok: TokenState, now: float) -> None:
+        if role == "replayed_proof":
+            stash, self._stash = self._stash, None
+            if stash is None:  # first an accepted request, whose proof is kept
+                self._protected(self.mix.choose(self.rng), tok, now)
+                return
+            request, options, _proof, _echo = stash
+            ex = self._send(ATTACK, request.code, options, request.payload, now)
+            ex.attack = role
+        elif role == "tampered_proof":
+            self._protected(self.mix.choose(self.rng), tok, now, attack=role, tamper=True)
+        elif role == "scope_violation":
+            prepared = RequestMix.prepare(RequestSpec(path=self.sc.scope_violation_path))
+            self._protected(prepared, tok, now, attack=role)
+        elif role == "oversized_payload":
+            self._oversized(tok, now)
+        elif role == "expired_token_reuse":
+            if now < tok.exp + self.sc.expiry_leeway:
+                self._protected(self.mix.choose(self.rng), tok, now)
+            elif self._flip:
+                self._flip = False
+                options = [*path_options(self.sc.authz_info_path), (12, _CF_ACE)]
+                ex = self._send(ATTACK, Method.POST, options, tok.access_token, now)
+                ex.attack = role
+            else:
+                self._flip = True
+                self._protected(self.mix.choose(self.rng), tok, now, attack=role)
+        elif role == "abrupt_disconnect":
+            if self.succeeded and not self._abrupt_pending:
+                self._abrupt_pending = True
+                self.actions.append(("close", True, True))
+                self.rec.count("abrupt_disconnects")
+                self.phase = BACKOFF
+                self.session = False
+                self.timers.pop("next", None)
+                self.timers.pop("renew", None)
+                self.timers["reconnect"] = now + self.sc.abrupt_pause
+            else:
+                self._protected(self.mix.choose(self.rng), tok, now)
+
+    def _oversized(self, tok: TokenState, now: float) -> None:
+        """A body of ``oversized_bytes``: by default a token request whose
+        scope is a long byte string, else a request with a valid proof to
+        ``oversized_path`` (with the method the mix uses there, or POST)."""
+        sc = self.sc
+        path = sc.oversized_path
+        if path is None:
+            body = b"\xa1\x09" + cbor.bstr(bytes(max(0, sc.oversized_bytes - 5)))
+            options = [*path_options(sc.token_path), (12, _CF_ACE)]
+            ex = self._transmit(ATTACK, Method.POST, options, body, now)
+            ex.attack = "oversized_payload"
+            return
+        method = next((r.method for r in self.mix.items if r.path == path), Method.POST)
+        spec = RequestSpec(method=method, path=path, payload_size=sc.oversized_bytes)
+        self._protected(RequestMix.prepare(spec), tok, now, attack="oversized_payload")
+
+    def _flood(self, now: float) -> None:
+        """handshake_flood: a cookie-less ClientHello from a fresh port."""
+        if self._flood_state == 1:
+            self.rec.attack("handshake_flood", "no_answer", self._id, now)
+        self._flood_state = 1
+        self.actions.append(("raw_open",))
+        self.actions.append(("raw", client_hello()))
+        self.timers["flood_wait"] = now + min(2.0, self.interval, self.sc.response_timeout)
+
+    # --- answers --------------------------------------------------------------------------------
+
+    def _finish(self, ex: Exchange, now: float) -> None:
+        self.exchange = None
+        self.timers.pop("retransmit", None)
+        self.timers.pop("response", None)
+
+    def _fail(self, ex: Exchange, reason: str, now: float) -> None:
+        """The exchange ended without a response (timeout or reset)."""
+        self._stash = None
+        if ex.kind == REQUEST:
+            self._request_result(False, now, f"request_{reason}")
+            if self._abrupt_pending:
+                self._judge_abrupt(reason, now)
+        elif ex.kind == ATTACK and ex.attack:
+            self.rec.attack(ex.attack, reason, self._id, now)
+        else:
+            self._error(f"{ex.kind}_{reason}")
+        # a timeout most likely means the session is gone: handshake again
+        self.actions.append(("close", False, False))
+        self._backoff(now)
+
+    def _answer(self, ex: Exchange, msg: CoapMessage, now: float) -> None:
+        code = coap.code_text(msg.code)
+        kind = ex.kind
+        blocks = ex.blocks
+        if blocks is not None and code == "2.31":  # Continue (RFC 7959 §2.9.1)
+            method, options, payload, num = blocks
+            if (num + 1) * BLOCK_SIZE < len(payload):
+                nxt = self._transmit(
+                    kind, method, options, payload, now, token=ex.token, num=num + 1
+                )
+                nxt.request, nxt.echo, nxt.attack, nxt.started = (
+                    ex.request,
+                    ex.echo,
+                    ex.attack,
+                    ex.started,
+                )
+                return
+        if kind == REQUEST:
+            self._request_answer(ex, msg, code, now)
+        elif kind == ATTACK:
+            self._attack_answer(ex, msg, code, now)
+        elif kind == TOKEN:
+            self._token_answer(ex, msg, code, now)
+        elif kind == AUTHZ:
+            self._authz_answer(code, msg, now, ex)
+
+    def _token_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
+        self.rec.code("token", code)
+        if code != "2.01":
+            self._error(f"token_{code}")
+            self._retry_later(msg, now, "token_retry")
+            return
+        try:
+            tr = TokenResponse.decode(msg.payload)
+            if self.sc.pop == "symmetric":
+                conf = cnf_mod.decode(tr.cnf) if tr.cnf is not None else None
+                if not (isinstance(conf, cnf_mod.CnfKey) and isinstance(conf.key, SymmetricKey)):
+                    raise TokenError("token response without a symmetric PoP key")
+                pop = PopKey(conf.key)
+            else:
+                pop = self._asymmetric_pop()
+        except TokenError:
+            self._error("token_response_unusable")
+            self._retry_later(msg, now, "token_retry")
+            return
+        lifetime = float(tr.expires_in) if tr.expires_in is not None else 3600.0
+        sc = self.sc
+        if (sc.min_lifetime is not None and lifetime < sc.min_lifetime) or (
+            sc.max_lifetime is not None and lifetime > sc.max_lifetime
+        ):
+            self._error("token_lifetime_unexpected")
+        self.rec.latency("token", now - ex.started)
+        self.rec.token_done(now)
+        self.got_token = True
+        margin = min(sc.renew_before, lifetime / 2)
+        self._upload(TokenState(tr.access_token, now + lifetime, now + lifetime - margin, pop), now)
+        if self.token is not None:
+            self.rec.count("renewals")
+
+    def _retry_later(self, msg: CoapMessage, now: float, timer: str) -> None:
+        """Wait Max-Age (RFC 8516 §2 for 4.29) or the reconnect back-off."""
+        max_age = msg.uint_option(OptionNumber.MAX_AGE)
+        lo, hi = self.sc.reconnect_backoff
+        delay = (
+            float(max_age) if max_age is not None else min(hi, lo * 2 ** min(self._failures, 16))
+        )
+        self._failures += 1
+        self.timers[timer] = now + delay * (1 + self.rng.random() / 4)
+
+    def _authz_answer(self, code: str, msg: CoapMessage, now: float, ex: Exchange) -> None:
+        self.rec.code("authz_info", code)
+        tok = self._pending_token
+        self._pending_token = None
+        if code in ("4.29", "5.03") and tok is not None:  # same token, after Max-Age
+            self._error(f"authz_info_{code}")
+            self._upload_later = tok
+            self._retry_later(msg, now, "upload_retry")
+            return
+        if code != "2.01" or tok is None:
+            self._error(f"authz_info_{code}")
+            self.token = None
+            self.timers["token_retry"] = now + self.sc.reconnect_backoff[0]
+            return
+        self.rec.latency("authz_info", now - ex.started)
+        self._failures = 0
+        tok.uploaded = True
+        self.token = tok
+        self._arm_renew(tok)
+        if "next" not in self.timers:
+            self._schedule_next(now)
+
+    def _request_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
+        tok = self.token
+        if code == "4.01" and ex.echo is None and tok is not None and ex.request is not None:
+            echo = msg.option(OptionNumber.ECHO)
+            if echo is not None:  # RFC 9175 §2.4: repeat with the Echo value
+                self.rec.count("echo_challenges")
+                self._protected(ex.request, tok, now, echo=echo, started=ex.started)
+                return
+        if code.startswith("2."):
+            self._request_result(True, now, code, now - ex.started)
+            self.succeeded = True
+            if self._abrupt_pending:
+                self._judge_abrupt("recovered", now)
+            return
+        self._request_result(False, now, f"request_{code}", code=code)
+        self._stash = None
+        if self._abrupt_pending:
+            self._judge_abrupt(code if code in ("4.29", "5.03") else "not_recovered", now)
+        if code in ("4.29", "5.03"):  # RFC 8516 §2: come back after Max-Age
+            self._due = False
+            max_age = msg.uint_option(OptionNumber.MAX_AGE)
+            self.timers["next"] = self._next_at = now + float(max_age if max_age else 1)
+        elif code == "4.01" and tok is not None and self.role != "expired_token_reuse":
+            # the gateway no longer knows the token (restart, eviction): upload
+            # it again once, else fetch a new one
+            if now - self._reuploaded_at > self.sc.interval * 4 and now < tok.exp:
+                self._reuploaded_at = now
+                self._upload(tok, now)
+            else:
+                self.token = None
+                self._request_token(now)
+
+    def _attack_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
+        kind = ex.attack or ""
+        if (
+            code == "4.01"
+            and ex.echo is None
+            and ex.request is not None
+            and kind in ("scope_violation", "oversized_payload")
+            and self.token is not None
+        ):
+            echo = msg.option(OptionNumber.ECHO)
+            if echo is not None:  # a valid proof needs fresh Echo first
+                self.rec.count("echo_challenges")
+                self._protected(ex.request, self.token, now, echo=echo, attack=kind)
+                return
+        self.rec.attack(kind, code, self._id, now)
+
+    def _judge_abrupt(self, answer: str, now: float) -> None:
+        self._abrupt_pending = False
+        self.rec.attack("abrupt_disconnect", answer, self._id, now)

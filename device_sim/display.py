@@ -1,0 +1,274 @@
+"""Terminal output of ``acegw-sim``: live progress while running (rich) and
+the final report; plus the CSV time series.
+
+Live view (a rich ``Live`` table on a terminal; on a pipe one plain line every
+:data:`PLAIN_EVERY` seconds): elapsed time, devices connected, req/s over the
+last second, handshakes, tokens, retransmissions, timeouts, errors by kind,
+request p50/p99 (since the start), attack findings, and per worker CPU share,
+RSS and whether it is saturated.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .histogram import Histogram
+from .stats import PHASES, TIMELINE_COLUMNS
+
+__all__ = ["LiveView", "print_report", "write_csv"]
+
+PLAIN_EVERY = 5.0
+
+
+class LiveView:
+    """Collects worker snapshots and renders them (see module doc)."""
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.snapshots: dict[int, dict[str, Any]] = {}
+        self._live: Live | None = None
+        self._last_ok = 0
+        self._last_t = time.monotonic()
+        self._rate = 0.0
+        self._last_plain = 0.0
+
+    def __enter__(self) -> LiveView:
+        if not self.quiet and self.console.is_terminal:
+            self._live = Live(console=self.console, auto_refresh=False, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def update(self, snapshot: Mapping[str, Any]) -> None:
+        self.snapshots[int(snapshot["worker"])] = dict(snapshot)
+        now = time.monotonic()
+        ok = sum(s["counters"].get("requests_ok", 0) for s in self.snapshots.values())
+        if now - self._last_t >= 0.9:
+            self._rate = (ok - self._last_ok) / (now - self._last_t)
+            self._last_ok, self._last_t = ok, now
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+        elif not self.quiet and now - self._last_plain >= PLAIN_EVERY:
+            self._last_plain = now
+            self.console.print(self.plain_line(), highlight=False)
+
+    def _totals(self) -> tuple[dict[str, int], dict[str, int], Histogram]:
+        counters: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        hist = Histogram()
+        for s in self.snapshots.values():
+            for k, v in s["counters"].items():
+                counters[k] = counters.get(k, 0) + v
+            for k, v in s["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+            hist.merge(Histogram.from_dict(s["request_histogram"]))
+        return counters, errors, hist
+
+    def plain_line(self) -> str:
+        counters, errors, hist = self._totals()
+        snaps = self.snapshots.values()
+        elapsed = max((s["elapsed"] for s in snaps), default=0.0)
+        return (
+            f"t={elapsed:.0f}s connected={sum(s['connected'] for s in snaps)}"
+            f"/{sum(s['devices'] for s in snaps)} req/s={self._rate:.0f} "
+            f"ok={counters.get('requests_ok', 0)} errors={sum(errors.values())} "
+            f"p50={hist.percentile(50) / 1000:.1f}ms p99={hist.percentile(99) / 1000:.1f}ms "
+            f"findings={sum(s['findings'] for s in snaps)}"
+        )
+
+    def render(self) -> Group:
+        counters, errors, hist = self._totals()
+        snaps = list(self.snapshots.values())
+        elapsed = max((s["elapsed"] for s in snaps), default=0.0)
+        duration = max((s["duration"] for s in snaps), default=0.0)
+        t = Table(title=f"acegw-sim  {elapsed:.0f}/{duration:.0f} s", show_header=False)
+        t.add_column(style="bold")
+        t.add_column(justify="right")
+        t.add_row(
+            "devices connected",
+            f"{sum(s['connected'] for s in snaps)} / {sum(s['devices'] for s in snaps)}",
+        )
+        t.add_row("requests/s (last s)", f"{self._rate:.1f}")
+        t.add_row(
+            "requests ok / failed",
+            f"{counters.get('requests_ok', 0)} / {counters.get('requests_failed', 0)}",
+        )
+        t.add_row(
+            "handshakes ok / failed",
+            f"{counters.get('handshakes_ok', 0)} / {counters.get('handshakes_failed', 0)}",
+        )
+        t.add_row("tokens", str(counters.get("tokens_ok", 0)))
+        t.add_row(
+            "retransmissions / timeouts",
+            f"{counters.get('retransmissions', 0)} / {counters.get('timeouts', 0)}",
+        )
+        t.add_row(
+            "request p50 / p99",
+            f"{hist.percentile(50) / 1000:.2f} / {hist.percentile(99) / 1000:.2f} ms",
+        )
+        findings = sum(s["findings"] for s in snaps)
+        t.add_row("attack findings", Text(str(findings), style="red" if findings else "green"))
+        parts: list[Any] = [t]
+        if errors:
+            e = Table(title="errors by kind")
+            e.add_column("kind")
+            e.add_column("count", justify="right")
+            for kind, n in sorted(errors.items(), key=lambda kv: -kv[1])[:8]:
+                e.add_row(kind, str(n))
+            parts.append(e)
+        w = Table(title="workers")
+        for col in ("worker", "devices", "CPU", "RSS MB", "state"):
+            w.add_column(col, justify="right")
+        for s in sorted(snaps, key=lambda s: s["worker"]):
+            state = Text("SATURATED", style="bold red") if s["saturated"] else Text("ok")
+            w.add_row(
+                str(s["worker"]), str(s["devices"]), f"{s['cpu']:.0%}", f"{s['rss_mb']:.0f}", state
+            )
+        parts.append(w)
+        return Group(*parts)
+
+
+def _timeline_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    timeline = report.get("timeline", {})
+    if not timeline:
+        return []
+    seconds = sorted(int(k) for k in timeline)
+    start = int(report.get("started", seconds[0]))
+    return [[s - start, s, *timeline[str(s)]] for s in seconds]
+
+
+def write_csv(report: Mapping[str, Any], out: IO[str]) -> None:
+    """The per-second time series: ``t_s, epoch, requests_ok, requests_failed,
+    handshakes, tokens, connected, retransmissions, timeouts``."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["t_s", "epoch", *TIMELINE_COLUMNS])
+    w.writerows(_timeline_rows(report))
+
+
+def _bar(value: float, top: float, width: int = 40) -> str:
+    n = 0 if top <= 0 else round(width * value / top)
+    return "#" * n
+
+
+def print_report(report: Mapping[str, Any], console: Console) -> None:
+    """The final report: throughput over time, latency per phase, CoAP codes,
+    counters, errors, attack findings, simulator resources, verdict."""
+    dev = report.get("devices", {})
+    console.rule(f"acegw-sim report: {report.get('scenario', {}).get('name', '')}")
+    console.print(
+        f"shards {', '.join(report.get('shards', []))}; {report.get('duration', 0):.1f} s; "
+        f"{dev.get('simulated', 0)} devices ({dev.get('normal', 0)} normal: "
+        f"{dev.get('normal_connected', 0)} connected, {dev.get('normal_with_token', 0)} "
+        f"with a token, {dev.get('normal_with_success', 0)} with a successful request); "
+        f"{report.get('throughput', {}).get('requests_ok_per_s', 0)} requests ok/s",
+        highlight=False,
+    )
+    rows = _timeline_rows(report)
+    if rows:
+        buckets = max(1, len(rows) // 20 + (1 if len(rows) % 20 else 0))
+        top = max(
+            sum(r[2] for r in rows[i : i + buckets]) / buckets for i in range(0, len(rows), buckets)
+        )
+        t = Table(title="throughput over time (requests ok per second)")
+        t.add_column("t (s)", justify="right")
+        t.add_column("req/s", justify="right")
+        t.add_column("")
+        for i in range(0, len(rows), buckets):
+            chunk = rows[i : i + buckets]
+            rate = sum(r[2] for r in chunk) / len(chunk)
+            t.add_row(f"{chunk[0][0]}", f"{rate:.1f}", _bar(rate, top))
+        console.print(t)
+    lat = report.get("latency_ms", {})
+    t = Table(title="latency (ms)")
+    for col in ("phase", "count", "p50", "p90", "p99", "p99.9", "max"):
+        t.add_column(col, justify="right")
+    for phase in PHASES:
+        s = lat.get(phase)
+        if s:
+            t.add_row(
+                phase,
+                str(s["count"]),
+                *(f"{s[k]:.2f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
+            )
+    console.print(t)
+    t = Table(title="CoAP response codes")
+    t.add_column("phase")
+    t.add_column("codes")
+    for phase, codes in report.get("codes", {}).items():
+        t.add_row(phase, ", ".join(f"{c}: {n}" for c, n in sorted(codes.items())))
+    console.print(t)
+    c = report.get("counters", {})
+    console.print(
+        "retransmissions {}, timeouts {}, Echo challenges {}, renewals {}, "
+        "sessions closed by the gateway {}".format(
+            c.get("retransmissions", 0),
+            c.get("timeouts", 0),
+            c.get("echo_challenges", 0),
+            c.get("renewals", 0),
+            c.get("sessions_closed_by_gateway", 0),
+        ),
+        highlight=False,
+    )
+    errors = report.get("errors", {})
+    if errors:
+        console.print(
+            "errors: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())), highlight=False
+        )
+    attacks = report.get("attacks", {})
+    if attacks:
+        t = Table(title="attacks and faults (attempts judged)")
+        for col in ("kind", "dev", "tries", "as expected", "FINDINGS", "other", "n/a"):
+            t.add_column(col, justify="left" if col == "kind" else "right", no_wrap=True)
+        for kind, a in sorted(attacks.items()):
+            t.add_row(
+                kind,
+                str(a.get("devices", 0)),
+                str(a.get("attempts", 0)),
+                str(a.get("expected", 0)),
+                Text(str(a.get("finding", 0)), style="bold red" if a.get("finding") else ""),
+                str(a.get("deviated", 0)),
+                str(a.get("inconclusive", 0)),
+            )
+        console.print(t)
+        for kind, a in sorted(attacks.items()):
+            answers = ", ".join(f"{k} x{v}" for k, v in a.get("answers", {}).items())
+            console.print(
+                f"  {kind}: expected {a.get('expected_answer', '')}; got {answers or 'nothing'}",
+                highlight=False,
+            )
+    for f in report.get("findings", [])[:10]:
+        console.print(
+            f"[bold red]FINDING[/] {f['attack']}: device {f['device']} got {f['answer']} "
+            f"(expected {f['expected']})"
+        )
+    sim = report.get("simulator", {})
+    for w in sim.get("workers", []):
+        console.print(
+            f"worker {w['worker']} (shard {w['shard']}): {w['devices']} devices, "
+            f"CPU {w['cpu_seconds']:.1f} s ({w['cpu_share']:.0%} of a core), "
+            f"RSS peak {w['rss_peak_mb']:.0f} MB, loop lag p99 {w['loop_lag_p99_ms']:.1f} ms, "
+            f"saturated {w['saturated_seconds']} s",
+            highlight=False,
+        )
+    for warning in sim.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+    verdict = report.get("verdict")
+    if verdict:
+        for check in verdict["checks"]:
+            mark = "[green]ok[/]" if check["ok"] else "[bold red]FAIL[/]"
+            console.print(f"{mark} {check['name']}: {check['value']} (limit {check['limit']})")
+        console.print("[bold green]PASS[/]" if verdict["pass"] else "[bold red]FAIL[/]")

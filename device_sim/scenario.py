@@ -1,0 +1,482 @@
+"""Scenario files (TOML), the device list (``devices.csv``) and how devices
+are split between shards and workers.
+
+A scenario says how many devices run, for how long, what each does (request
+mix and rate, PoP kind, timers) and which share of them attack the gateway.
+``docs/simulator.md`` is the reference for every key; :func:`load_scenario`
+refuses unknown keys so a typo cannot silently fall back to a default.
+
+``devices.csv`` is what ``acegw clients bulk-add --out`` writes: a header
+``id,psk_hex,scope`` and one row per device.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tokens.params import Method
+
+from .coap import TransmissionParameters
+from .dtls_client import MAX_IDENTITY_LENGTH, MAX_PSK_LENGTH
+
+__all__ = [
+    "ATTACK_KINDS",
+    "DeviceSpec",
+    "RequestSpec",
+    "Scenario",
+    "ScenarioError",
+    "assign_roles",
+    "load_devices",
+    "load_scenario",
+    "parse_duration",
+    "parse_shard",
+    "scenario_from_dict",
+    "split",
+]
+
+#: Every attack and fault kind a scenario can mix in (see ``device_sim.attacks``).
+ATTACK_KINDS = (
+    "wrong_psk",
+    "expired_token_reuse",
+    "replayed_proof",
+    "tampered_proof",
+    "scope_violation",
+    "oversized_payload",
+    "malformed_cbor",
+    "handshake_flood",
+    "abrupt_disconnect",
+)
+POP_KINDS = ("symmetric", "es256", "eddsa")
+
+
+class ScenarioError(Exception):
+    """A scenario file, device list or command-line value that cannot be used."""
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|d)?\s*")
+
+
+def parse_duration(value: Any, what: str) -> float:
+    """Seconds from a number or a string such as ``"500ms"``, ``"10s"``,
+    ``"2m"``, ``"1h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ScenarioError(f"{what}: expected a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.fullmatch(value)
+        if not m:
+            raise ScenarioError(f"{what}: {value!r} is not a duration (e.g. 10s, 500ms, 2m)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ScenarioError(f"{what}: expected a duration")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ScenarioError(f"{what}: must be a non-negative duration")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One entry of the request mix: a protected request a device sends."""
+
+    method: int = Method.GET
+    path: str = "/whoami"
+    weight: float = 1.0
+    payload_size: int = 0
+    content_format: int | None = None
+    query: tuple[str, ...] = ()
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(s for s in self.path.split("/") if s)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One row of ``devices.csv``. ``index`` is the row number (0-based)."""
+
+    index: int
+    client_id: str
+    psk: bytes = field(repr=False)
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything one run needs besides the device list (defaults: one
+    request per 10 s per device, symmetric PoP, RFC 7252 timers)."""
+
+    name: str = "default"
+    devices: int | None = None
+    ramp_up: float = 0.0
+    duration: float = 60.0
+    seed: int = 1
+    # [target]
+    host: str = "127.0.0.1"
+    port: int = 5684
+    token_path: str = "/token"
+    authz_info_path: str = "/authz-info"
+    audience: str | None = None
+    source_addresses: tuple[str, ...] = ()
+    # [device]
+    pop: str = "symmetric"
+    rate: float | None = 0.1
+    think_time: float | None = None
+    handshake_timeout: float = 10.0
+    response_timeout: float = 30.0
+    reconnect_backoff: tuple[float, float] = (0.5, 10.0)
+    # [coap]
+    transmission: TransmissionParameters = field(default_factory=TransmissionParameters)
+    # [token]
+    renew_before: float = 60.0
+    min_lifetime: float | None = None
+    max_lifetime: float | None = None
+    # [[requests]]
+    requests: tuple[RequestSpec, ...] = (RequestSpec(),)
+    # [attacks] percent of devices per kind, [attacks.options]
+    attacks: Mapping[str, float] = field(default_factory=dict)
+    attack_interval: float | None = None
+    oversized_bytes: int = 4096
+    oversized_path: str | None = None
+    expiry_leeway: float = 30.0
+    scope_violation_path: str = "/acegw-sim/forbidden"
+    abrupt_pause: float = 1.0
+
+    def with_overrides(self, **changes: Any) -> Scenario:
+        """A copy with ``changes`` (None values ignored), validated again."""
+        s = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        _validate(s)
+        return s
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description for reports (no secrets: none are here)."""
+        return {
+            "name": self.name,
+            "devices": self.devices,
+            "ramp_up": self.ramp_up,
+            "duration": self.duration,
+            "seed": self.seed,
+            "target": f"{self.host}:{self.port}",
+            "token_path": self.token_path,
+            "authz_info_path": self.authz_info_path,
+            "pop": self.pop,
+            "rate": self.rate,
+            "think_time": self.think_time,
+            "requests": [
+                {
+                    "method": Method(r.method).name,
+                    "path": r.path,
+                    "weight": r.weight,
+                    "payload_size": r.payload_size,
+                    "content_format": r.content_format,
+                }
+                for r in self.requests
+            ],
+            "attacks": dict(self.attacks),
+        }
+
+    @property
+    def interval(self) -> float:
+        """Mean seconds between two requests of one device."""
+        if self.think_time is not None:
+            return self.think_time
+        assert self.rate is not None
+        return 1.0 / self.rate
+
+
+# --- TOML --------------------------------------------------------------------------
+
+_TOP = {"name", "devices", "ramp_up", "duration", "seed"}
+_SECTIONS: dict[str, set[str]] = {
+    "target": {"host", "port", "token_path", "authz_info_path", "audience", "source_addresses"},
+    "device": {
+        "pop",
+        "rate",
+        "think_time",
+        "handshake_timeout",
+        "response_timeout",
+        "reconnect_backoff",
+    },
+    "coap": {"ack_timeout", "ack_random_factor", "max_retransmit"},
+    "token": {"renew_before", "min_lifetime", "max_lifetime"},
+}
+_REQUEST_KEYS = {"method", "path", "weight", "payload_size", "content_format", "query"}
+_ATTACK_OPTIONS = {
+    "interval",
+    "oversized_bytes",
+    "oversized_path",
+    "scope_violation_path",
+    "abrupt_pause",
+    "expiry_leeway",
+}
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ScenarioError(f"[{name}] must be a table")
+    return value
+
+
+def _number(value: Any, what: str, *, low: float = 0.0, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(f"{what}: expected a number")
+    if integer and not isinstance(value, int):
+        raise ScenarioError(f"{what}: expected an integer")
+    if not math.isfinite(value) or value < low:
+        raise ScenarioError(f"{what}: must be >= {low}")
+    return value
+
+
+def _path(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ScenarioError(f"{what}: expected an absolute path such as /token")
+    return value
+
+
+def _method(value: Any, what: str) -> int:
+    if isinstance(value, str) and value.upper() in Method.__members__:
+        return int(Method[value.upper()])
+    raise ScenarioError(f"{what}: unknown method {value!r}")
+
+
+def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
+    """Build a :class:`Scenario` from parsed TOML (see ``docs/simulator.md``)."""
+    _check_keys(data, _TOP | set(_SECTIONS) | {"requests", "attacks"}, "scenario")
+    kw: dict[str, Any] = {}
+    if "name" in data:
+        kw["name"] = str(data["name"])
+    if "devices" in data:
+        kw["devices"] = _number(data["devices"], "devices", low=1, integer=True)
+    if "ramp_up" in data:
+        kw["ramp_up"] = parse_duration(data["ramp_up"], "ramp_up")
+    if "duration" in data:
+        kw["duration"] = parse_duration(data["duration"], "duration")
+    if "seed" in data:
+        kw["seed"] = _number(data["seed"], "seed", integer=True)
+
+    for section, keys in _SECTIONS.items():
+        table = _table(data, section)
+        _check_keys(table, keys, f"[{section}]")
+        for key, value in table.items():
+            what = f"{section}.{key}"
+            if key in ("host", "audience", "pop"):
+                if not isinstance(value, str):
+                    raise ScenarioError(f"{what}: expected a string")
+                kw[key] = value
+            elif key == "port":
+                kw[key] = _number(value, what, low=1, integer=True)
+            elif key in ("token_path", "authz_info_path"):
+                kw[key] = _path(value, what)
+            elif key == "source_addresses":
+                if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                    raise ScenarioError(f"{what}: expected a list of addresses")
+                kw[key] = tuple(value)
+            elif key == "rate":
+                kw[key] = _number(value, what)
+            elif key == "reconnect_backoff":
+                if not isinstance(value, list) or len(value) != 2:
+                    raise ScenarioError(f"{what}: expected [min, max]")
+                kw[key] = (parse_duration(value[0], what), parse_duration(value[1], what))
+            elif section == "coap":
+                kw.setdefault("_coap", {})[key] = _number(
+                    value, what, integer=key == "max_retransmit"
+                )
+            else:
+                kw[key] = parse_duration(value, what)
+    if "think_time" in kw and "rate" not in kw:
+        kw["rate"] = None
+    coap_kw = kw.pop("_coap", None)
+    if coap_kw:
+        kw["transmission"] = TransmissionParameters(**coap_kw)
+
+    if "requests" in data:
+        items = data["requests"]
+        if not isinstance(items, list) or not items:
+            raise ScenarioError("[[requests]] must be a non-empty array of tables")
+        mix = []
+        for i, item in enumerate(items):
+            where = f"requests[{i}]"
+            if not isinstance(item, dict):
+                raise ScenarioError(f"{where}: expected a table")
+            _check_keys(item, _REQUEST_KEYS, where)
+            query = item.get("query", [])
+            if not isinstance(query, list) or not all(isinstance(q, str) for q in query):
+                raise ScenarioError(f"{where}.query: expected a list of strings")
+            cf = item.get("content_format")
+            mix.append(
+                RequestSpec(
+                    method=_method(item.get("method", "GET"), f"{where}.method"),
+                    path=_path(item.get("path", "/whoami"), f"{where}.path"),
+                    weight=_number(item.get("weight", 1.0), f"{where}.weight"),
+                    payload_size=_number(
+                        item.get("payload_size", 0), f"{where}.payload_size", integer=True
+                    ),
+                    content_format=None
+                    if cf is None
+                    else _number(cf, f"{where}.content_format", integer=True),
+                    query=tuple(query),
+                )
+            )
+        kw["requests"] = tuple(mix)
+
+    attacks = dict(_table(data, "attacks"))
+    options = attacks.pop("options", {})
+    if not isinstance(options, dict):
+        raise ScenarioError("[attacks.options] must be a table")
+    _check_keys(attacks, ATTACK_KINDS, "[attacks]")
+    kw["attacks"] = {k: float(_number(v, f"attacks.{k}")) for k, v in attacks.items()}
+    _check_keys(options, _ATTACK_OPTIONS, "[attacks.options]")
+    for key, value in options.items():
+        what = f"attacks.options.{key}"
+        if key == "interval":
+            kw["attack_interval"] = parse_duration(value, what)
+        elif key in ("abrupt_pause", "expiry_leeway"):
+            kw[key] = parse_duration(value, what)
+        elif key == "oversized_bytes":
+            kw["oversized_bytes"] = _number(value, what, low=1, integer=True)
+        else:
+            kw[key] = _path(value, what)
+    s = Scenario(**kw)
+    _validate(s)
+    return s
+
+
+def _validate(s: Scenario) -> None:
+    if s.pop not in POP_KINDS:
+        raise ScenarioError(f"device.pop: one of {', '.join(POP_KINDS)}")
+    if (s.rate is None) == (s.think_time is None):
+        raise ScenarioError("device: give exactly one of rate and think_time")
+    if s.rate is not None and s.rate <= 0:
+        raise ScenarioError("device.rate must be > 0")
+    if s.think_time is not None and s.think_time <= 0:
+        raise ScenarioError("device.think_time must be > 0")
+    if s.duration <= 0:
+        raise ScenarioError("duration must be > 0")
+    if s.handshake_timeout <= 0 or s.response_timeout <= 0:
+        raise ScenarioError("device timeouts must be > 0")
+    lo, hi = s.reconnect_backoff
+    if not 0 < lo <= hi:
+        raise ScenarioError("device.reconnect_backoff: 0 < min <= max")
+    t = s.transmission
+    if t.ack_timeout <= 0 or t.ack_random_factor < 1 or t.max_retransmit < 0:
+        raise ScenarioError("coap: ack_timeout > 0, ack_random_factor >= 1, max_retransmit >= 0")
+    if not s.requests or sum(r.weight for r in s.requests) <= 0:
+        raise ScenarioError("requests: at least one entry with a positive weight")
+    total = sum(s.attacks.values())
+    if total > 100:
+        raise ScenarioError(f"attacks: percentages add up to {total} > 100")
+    if not 0 < s.port < 65536:
+        raise ScenarioError("target.port out of range")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario TOML file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ScenarioError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    return scenario_from_dict(data)
+
+
+# --- devices.csv -------------------------------------------------------------------
+
+
+def load_devices(path: str | Path, *, limit: int | None = None) -> list[DeviceSpec]:
+    """Read ``id,psk_hex,scope`` rows (``acegw clients bulk-add`` output).
+    The PSK never appears in an error message."""
+    try:
+        f = open(path, encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise ScenarioError(f"cannot read {path}: {exc.strerror}") from None
+    out: list[DeviceSpec] = []
+    with f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["id", "psk_hex"]:
+            raise ScenarioError(f"{path}: expected a header id,psk_hex,scope")
+        for row in reader:
+            if not row or not row[0].strip():
+                continue
+            line = reader.line_num
+            if len(row) < 2:
+                raise ScenarioError(f"{path}:{line}: expected id,psk_hex[,scope]")
+            cid = row[0].strip()
+            try:
+                psk = bytes.fromhex(row[1].strip())
+            except ValueError:
+                raise ScenarioError(f"{path}:{line}: psk_hex is not hex") from None
+            if not 0 < len(psk) <= MAX_PSK_LENGTH:
+                raise ScenarioError(
+                    f"{path}:{line}: PSK of {cid} is {len(psk)} bytes; "
+                    f"the DTLS stack handles 1..{MAX_PSK_LENGTH}"
+                )
+            if not 0 < len(cid.encode()) <= MAX_IDENTITY_LENGTH or "\x00" in cid:
+                raise ScenarioError(f"{path}:{line}: client id must be 1..32 bytes")
+            scope = row[2].strip() if len(row) > 2 and row[2].strip() else None
+            out.append(DeviceSpec(len(out), cid, psk, scope))
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise ScenarioError(f"{path}: no devices")
+    return out
+
+
+# --- roles, shards, workers ------------------------------------------------------------
+
+
+def assign_roles(count: int, attacks: Mapping[str, float], seed: int) -> list[str | None]:
+    """The role of each of ``count`` devices: None (a normal device) or an
+    attack kind. Each kind gets ``round(percent * count / 100)`` devices
+    (at least one when its percentage is positive), picked by a seeded
+    shuffle of the whole list, so every shard computes the same roles."""
+    roles: list[str | None] = [None] * count
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    pos = 0
+    for kind in ATTACK_KINDS:
+        pct = attacks.get(kind, 0.0)
+        if pct <= 0:
+            continue
+        n = max(1, round(pct * count / 100.0))
+        for i in order[pos : pos + n]:
+            roles[i] = kind
+        pos += n
+        if pos >= count:
+            break
+    return roles
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (1 <= K <= N) as ``(K, N)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise ScenarioError(f"--shard {text!r}: expected K/N, e.g. 1/4")
+    k, n = int(m.group(1)), int(m.group(2))
+    if not 1 <= k <= n:
+        raise ScenarioError(f"--shard {text!r}: need 1 <= K <= N")
+    return k, n
+
+
+def split(items: Sequence[Any], part: int, parts: int) -> list[Any]:
+    """The ``part``-th (1-based) of ``parts`` contiguous, near-equal slices."""
+    n = len(items)
+    return list(items[(part - 1) * n // parts : part * n // parts])

@@ -1,0 +1,75 @@
+"""Fixtures for the simulator's tests: a real gateway on 127.0.0.1 (temp
+state dir, limits raised so one loopback address can carry many devices) with
+registered devices, and the permissive fake gateway."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_sim.scenario import DeviceSpec
+from gateway.cli import main as cli_main
+from gateway.config import load_config
+from gateway.server import Gateway
+
+
+def make_devices(n: int, scope: str = "/whoami:GET", prefix: str = "sim") -> list[DeviceSpec]:
+    return [
+        DeviceSpec(i, f"{prefix}{i:04d}", os.urandom(8).hex().encode(), scope) for i in range(n)
+    ]
+
+
+def write_devices_csv(path: Path, devices: list[DeviceSpec]) -> Path:
+    lines = ["id,psk_hex,scope"] + [f"{d.client_id},{d.psk.hex()},{d.scope}" for d in devices]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def audit_records(gw: Gateway) -> list[dict[str, Any]]:
+    text = (gw.config.base_dir / "audit.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> GatewayFactory:
+    """``async with gateway_factory(devices, lifetime=..) as gw``: a started
+    gateway with ``devices`` registered."""
+
+    @asynccontextmanager
+    async def factory(devices: list[DeviceSpec], *, lifetime: int = 3600) -> AsyncIterator[Gateway]:
+        state = tmp_path / "state"
+        assert cli_main(["init", "--dir", str(state)], out=io.StringIO()) == 0
+        env = {
+            "ACEGW_SERVER_BIND": "127.0.0.1",
+            "ACEGW_SERVER_PORT": "0",
+            "ACEGW_METRICS_LISTEN": "off",
+            "ACEGW_AUDIT_PATH": str(state / "audit.log"),
+            "ACEGW_LOGGING_LEVEL": "WARNING",
+            "ACEGW_AS_TOKEN_LIFETIME": str(lifetime),
+            "ACEGW_RS_LEEWAY": "0",
+            # every simulated device shares 127.0.0.1: per-address limits off
+            "ACEGW_LIMITS_ACE_RATE": "100000",
+            "ACEGW_LIMITS_ACE_BURST": "100000",
+            "ACEGW_LIMITS_LOCKOUT_FAILURES": "1000000",
+        }
+        gw = Gateway(load_config(state / "acegw.toml", env=env))
+        for d in devices:
+            gw.registry.add(d.client_id, psk=d.psk, scope=d.scope)
+        await gw.start()
+        try:
+            yield gw
+        finally:
+            await gw.stop()
+            gw.registry.close()
+
+    return factory

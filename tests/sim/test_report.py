@@ -1,0 +1,235 @@
+"""Histograms, report merging, verdicts, scenario files and device lists."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_sim import coap
+from device_sim.attacks import judge
+from device_sim.cli import main as sim_main
+from device_sim.histogram import Histogram, bucket_bounds, bucket_index
+from device_sim.scenario import (
+    ATTACK_KINDS,
+    ScenarioError,
+    assign_roles,
+    load_devices,
+    parse_duration,
+    scenario_from_dict,
+    split,
+)
+from device_sim.stats import Recorder, Slo, evaluate, merge_reports
+
+from .conftest import make_devices, write_devices_csv
+
+
+def _report(rec: Recorder, shard: str, started: float, ended: float) -> dict:
+    return rec.report(
+        scenario={"name": "t"},
+        shard=shard,
+        started=started,
+        ended=ended,
+        devices={"simulated": 1, "normal": 1, "attackers": {}},
+        simulator={"workers": [], "warnings": []},
+    )
+
+
+def _fill(rec: Recorder, values: list[int], t0: float) -> None:
+    for i, v in enumerate(values):
+        rec.latency("request", v / 1e6)
+        rec.request_done(t0 + i * 0.01, True)
+        rec.code("request", "2.05")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(0, 10**9), min_size=1, max_size=300),
+    st.lists(st.integers(0, 10**9), min_size=1, max_size=300),
+)
+def test_merge_equals_the_report_of_the_union(a: list[int], b: list[int]) -> None:
+    ra, rb, ru = Recorder(), Recorder(), Recorder()
+    _fill(ra, a, 1000.0)
+    _fill(rb, b, 1001.0)
+    _fill(ru, a, 1000.0)
+    _fill(ru, b, 1001.0)
+    merged = evaluate(merge_reports([_report(ra, "1/2", 0, 5), _report(rb, "2/2", 1, 6)]), Slo())
+    union = evaluate(_report(ru, "1/1", 0, 6), Slo())
+    assert merged["histograms"] == union["histograms"]
+    assert merged["latency_ms"] == union["latency_ms"]
+    assert merged["codes"] == union["codes"] and merged["counters"] == union["counters"]
+    assert merged["timeline"] == union["timeline"]
+    assert merged["shards"] == ["1/2", "2/2"]
+    # and the percentiles are those of the raw union within HDR precision
+    values = sorted(a + b)
+    for q in (50, 90, 99):
+        exact = values[max(0, int(q / 100 * len(values) + 0.5) - 1)]
+        got = merged["latency_ms"]["request"][f"p{q}"] * 1000
+        assert abs(got - exact) <= max(1.0, exact / 128), (q, got, exact)
+
+
+def test_histogram_buckets_are_contiguous_and_precise() -> None:
+    prev = -1
+    for i in range(0, 4500):
+        lo, hi = bucket_bounds(i)
+        assert lo == prev + 1 and hi >= lo
+        prev = hi
+    rng = random.Random(3)
+    for _ in range(2000):
+        v = int(rng.lognormvariate(10, 3)) % (1 << 40)
+        lo, hi = bucket_bounds(bucket_index(v))
+        assert lo <= v <= hi and (hi - lo) <= max(0, lo // 128)
+    h = Histogram()
+    h.record(5)
+    assert Histogram.from_dict(json.loads(json.dumps(h.to_dict()))) == h
+    with pytest.raises(ValueError):
+        Histogram.from_dict({**h.to_dict(), "count": 2})
+
+
+def test_verdict_fails_on_slo_and_on_accepted_attacks() -> None:
+    rec = Recorder()
+    _fill(rec, [1000] * 98 + [900_000, 900_000], 0.0)
+    rec.request_done(0.5, False)
+    report = _report(rec, "1/1", 0, 1)
+    assert evaluate(json.loads(json.dumps(report)), Slo(p99_ms=2000))["verdict"]["pass"]
+    assert not evaluate(json.loads(json.dumps(report)), Slo(p99_ms=100))["verdict"]["pass"]
+    assert not evaluate(json.loads(json.dumps(report)), Slo(error_rate=0.001))["verdict"]["pass"]
+    rec.attack("replayed_proof", "2.05", "dev", 0.2)
+    rec.attack("tampered_proof", "4.00", "dev", 0.3)
+    report = evaluate(_report(rec, "1/1", 0, 1), Slo())
+    assert report["attacks"]["replayed_proof"]["finding"] == 1
+    assert report["findings"][0]["answer"] == "2.05"
+    assert not report["verdict"]["pass"]
+    rec2 = Recorder()
+    rec2.attack("tampered_proof", "4.00", "dev", 0.3)
+    assert evaluate(_report(rec2, "1/1", 0, 1), Slo())["verdict"]["pass"]
+    assert not evaluate(_report(rec2, "1/1", 0, 1), Slo(strict_attacks=True))["verdict"]["pass"]
+
+
+def test_judgement_of_answers() -> None:
+    assert judge("replayed_proof", "4.01") == "expected"
+    assert judge("replayed_proof", "2.05") == "finding"
+    assert judge("scope_violation", "4.04") == "deviated"
+    assert judge("malformed_cbor", "4.29") == "inconclusive"
+    assert judge("wrong_psk", "connected") == "finding"
+    assert judge("handshake_flood", "server_hello") == "finding"
+    assert judge("abrupt_disconnect", "recovered") == "expected"
+
+
+def test_scenario_file_is_strict() -> None:
+    sc = scenario_from_dict(
+        {
+            "devices": 10,
+            "duration": "2m",
+            "ramp_up": "500ms",
+            "target": {"port": 6000, "token_path": "/as/token"},
+            "device": {"think_time": "10s", "pop": "es256"},
+            "coap": {"max_retransmit": 2},
+            "requests": [{"method": "post", "path": "/r", "payload_size": 32, "weight": 2}],
+            "attacks": {"replayed_proof": 2.5, "options": {"interval": "1s"}},
+        }
+    )
+    assert sc.duration == 120 and sc.ramp_up == 0.5 and sc.rate is None and sc.interval == 10
+    assert sc.token_path == "/as/token" and sc.transmission.max_retransmit == 2
+    assert sc.requests[0].method == 2 and sc.attacks == {"replayed_proof": 2.5}
+    for bad in (
+        {"durtion": 5},
+        {"device": {"pop": "rsa"}},
+        {"device": {"rate": 1, "think_time": 2}},
+        {"attacks": {"replay": 5}},
+        {"attacks": {"wrong_psk": 60, "tampered_proof": 50}},
+        {"requests": [{"path": "no-slash"}]},
+        {"target": {"port": 0}},
+    ):
+        with pytest.raises(ScenarioError):
+            scenario_from_dict(bad)
+    assert parse_duration("1h", "x") == 3600
+    with pytest.raises(ScenarioError):
+        parse_duration("soon", "x")
+
+
+def test_roles_are_exact_and_the_same_for_every_shard() -> None:
+    roles = assign_roles(200, {"wrong_psk": 2.5, "replayed_proof": 1}, seed=4)
+    assert roles.count("wrong_psk") == 5 and roles.count("replayed_proof") == 2
+    assert roles == assign_roles(200, {"wrong_psk": 2.5, "replayed_proof": 1}, seed=4)
+    parts = [split(range(10), k, 3) for k in (1, 2, 3)]
+    assert [x for p in parts for x in p] == list(range(10))
+    assert set(ATTACK_KINDS) >= {"wrong_psk", "handshake_flood"}
+
+
+def test_devices_csv(tmp_path) -> None:
+    devices = make_devices(3)
+    path = write_devices_csv(tmp_path / "d.csv", devices)
+    loaded = load_devices(path)
+    assert [(d.client_id, d.psk, d.scope) for d in loaded] == [
+        (d.client_id, d.psk, d.scope) for d in devices
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,psk_hex,scope\nx," + "ab" * 19 + ",/a:GET\n")
+    with pytest.raises(ScenarioError, match="19 bytes") as info:
+        load_devices(bad)
+    assert "ab" * 19 not in str(info.value)  # never the key
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys) -> None:
+    csv_path = write_devices_csv(tmp_path / "d.csv", make_devices(2))
+    assert sim_main(["--devices-csv", str(tmp_path / "missing.csv")]) == 2
+    bad = tmp_path / "s.toml"
+    bad.write_text("[device]\nrate = -1\n")
+    assert sim_main(["--devices-csv", str(csv_path), "--scenario", str(bad)]) == 2
+    assert sim_main(["--devices-csv", str(csv_path), "--shard", "3/2"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_merge(tmp_path, capsys) -> None:
+    paths = []
+    for k, values in enumerate(([1000, 2000], [3000, 4_000_000])):
+        rec = Recorder()
+        _fill(rec, values, 100.0 + k)
+        p = tmp_path / f"r{k}.json"
+        p.write_text(json.dumps(_report(rec, f"{k + 1}/2", 0, 2)))
+        paths.append(str(p))
+    out = tmp_path / "all.json"
+    csv_out = tmp_path / "all.csv"
+    args = ["merge", *paths, "--report", str(out), "--csv", str(csv_out), "-q"]
+    assert sim_main(args) == 0
+    merged = json.loads(out.read_text())
+    assert merged["latency_ms"]["request"]["count"] == 4
+    assert merged["counters"]["requests_ok"] == 4 and merged["shards"] == ["1/2", "2/2"]
+    assert csv_out.read_text().splitlines()[0].startswith("t_s,epoch,requests_ok")
+    assert sim_main([*args[:-1], "--slo-p99-ms", "100", "-q"]) == 1  # 4 s > 100 ms
+
+
+def test_codec_round_trip_and_garbage() -> None:
+    msg = coap.CoapMessage(0, 1, 513, b"tok", [(11, b"a"), (11, b"b" * 300), (65001, b"p")], b"x")
+    assert coap.decode(coap.encode(msg)) == msg
+    rng = random.Random(5)
+    for _ in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        with contextlib.suppress(coap.CoapFormatError):
+            coap.decode(data)
+
+
+def test_device_count_that_does_not_fit_the_open_files_limit(tmp_path) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    csv_path = write_devices_csv(tmp_path / "d.csv", make_devices(300))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "device_sim.cli", "--devices-csv", str(csv_path)],
+        preexec_fn=low_limit,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "need 364 open files" in done.stderr and "limit is 100" in done.stderr
