@@ -138,6 +138,9 @@ class AuthorizationServer:
         response = TokenResponse(
             access_token=token,
             expires_in=self.lifetime,
+            # the kid proofs must name (RFC 8747 §3.4), also when the AS
+            # derived it because req_cnf carried none
+            cnf=cnf_mod.CnfKid(device_key.kid).to_cbor(),
             ace_profile=AceProfile.COAP_DTLS,
             token_type=TokenType.POP,
             scope=scope.encode() if request.scope is None else None,

@@ -277,7 +277,7 @@ class WhoAmIResource(aiocoap.resource.Resource):  # type: ignore[misc]
             "kid": auth.kid.hex(),
             "cti": auth.cti.hex(),
             "via": auth.via,
-            "exp": auth.token.exp,
+            "exp": int(auth.token.exp),
         }
         return aiocoap.Message(
             code=Code.CONTENT,

@@ -71,7 +71,8 @@ async def test_asymmetric_pop_with_req_cnf(gateway):
     device_key = Ec2Key.generate(b"dev-key-1")
     async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
         tr = await get_token(dev, req_cnf=cnf_mod.CnfKey(device_key.public()).to_cbor())
-        assert tr.cnf is None  # the device already holds its key
+        # the device already holds its key: the AS names it by kid
+        assert cnf_mod.decode(tr.cnf) == cnf_mod.CnfKid(b"dev-key-1")
         claims = verifier(gateway).verify(tr.access_token, gateway.clock())
         assert claims.cnf.key.encode() == device_key.public().encode()
         assert (await dev.post("/authz-info", tr.access_token)).code == Code.CREATED
@@ -175,6 +176,7 @@ async def test_authz_info_codes_in_rfc_order(gateway):
         (_mint(gateway, key=unknown_kid), Code.UNAUTHORIZED),
         (_mint(gateway, iss="evil-as"), Code.UNAUTHORIZED),
         (_mint(gateway, exp=now - 3600), Code.UNAUTHORIZED),
+        (_mint(gateway, exp=now - 10), Code.UNAUTHORIZED),  # expired, within the leeway
         (_mint(gateway, aud="another-rs"), Code.FORBIDDEN),
         (_mint(gateway, scope=b"\x82\x01\x02"), Code.BAD_REQUEST),  # unknown scope
         (_mint(gateway), Code.CREATED),
