@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=float, help="requests per second per device")
     run.add_argument("--target", metavar="HOST:PORT", help="gateway address")
     run.add_argument("--seed", type=int)
+    run.add_argument(
+        "--no-ace",
+        action="store_true",
+        help="no /token, /authz-info or Proof option: plain CoAP requests over DTLS",
+    )
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--shard", default="1/1", help="K/N: run the K-th of N device slices")
     _slo_args(run)
@@ -108,6 +113,7 @@ def _scenario(args: argparse.Namespace) -> Scenario:
         "seed": args.seed,
         "duration": parse_duration(args.duration, "--duration") if args.duration else None,
         "ramp_up": parse_duration(args.ramp_up, "--ramp-up") if args.ramp_up else None,
+        "auth": "none" if args.no_ace else None,
     }
     if args.rate is not None:
         sc = dataclasses.replace(sc, rate=args.rate, think_time=None)

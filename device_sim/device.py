@@ -2,7 +2,9 @@
 
 A device goes handshake -> ``POST /token`` -> ``POST /authz-info`` -> protected
 requests with a Proof option (DESIGN "Flow" and "Per-request proof"), renews
-its token before it expires, and reconnects after faults. Its driver
+its token before it expires, and reconnects after faults. With the scenario's
+``auth = "none"`` it skips ACE altogether: handshake -> requests without
+Proof option (for plain CoAPS servers, e.g. as a benchmark baseline). Its driver
 (:mod:`device_sim.worker`, or a test) feeds it events with the current time
 and carries out the :attr:`Device.actions` it queues; :attr:`Device.deadline`
 says when it wants :meth:`Device.timer` called. So one event loop can drive
@@ -537,6 +539,9 @@ class Device:
 
     def _resume(self, now: float) -> None:
         """Session established: continue where the device was."""
+        if self.sc.auth == "none":  # no ACE: straight to the request mix
+            self._schedule_next(now)
+            return
         tok = self.token
         if self.role == "malformed_cbor":
             self._schedule_next(now)
@@ -593,6 +598,9 @@ class Device:
         """One scheduled step in READY: renew, attack or a normal request."""
         tok = self.token
         role = self.role
+        if self.sc.auth == "none":
+            self._plain(self.mix.choose(self.rng), now)
+            return
         if role == "malformed_cbor":
             options = [*path_options(self.sc.token_path), (12, _CF_ACE)]
             ex = self._send(ATTACK, Method.POST, options, self.rng.choice(_MALFORMED), now)
@@ -609,6 +617,16 @@ class Device:
             self._attack_step(role, tok, now)
             return
         self._protected(self.mix.choose(self.rng), tok, now)
+
+    def _plain(
+        self, prepared: tuple[RequestSpec, ProofedRequest, list[Any]], now: float
+    ) -> Exchange:
+        """A request without Proof option (``auth = "none"``: the server has
+        no ACE endpoints; the DTLS session is the only protection)."""
+        _spec, request, base = prepared
+        ex = self._transmit(REQUEST, request.code, list(base), request.payload, now)
+        ex.request = prepared
+        return ex
 
     def _protected(
         self,

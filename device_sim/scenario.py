@@ -55,6 +55,11 @@ ATTACK_KINDS = (
     "abrupt_disconnect",
 )
 POP_KINDS = ("symmetric", "es256", "eddsa")
+#: ``[target] auth``: ``ace`` (token, upload, Proof option) or ``none`` (plain
+#: CoAP over DTLS, for servers without ACE endpoints).
+AUTH_KINDS = ("ace", "none")
+#: Attack kinds that need no token, so they also run with ``auth = "none"``.
+NO_AUTH_ATTACKS = ("wrong_psk", "handshake_flood")
 
 
 class ScenarioError(Exception):
@@ -125,6 +130,7 @@ class Scenario:
     port: int = 5684
     token_path: str = "/token"
     authz_info_path: str = "/authz-info"
+    auth: str = "ace"
     audience: str | None = None
     source_addresses: tuple[str, ...] = ()
     # [device]
@@ -168,6 +174,7 @@ class Scenario:
             "target": f"{self.host}:{self.port}",
             "token_path": self.token_path,
             "authz_info_path": self.authz_info_path,
+            "auth": self.auth,
             "pop": self.pop,
             "rate": self.rate,
             "think_time": self.think_time,
@@ -197,7 +204,15 @@ class Scenario:
 
 _TOP = {"name", "devices", "ramp_up", "duration", "seed"}
 _SECTIONS: dict[str, set[str]] = {
-    "target": {"host", "port", "token_path", "authz_info_path", "audience", "source_addresses"},
+    "target": {
+        "host",
+        "port",
+        "token_path",
+        "authz_info_path",
+        "auth",
+        "audience",
+        "source_addresses",
+    },
     "device": {
         "pop",
         "rate",
@@ -275,7 +290,7 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         _check_keys(table, keys, f"[{section}]")
         for key, value in table.items():
             what = f"{section}.{key}"
-            if key in ("host", "audience", "pop"):
+            if key in ("host", "audience", "pop", "auth"):
                 if not isinstance(value, str):
                     raise ScenarioError(f"{what}: expected a string")
                 kw[key] = value
@@ -360,6 +375,14 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
 def _validate(s: Scenario) -> None:
     if s.pop not in POP_KINDS:
         raise ScenarioError(f"device.pop: one of {', '.join(POP_KINDS)}")
+    if s.auth not in AUTH_KINDS:
+        raise ScenarioError(f"target.auth: one of {', '.join(AUTH_KINDS)}")
+    if s.auth == "none":
+        needs_token = sorted(k for k, v in s.attacks.items() if v > 0 and k not in NO_AUTH_ATTACKS)
+        if needs_token:
+            raise ScenarioError(
+                f'attacks {", ".join(needs_token)} need a token: not with target.auth = "none"'
+            )
     if (s.rate is None) == (s.think_time is None):
         raise ScenarioError("device: give exactly one of rate and think_time")
     if s.rate is not None and s.rate <= 0:
