@@ -42,8 +42,22 @@ test: venv lint typecheck pytest
 run: venv
 	$(PY) -m gateway.demo
 
+# Every bench/ script in one go (about 3 minutes on 2 cores; TINY=1: 30 s),
+# results in bench/results/<date>.json and .md (see BENCHMARKS.md).
 bench: venv
-	$(PY) -m bench.tokens
+	$(PY) -m bench.run_all $(if $(TINY),--tiny)
+
+bench-tiny: venv
+	$(PY) -m bench.run_all --tiny
+
+# 10,000 simulated devices at a low steady rate for DURATION (e.g. 30m, 2h):
+# gateway memory over time, error rate, p99 drift. Not part of CI.
+DURATION ?= 30m
+soak: venv
+	@mkdir -p bench/results
+	$(PY) -m bench.soak --duration $(DURATION) --json bench/results/soak-$$(date +%Y-%m-%d).json
+
+.PHONY: bench-tiny soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
