@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 #: Paths served without authorization (the ACE endpoints themselves).
 UNPROTECTED = frozenset({("token",), ("introspect",), ("authz-info",), (".well-known", "core")})
 _WELL_KNOWN = (".well-known", "core")
+#: Largest request body (after Block1 reassembly) accepted on any path.
+DEFAULT_MAX_BODY = 1024 * 1024
 #: Refusal reasons that count as a failed proof towards the lockout.
 FAILED_PROOF = frozenset(
     {
@@ -231,6 +233,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         on_failure: Callable[[aiocoap.Message, str], None] | None = None,
         ace_limit: Callable[[aiocoap.Message], None] | None = None,
         unprotected: frozenset[tuple[str, ...]] = UNPROTECTED,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -241,12 +244,28 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self._on_failure = on_failure
         self._ace_limit = ace_limit
         self.unprotected = unprotected
+        self.max_body = max_body
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
         return True
 
+    def oversized(self, request: aiocoap.Message) -> aiocoap.Message | None:
+        """4.13 with Size1 (RFC 7959 §2.9.3) for a body above ``max_body``,
+        judged before block-wise assembly spools it; None when it fits.
+        Whatever is the root resource calls this first."""
+        block1 = request.opt.block1
+        received = len(request.payload)
+        if block1 is not None:
+            received += block1.block_number * block1.size
+        if max(request.opt.size1 or 0, received) > self.max_body:
+            return aiocoap.Message(code=Code.REQUEST_ENTITY_TOO_LARGE, size1=self.max_body)
+        return None
+
     async def render_to_pipe(self, pipe: Any) -> None:
-        # block-wise assembly, then render() (aiocoap's standard path)
+        refusal = self.oversized(pipe.request)
+        if refusal is not None:
+            pipe.add_response(refusal, is_last=True)
+            return
         await aiocoap.interfaces.Resource._render_to_pipe(self, pipe)
 
     def get_resources_as_linkheader(self) -> Any:

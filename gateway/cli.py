@@ -149,7 +149,13 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the gateway (``gateway.server.serve(config)``)."""
+    """Run the gateway (``gateway.server.serve(config)``). ``--workers`` is
+    an environment override (``ACEGW_SERVER_WORKERS``), so worker processes
+    read the same value."""
+    if getattr(args, "workers", None) is not None:
+        if args.workers < 0:
+            raise InvalidArgument("--workers must be 0 (one per CPU) or more")
+        os.environ["ACEGW_SERVER_WORKERS"] = str(args.workers)
     config = _config(args)
     try:
         server = importlib.import_module("gateway.server")
@@ -162,7 +168,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     serve = getattr(server, "serve", None)
     if serve is None:
         raise GatewayError("gateway.server has no serve(config) function")
-    result = serve(config)
+    level = getattr(args, "log_level", None)
+    result = serve(config, log_level=level) if level else serve(config)
     if inspect.isawaitable(result):
         result = asyncio.run(result)  # type: ignore[arg-type]
     return result if isinstance(result, int) else 0
@@ -472,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("serve", parents=[where], help="run the gateway")
+    s.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="override [logging] level",
+    )
+    s.add_argument(
+        "--workers", type=int, metavar="N", help="override [server] workers (0 = one per CPU)"
+    )
     s.set_defaults(func=cmd_serve)
 
     clients = sub.add_parser("clients", help="manage registered devices")
@@ -589,3 +605,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -199,6 +199,21 @@ class ServerConfig:
     workers: int = _opt(
         1, "Worker processes sharing the port with SO_REUSEPORT; 0 = one per CPU.", min=0, max=256
     )
+    drain_timeout: float = _opt(
+        10.0,
+        "Seconds SIGTERM waits for requests in flight (no new handshakes meanwhile) before "
+        "closing every session with close_notify.",
+        min=0,
+        max=3600,
+    )
+    gc_threshold: int = _opt(
+        50000,
+        "Allocations between young-generation garbage collections in a serving process "
+        "(Python's default is 700; at that rate the collector costs about 40% of a "
+        "worker's CPU under load). 0 = leave Python's setting.",
+        min=0,
+        max=10_000_000,
+    )
 
 
 @dataclass(frozen=True)
@@ -380,6 +395,12 @@ class LimitsConfig:
     )
     ace_burst: int = _opt(
         10, "Token bucket size per peer for the ACE endpoints.", min=1, max=1_000_000
+    )
+    max_body: int = _opt(
+        1024 * 1024,
+        "Largest request body (after Block1 reassembly) on any path; more gets 4.13.",
+        min=1024,
+        max=64 * 1024 * 1024,
     )
     lockout_failures: int = _opt(
         10,

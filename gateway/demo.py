@@ -1,8 +1,10 @@
 """``make run``: a ready-to-try gateway with embedded defaults.
 
 Creates (once) a state directory with a config, a master key, generated AS
-keys, an SQLite registry and a few demo devices; then starts the gateway and
-prints the exact commands to try. Ctrl-C stops everything.
+keys, an SQLite registry and a few demo devices (also written to
+``devices.csv`` for ``acegw-sim``); then starts the demo HTTP upstream and
+the gateway and prints the exact commands to try. Ctrl-C or SIGTERM stops
+everything (exit status 0).
 
     python -m gateway.demo [--dir DIR] [--port PORT]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import os
 import shlex
@@ -23,6 +26,7 @@ from tokens.ace import TokenRequest
 from . import demo_upstream
 from .cli import main as cli_main
 from .config import CONFIG_FILE_NAME, Config, load_config
+from .logs import setup_logging
 from .registry import Registry
 from .server import Gateway, run
 
@@ -59,6 +63,9 @@ def prepare(
     env = dict(os.environ)
     env.setdefault("ACEGW_SERVER_PORT", str(port))
     env.setdefault("ACEGW_AUDIT_PATH", str(directory / "audit.log"))
+    # the walk-through is for a person: plain warnings only, unless asked
+    env.setdefault("ACEGW_LOGGING_LEVEL", "WARNING")
+    env.setdefault("ACEGW_LOGGING_JSON", "false")
     config = load_config(config_path, env=env)
     devices: list[tuple[str, bytes]] = []
     with Registry.from_config(config) as registry:
@@ -70,7 +77,24 @@ def prepare(
                 psk = registry.add(client_id, scope=DEMO_SCOPE)
             devices.append((client_id, psk))
     (directory / "token-request.cbor").write_bytes(TokenRequest(scope="/whoami:GET").encode())
+    _write_devices_csv(directory / "devices.csv", devices)
     return config, devices
+
+
+def _write_devices_csv(path: Path, devices: list[tuple[str, bytes]]) -> None:
+    """``id,psk_hex,scope`` rows for ``acegw-sim`` (mode 0600: PSKs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write("id,psk_hex,scope\n")
+        for client_id, psk in devices:
+            f.write(f"{client_id},{psk.hex()},{DEMO_SCOPE}\n")
+
+
+def _simulator_available() -> bool:
+    root = Path(__file__).resolve().parents[1]
+    return (root / "docs" / "simulator.md").exists() and importlib.util.find_spec(
+        "device_sim.cli"
+    ) is not None
 
 
 def instructions(
@@ -95,8 +119,24 @@ def instructions(
         "Look inside the token (no secrets printed):",
         f"  .venv/bin/acegw token decode {directory / 'token-response.cbor'}",
         "",
-        "Ctrl-C stops the gateway.",
     ]
+    if _simulator_available():
+        lines += [
+            "Simulated devices (token, upload, Echo, proofed GET /whoami at 2/s) for 10 s:",
+            f"  .venv/bin/acegw-sim --devices-csv {directory / 'devices.csv'} "
+            f"--target 127.0.0.1:{port} --duration 10s --rate 2",
+            "",
+        ]
+    if config.metrics.enabled:
+        host, mport = config.metrics.host, config.metrics.port
+        base = f"http://{f'[{host}]' if ':' in host else host}:{mport}"
+        lines += [
+            "Watch it:",
+            f"  curl -s {base}/metrics | grep -v '^#'",
+            f"  curl -s {base}/readyz",
+            "",
+        ]
+    lines.append("Ctrl-C stops the gateway and the demo upstream.")
     return "\n".join(lines)
 
 
@@ -108,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory = Path(args.dir).absolute()
     config, devices = prepare(directory, args.port, args.upstream_port)
+    setup_logging(config.logging.level, json_lines=config.logging.json)
 
     def ready(gateway: Gateway) -> None:
         print(instructions(config, gateway, devices, directory), flush=True)

@@ -19,6 +19,7 @@ from tokens.aif import Scope
 from tokens.cwt import Claims, TokenVerifier, decode_unverified
 from tokens.errors import (
     AuthenticationError,
+    Expired,
     InvalidScope,
     MalformedError,
     Revoked,
@@ -79,6 +80,10 @@ class TokenIntake:
         """Verify ``token`` and return what authorization needs, or raise the
         :class:`TokenError` whose CoAP code RFC 9200 §5.10.1.1 prescribes."""
         claims = self._verifier_for(token).verify(token, now)
+        if claims.exp is not None and claims.exp <= now:
+            # Within the leeway the signature check passes, but a token that
+            # this RS would refuse on every request is no use to store.
+            raise Expired("token expired")
         return self._access_token(claims)
 
     def _access_token(self, claims: Claims) -> AccessToken:

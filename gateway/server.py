@@ -3,7 +3,17 @@ the RS token intake and the DTLS transport into one aiocoap server.
 
 ``Gateway(config)`` is started with :meth:`Gateway.start` and stopped with
 :meth:`Gateway.stop` (tests do this); :func:`serve` runs it until SIGINT or
-SIGTERM (``acegw serve``).
+SIGTERM (``acegw serve``): one process, or with ``[server] workers`` other
+than 1 a supervisor and N worker processes (:mod:`gateway.workers`).
+
+Life cycle of a running gateway (docs/operations.md): SIGTERM/SIGINT drains
+(:meth:`Gateway.drain`: no new handshakes, new requests 5.03, in-flight
+requests finish within ``server.drain_timeout``), then :meth:`Gateway.stop`
+sends close_notify to every peer. SIGHUP re-reads the configuration file and
+applies routes, limits and the log level (:meth:`Gateway.reload`) without
+touching DTLS sessions, tokens or replay windows. Metrics, /healthz, /readyz
+and the verification key set are served over HTTP (:mod:`gateway.admin_http`);
+the key set also over CoAP at ``/.well-known/ace-keys`` (unprotected).
 
 PSK lookup for DTLS (RFC 4279 §2, RFC 9202 §3.3): a psk_identity is, in this
 order, a registered client id (the registry's PSK), an RFC 9202 kid identity
@@ -17,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -29,16 +41,17 @@ import aiocoap.resource
 
 from tokens import cnf as cnf_mod
 from tokens.ace import CreationHints, IntrospectionResponse
-from tokens.cwt import TokenVerifier
+from tokens.cwt import TokenVerifier, decode_unverified
 from tokens.echo import EchoIssuer
 from tokens.errors import TokenError, WrongAudience
 from tokens.keys import KeySet, SymmetricKey
-from tokens.replay import FreshnessGuard
 
+from . import metrics as m
+from .admin_http import AdminHttp
 from .audit import AuditLog
-from .authorization import UNPROTECTED, Authorizer, AuthorizingSite
+from .authorization import UNPROTECTED, AuthorizingSite
 from .authorization_server import AuthorizationServer, ClientPolicy, client_policy
-from .config import Config
+from .config import SECTIONS, Config, load_config
 from .dtls import (
     CloseReason,
     DtlsRemote,
@@ -50,6 +63,17 @@ from .dtls import (
 from .errors import GatewayError
 from .keystore import Keystore, load_key_set
 from .limits import Lockout, RateLimiter
+from .logs import setup_logging
+from .observe import (
+    CountingGuard,
+    GatewayMetrics,
+    MeteredAudit,
+    MeteredAuthorizer,
+    RouteLabels,
+    ServiceSite,
+    collect,
+    time_upstream,
+)
 from .proxy import Proxy
 from .registry import Registry
 from .resource_server import TokenIntake, TrustedIssuer
@@ -65,6 +89,33 @@ log = logging.getLogger(__name__)
 
 #: Seconds between housekeeping rounds (registry changes, token expiry).
 HOUSEKEEPING_INTERVAL = 0.25
+#: CoAP path of the AS verification key set (unprotected, GET).
+KEYS_PATH = (".well-known", "ace-keys")
+#: CoAP Content-Format of application/cose-key-set (RFC 9052 §11.2).
+CONTENT_FORMAT_COSE_KEY_SET = 102
+#: Configuration sections a SIGHUP applies; changes elsewhere need a restart.
+RELOADABLE = ("routes", "limits", "logging")
+#: Called with an accepted token and its exp, to share it with other workers.
+TokenShare = Callable[[bytes, float], None]
+
+
+class KeySetResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """``GET /.well-known/ace-keys``: the AS's token verification keys as a
+    COSE_KeySet (RFC 9052 §7), public parts only, for resource servers that
+    verify this AS's signed tokens. A rotated-in key appears here as it starts
+    signing; a retired one disappears."""
+
+    def __init__(self, key_set: Callable[[], bytes]) -> None:
+        super().__init__()
+        self._key_set = key_set
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(
+            code=aiocoap.CONTENT,
+            payload=self._key_set(),
+            content_format=CONTENT_FORMAT_COSE_KEY_SET,
+            max_age=60,
+        )
 
 
 class Gateway:
@@ -78,14 +129,26 @@ class Gateway:
         registry: Registry | None = None,
         keystore: Keystore | None = None,
         audit: Callable[..., None] | None = None,
+        worker: int = 0,
+        udp_fd: int | None = None,
+        share_token: TokenShare | None = None,
     ) -> None:
+        """``worker``: this worker's index (the metrics ``worker`` label);
+        ``udp_fd``: an already bound UDP socket to serve on (from the
+        supervisor); ``share_token``: told about every token this worker
+        accepts, so other workers can hold it too."""
         self.config = config
         self.clock = clock
+        self.worker = worker
+        self._udp_fd = udp_fd
+        self.share_token = share_token
+        self.metrics = GatewayMetrics()
         self.registry = registry or Registry.from_config(config)
         self.keystore = keystore or Keystore.from_config(config)
-        self.audit: Callable[..., None] = audit or AuditLog(
+        self._audit_sink: Callable[..., None] = audit or AuditLog(
             config.audit.path, sample_success=config.audit.sample_success, clock=clock
         )
+        self.audit: Callable[..., None] = MeteredAudit(self._audit_sink, self.metrics)
         self.tokens = TokenStore(max_per_client=config.rs.max_tokens_per_client)
         self.authorization_server = AuthorizationServer(
             issuer=config.as_.issuer,
@@ -98,32 +161,38 @@ class Gateway:
         limits = config.limits
         # A new Echo secret per process: Echo values (and so proofs) from
         # before a restart are refused after it (tokens/replay.py).
-        self.guard = FreshnessGuard(EchoIssuer(os.urandom(32)))
+        self.guard = CountingGuard(EchoIssuer(os.urandom(32)))
         self.lockout = Lockout(
             max_failures=limits.lockout_failures,
             window=limits.lockout_window,
             ban_seconds=limits.lockout_seconds,
         )
         self.ace_limits = RateLimiter(limits.ace_rate, limits.ace_burst)
-        self.authorizer = Authorizer(
+        self.device_limits = RateLimiter(limits.device_rate, limits.device_burst)
+        self.authorizer = MeteredAuthorizer(
+            metrics=self.metrics,
             tokens=self.tokens,
             guard=self.guard,
             is_revoked=self.registry.is_revoked,
             client_enabled=self._client_enabled,
             session_client=self._session_client,
-            device_limits=RateLimiter(limits.device_rate, limits.device_burst),
-            device_rate=lambda client_id: limits.client_rates.get(client_id),
+            device_limits=self.device_limits,
+            device_rate=lambda client_id: self.config.limits.client_rates.get(client_id),
             lockout=self.lockout,
             hints=self._creation_hints,
             clock=clock,
         )
-        self.proxy = Proxy.from_config(config, clock=clock)
+        self.proxy = self._build_proxy(config)
         #: identities (psk_identity bytes) of sessions bound to each token kid
         self._bound: dict[bytes, set[bytes]] = {}
         self._policies: dict[str, tuple[int, ClientPolicy]] = {}
+        #: kid of the AS key that signed or encrypted each held token (by PoP kid)
+        self._token_key: dict[bytes, bytes] = {}
         self.context: aiocoap.Context | None = None
         self.dtls: DtlsServer | None = None
+        self.root: ServiceSite | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # --- wiring -------------------------------------------------------------
 
@@ -154,14 +223,20 @@ class Gateway:
             is_client_enabled=self._client_enabled,
         )
 
+    def _build_proxy(self, config: Config) -> Proxy:
+        proxy = Proxy.from_config(config, clock=self.clock)
+        for route in proxy.routes:
+            time_upstream(route.upstream, route.config.prefix, self.metrics)
+        return proxy
+
     def _client_enabled(self, client_id: str) -> bool:
         """Per-request check (hot path): served from the registry's memory."""
         if not self.config.as_.enabled:
             return True  # external AS: its subjects are not in our registry
         return self.registry.psk_for(client_id) is not None
 
-    #: Paths served without authorization (the ACE endpoints).
-    unprotected: frozenset[tuple[str, ...]] = UNPROTECTED
+    #: Paths served without authorization (the ACE endpoints, the key set).
+    unprotected: frozenset[tuple[str, ...]] = UNPROTECTED | {KEYS_PATH}
 
     def resource_tree(self) -> aiocoap.resource.Site:
         """The resources, before the authorization layer."""
@@ -175,6 +250,7 @@ class Gateway:
             site.add_resource(
                 ["introspect"], IntrospectResource(self.introspect, self, self.clock, self.audit)
             )
+            site.add_resource(list(KEYS_PATH), KeySetResource(self.keystore.export_public))
         site.add_resource(["authz-info"], AuthzInfoResource(self.accept, self.clock, self.audit))
         for path, resource in self.proxy.site_entries():
             site.add_resource(path, resource)
@@ -190,6 +266,7 @@ class Gateway:
             on_failure=self._request_failed,
             ace_limit=self._ace_limit,
             unprotected=self.unprotected,
+            max_body=self.config.limits.max_body,
         )
 
     def _creation_hints(self, request: aiocoap.Message) -> CreationHints:
@@ -245,10 +322,32 @@ class Gateway:
         return policy
 
     def accept(self, token: bytes, now: float, remote: Any = None) -> AccessToken:
-        """Verify and store an uploaded token (RFC 9200 §5.10.1)."""
+        """Verify and store an uploaded token (RFC 9200 §5.10.1), and share
+        it with the other workers."""
+        access = self._store(token, now)
+        if self.share_token is not None:
+            self.share_token(token, access.exp)
+        return access
+
+    def accept_shared(self, token: bytes, now: float) -> AccessToken | None:
+        """A token another worker accepted: verified here again (it may have
+        been revoked, or its key retired, since) and stored; None if refused."""
+        try:
+            access = self._store(token, now)
+        except (TokenError, GatewayError) as exc:
+            log.debug("shared token refused: %s", exc.reason)
+            return None
+        self.metrics.tokens_accepted.inc("shared")
+        return access
+
+    def _store(self, token: bytes, now: float) -> AccessToken:
         access = self.intake.accept(token, now)
+        key_kid = decode_unverified(token).kid
+        if key_kid is not None:
+            self._token_key[access.kid] = key_kid
         for old in self.tokens.add(access):
             if old.kid != access.kid:
+                self._token_key.pop(old.kid, None)
                 self._close_bound(old.kid)
         return access
 
@@ -310,8 +409,10 @@ class Gateway:
         elif identity[:1] and identity[0] >> 5 in (4, 6):  # CBOR array or tag
             try:
                 token = self.accept(identity, now)
-            except (TokenError, GatewayError):
+            except (TokenError, GatewayError) as exc:
+                self.metrics.tokens_rejected.inc("psk_identity", exc.reason)
                 return None
+            self.metrics.tokens_accepted.inc("psk_identity")
         else:
             return None
         if not isinstance(token.pop_key, SymmetricKey):
@@ -330,10 +431,12 @@ class Gateway:
             max_handshakes=min(self.config.dtls.max_handshakes, self.config.dtls.max_sessions),
             idle_timeout=self.config.dtls.idle_timeout,
             handshake_timeout=self.config.dtls.handshake_timeout,
+            inherited_fd=self._udp_fd,
         )
         await self.proxy.start()
+        self.root = ServiceSite(self.site(), self.metrics, self._route_labels(self.config))
         self.context, self.dtls = await create_server_context(
-            self.site(),
+            self.root,
             dtls_config,
             self.psk_lookup,
             on_session_closed=self._session_closed,
@@ -349,7 +452,40 @@ class Gateway:
         assert self.dtls is not None, "gateway not started"
         return self.dtls.address
 
+    @property
+    def draining(self) -> bool:
+        return self.root is not None and self.root.draining
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """For /readyz: serving and not draining."""
+        serving = self.dtls is not None and not self.draining
+        detail: dict[str, Any] = {"worker": self.worker, "draining": self.draining}
+        if self.dtls is not None:
+            detail["sessions"] = self.dtls.stats().sessions
+        return serving, detail
+
+    async def drain(self, timeout: float) -> bool:
+        """Graceful shutdown, first half: refuse new handshakes (ClientHellos
+        are dropped, the peer retries elsewhere or later), answer new requests
+        5.03 with Max-Age, and wait up to ``timeout`` seconds for the requests
+        in flight. True if none is left."""
+        if self.dtls is not None:
+            self.dtls.accepting = False
+        if self.root is None:
+            return True
+        self.root.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.root.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        left = self.root.in_flight
+        if left:
+            log.warning("drain deadline passed with %d request(s) in flight", left)
+        return left == 0
+
     async def stop(self) -> None:
+        """Stop serving: close_notify to every peer, close the socket, the
+        upstream clients and the audit log."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -359,9 +495,64 @@ class Gateway:
             await self.context.shutdown()
             self.context = None
             self.dtls = None
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.proxy.close()
-        if isinstance(self.audit, AuditLog):
-            self.audit.close()
+        if isinstance(self._audit_sink, AuditLog):
+            self._audit_sink.close()
+
+    async def reload(self, config: Config) -> list[str]:
+        """Apply the routes, limits and log level of ``config`` (SIGHUP).
+        Sessions, tokens and replay windows stay; requests already handed to
+        the old routes finish on them. Returns the sections that changed but
+        need a restart (not applied). A bad route raises ConfigError and
+        changes nothing."""
+        proxy = self._build_proxy(config)
+        try:
+            await proxy.start()
+        except BaseException:
+            await proxy.close()
+            raise
+        old_proxy, self.proxy = self.proxy, proxy
+        old = self.config
+        self.config = dataclasses.replace(
+            old, routes=config.routes, limits=config.limits, logging=config.logging
+        )
+        limits = config.limits
+        self.device_limits.rate, self.device_limits.burst = limits.device_rate, limits.device_burst
+        self.ace_limits.rate, self.ace_limits.burst = limits.ace_rate, limits.ace_burst
+        self.lockout.max_failures = limits.lockout_failures
+        self.lockout.window = limits.lockout_window
+        self.lockout.ban_seconds = limits.lockout_seconds
+        logging.getLogger().setLevel(getattr(logging, config.logging.level, logging.INFO))
+        if self.root is not None:
+            self.root.inner = self.site()
+            self.root.routes = self._route_labels(self.config)
+        # requests on the old routes end within their timeout
+        grace = max((r.timeout for r in old.routes), default=0.0) + 1.0
+        task = asyncio.create_task(_close_later(old_proxy, grace))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        attrs = {"as": "as_"}
+        restart = [
+            name
+            for name in SECTIONS
+            if name not in RELOADABLE
+            and getattr(old, attrs.get(name, name)) != getattr(config, attrs.get(name, name))
+        ]
+        self.metrics.reloads.inc("ok")
+        log.info(
+            "configuration reloaded: %d route(s)%s",
+            len(config.routes),
+            f"; changes to [{'], ['.join(restart)}] need a restart" if restart else "",
+        )
+        return restart
+
+    @staticmethod
+    def _route_labels(config: Config) -> RouteLabels:
+        return RouteLabels([r.prefix for r in config.routes])
 
     def _handshake_done(self, outcome: HandshakeOutcome) -> None:
         """Audit record for every DTLS authentication decision."""
@@ -419,21 +610,49 @@ class Gateway:
                     self.dtls.close_identity(client_id.encode())
                 if self.client_for_identity(client_id.encode()) is None:
                     for token in self.tokens.remove_client(client_id):
-                        self._close_bound(token.kid)
+                        self._drop(token, "client")
         if changes.revocations or not changes.complete:
             for token in self.tokens.all():
                 if self.registry.is_revoked(token.cti):
                     self.tokens.remove_cti(token.cti)
-                    self._close_bound(token.kid)
+                    self._drop(token, "revoked")
         for token in self.tokens.expire(now):
-            self._close_bound(token.kid)
+            self._drop(token, "expired")
         if self.keystore.refresh():
+            # new tokens are signed with the new current key (the AS reads the
+            # key store at each request); retired keys stop verifying here
             self.intake = self._build_intake()
+            self._drop_untrusted_tokens()
+
+    def _drop_untrusted_tokens(self) -> None:
+        """Drop held tokens of this AS whose signing or AS-RS key was retired:
+        their proofs then get 4.01 (unknown_kid), a re-upload 4.01 too."""
+        trusted = {k.kid for k in self.keystore.verification_keys()}
+        trusted |= {k.kid for k in self.keystore.decryption_keys()}
+        for token in self.tokens.all():
+            key_kid = self._token_key.get(token.kid)
+            if token.issuer == self.config.as_.issuer and key_kid not in trusted:
+                self.tokens.remove_cti(token.cti)
+                self._drop(token, "key_retired")
+
+    def _drop(self, token: AccessToken, cause: str) -> None:
+        self.metrics.token_retirements.inc(cause)
+        self._close_bound(token.kid)
 
     def _close_bound(self, kid: bytes) -> None:
+        self._token_key.pop(kid, None)
         for identity in self._bound.pop(kid, ()):
             if self.dtls is not None:
                 self.dtls.close_identity(identity)
+
+    # --- metrics --------------------------------------------------------------
+
+    def collect(self) -> list[m.Family]:
+        """Every metric of this worker, labelled ``worker``."""
+        return collect(self)
+
+    async def metrics_text(self) -> str:
+        return m.render(self.collect())
 
 
 def _lock_label(key: tuple[str, Any]) -> dict[str, str]:
@@ -450,34 +669,139 @@ def _lock_label(key: tuple[str, Any]) -> dict[str, str]:
         return {"identity_len": str(len(value))}
 
 
-async def run(config: Config, *, ready: Callable[[Gateway], None] | None = None) -> None:
-    """Run one gateway until SIGINT/SIGTERM."""
-    gateway = Gateway(config)
+async def serve_gateway(
+    gateway: Gateway,
+    *,
+    admin: bool = True,
+    ready: Callable[[Gateway], None] | None = None,
+    exiting: bool = True,
+) -> None:
+    """Start ``gateway``, serve until SIGINT/SIGTERM, drain, stop. SIGHUP
+    reloads the configuration file; a second SIGINT/SIGTERM skips the rest of
+    the drain. ``admin``: also serve the metrics HTTP port (``[metrics]
+    listen``) from this process. ``exiting``: the process ends afterwards, so
+    SIGTERM is ignored from then on."""
+    config = gateway.config
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second SIGTERM/SIGINT: skip the drain wait
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+    lock = asyncio.Lock()
+
+    def hup() -> None:
+        task = asyncio.create_task(reload_from_file(gateway, lock))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    def term() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
-    if ready is not None:
-        ready(gateway)
+        loop.add_signal_handler(sig, term)
+    loop.add_signal_handler(signal.SIGHUP, hup)
+    http: AdminHttp | None = None
     try:
+        await gateway.start()
+        if exiting:
+            tune_gc(config.server.gc_threshold)
+        if admin and config.metrics.enabled:
+            http = AdminHttp(
+                metrics=gateway.metrics_text,
+                ready=gateway.readiness,
+                key_set=gateway.keystore.export_public,
+            )
+            await http.start(config.metrics.host, config.metrics.port)
+        if ready is not None:
+            ready(gateway)
         await stop.wait()
+        log.info("stopping: draining for up to %g s", gateway.config.server.drain_timeout)
+        drain = asyncio.create_task(gateway.drain(gateway.config.server.drain_timeout))
+        hurried = asyncio.create_task(hurry.wait())
+        await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (drain, hurried):
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
     finally:
-        await gateway.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        for reload in list(reloads):
+            reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload
+        try:
+            await gateway.stop()
+            if http is not None:
+                await http.stop()
+        finally:
+            # only now: a signal during the shutdown must not kill the process
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if exiting:
+                # the process ends now; a late SIGTERM must not turn exit 0 into -15
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("gateway stopped")
 
 
-def serve(config: Config) -> int:
-    """``acegw serve``: run the gateway in this process until stopped."""
-    logging.basicConfig(
-        level=getattr(logging, config.logging.level, logging.INFO),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-        if config.logging.json
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(run(config))
-    return 0
+def tune_gc(threshold: int) -> None:
+    """Process-wide garbage collector settings for a serving process: what
+    exists after start-up (modules, configuration, caches) is frozen out of
+    collections, and young collections run every ``threshold`` allocations
+    instead of Python's 700. A request allocates a few hundred container
+    objects and aiocoap keeps each exchange for EXCHANGE_LIFETIME, so at the
+    default the collector re-scans a large, growing heap many times a
+    second (measured: 0.75 -> 0.45 ms of CPU per proxied request)."""
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(threshold, middle, old)
 
 
-__all__ = ["Gateway", "run", "serve"]
+async def reload_from_file(gateway: Gateway, lock: asyncio.Lock | None = None) -> bool:
+    """SIGHUP: read the configuration file again and apply what can be
+    applied live; a bad file is logged and changes nothing."""
+    source = gateway.config.source
+    if source is None:
+        log.warning("SIGHUP ignored: the configuration was not read from a file")
+        return False
+    async with lock or asyncio.Lock():
+        try:
+            await gateway.reload(load_config(source))
+        except GatewayError as exc:
+            gateway.metrics.reloads.inc("error")
+            log.error("configuration reload refused, keeping the old one: %s", exc.description)
+            return False
+    return True
+
+
+async def _close_later(proxy: Proxy, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        await proxy.close()
+
+
+async def run(config: Config, *, ready: Callable[[Gateway], None] | None = None) -> None:
+    """Run one gateway process (with its metrics port) until SIGINT/SIGTERM."""
+    await serve_gateway(Gateway(config), admin=True, ready=ready)
+
+
+def worker_count(config: Config) -> int:
+    """``server.workers``, 0 meaning one per CPU."""
+    return config.server.workers or os.cpu_count() or 1
+
+
+def serve(config: Config, *, log_level: str | None = None) -> int:
+    """``acegw serve``: run the gateway until stopped; one process, or a
+    supervisor with ``server.workers`` worker processes."""
+    setup_logging(log_level or config.logging.level, json_lines=config.logging.json)
+    workers = worker_count(config)
+    if workers == 1:
+        asyncio.run(run(config))
+        return 0
+    from .workers import supervise
+
+    return supervise(config, workers, log_level=log_level)
+
+
+__all__ = ["Gateway", "KeySetResource", "reload_from_file", "run", "serve", "serve_gateway"]

@@ -16,8 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "module, keys",
     [
-        ("bench.gateway_dtls", ["handshakes_per_s", "req_per_s", "kb_per_session"]),
-        ("bench.authz", ["authz_mac0_ratio", "authz_es256_ratio"]),
+        # the make-bench driver: every bench/ script in its tiny mode (soak included);
+        # it fails if any script fails, so one entry covers them all
+        (
+            "bench.run_all",
+            [
+                "vs_pycose",
+                "authz_mac0_ratio",
+                "authz_es256_ratio",
+                "proxy_ratio",
+                "workers2_speedup",
+                "cpu_per_req_ratio",
+            ],
+        ),
     ],
 )
 def test_benchmark_tiny_mode(module, keys, tmp_path):

@@ -41,6 +41,12 @@ class DtlsServerConfig:
     receive_buffer: int = 4 << 20
     #: Outgoing datagrams queued while the socket is full; more are dropped.
     send_queue_limit: int = 4096
+    #: File descriptor of an already bound UDP socket to serve on instead of
+    #: binding one (a worker supervisor keeps the socket open across worker
+    #: restarts, so its place in the SO_REUSEPORT group and the peers the
+    #: kernel hashes to it stay). The server uses a duplicate of it; ``host``
+    #: must name the socket's address family and wildcard-ness.
+    inherited_fd: int | None = None
 
     def __post_init__(self) -> None:
         try:

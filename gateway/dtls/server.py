@@ -163,6 +163,10 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         self._timer_at = 0.0
         self._retransmit_at: float | None = None
         self._closing = False
+        #: False while draining (graceful shutdown): ClientHellos from peers
+        #: without a session are dropped (counted as ``not_accepting``);
+        #: established sessions are served on.
+        self.accepting = True
 
     # --- construction ------------------------------------------------------------
 
@@ -322,6 +326,9 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         cookie_length = records.client_hello_cookie_length(data)
         if cookie_length is None or self._closing:
             self._counters.dropped["unknown_peer"] += 1
+            return
+        if not self.accepting:
+            self._counters.dropped["not_accepting"] += 1
             return
         if cookie_length and not self._table.may_start_handshake():
             self._counters.dropped["handshake_cap"] += 1

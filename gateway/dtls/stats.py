@@ -30,7 +30,8 @@ class DtlsStats:
     #: an address without session; ``handshake_cap``: ClientHello with cookie
     #: while at ``max_handshakes``; ``send_queue``/``send_error``: outgoing
     #: datagrams lost; ``closed_session``: message for an ended session;
-    #: ``coap_unparsable``: decrypted payload not a CoAP message).
+    #: ``coap_unparsable``: decrypted payload not a CoAP message;
+    #: ``not_accepting``: ClientHello while the server drains).
     dropped: Mapping[str, int]
 
 

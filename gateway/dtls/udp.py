@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections import deque
@@ -63,14 +64,18 @@ class UdpEndpoint:
         config = self._config
         ip = ipaddress.ip_address(config.host)
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if config.inherited_fd is not None:
+            sock = socket.socket(fileno=os.dup(config.inherited_fd))
+            family = sock.family
+        else:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            if config.reuse_port:
+            if config.reuse_port and config.inherited_fd is None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if config.receive_buffer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
-            if family == socket.AF_INET6:
+            if family == socket.AF_INET6 and config.inherited_fd is None:
                 # '::' serves IPv4 too (IPv4-mapped addresses).
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             if config.is_wildcard:
@@ -79,7 +84,8 @@ class UdpEndpoint:
                 else:
                     sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
                 self._pktinfo = True
-            sock.bind((config.host, config.port))
+            if config.inherited_fd is None:
+                sock.bind((config.host, config.port))
         except BaseException:
             sock.close()
             raise

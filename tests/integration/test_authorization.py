@@ -289,3 +289,26 @@ async def test_disable_cuts_off_100_live_sessions_within_a_second(gateway, state
     finally:
         for ctx in contexts[: len(devices)]:
             await ctx.__aexit__(None, None, None)
+
+
+async def test_bodies_above_the_limit_are_refused_before_assembly(state_dir):
+    gateway = Gateway(gateway_config(state_dir, ACEGW_LIMITS_MAX_BODY="4096"))
+    gateway.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gateway.start()
+    try:
+        await _bodies_above_the_limit(gateway)
+    finally:
+        await gateway.stop()
+        gateway.registry.close()
+
+
+async def _bodies_above_the_limit(gateway):
+    async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+        pd = await ProofDevice.enroll(dev)
+        await open_window(pd)
+        resp = await dev.request(pd.message(Code.POST, "/whoami", payload=b"x" * 6000))
+        assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE
+        assert resp.opt.size1 == 4096
+        # within the limit, the body is assembled and the proof checked as usual
+        ok = await dev.request(pd.message(Code.POST, "/whoami", payload=b"x" * 3000))
+        assert ok.code == Code.METHOD_NOT_ALLOWED  # scope has GET only

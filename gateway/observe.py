@@ -1,0 +1,418 @@
+"""What the gateway counts, and where it hooks in (the metric names are
+listed in README "Metrics" and docs/operations.md).
+
+* :class:`ServiceSite` is the root resource: it counts every request by route
+  and CoAP response code, tracks requests in flight (graceful shutdown waits
+  for them) and, while draining, answers new requests 5.03 with Max-Age. Its
+  ``inner`` (the authorization layer and the resource tree) is swapped on a
+  configuration reload without touching DTLS sessions or block-wise state.
+* :class:`MeteredAuthorizer` / :class:`CountingGuard` count proofs: verified
+  when the replay window accepted the proof, rejected (by reason) when a
+  request that carried a Proof option was refused before that point.
+* :class:`MeteredAudit` sits in front of the audit log and counts token
+  decisions (issued, accepted on upload, rejected by reason).
+* :func:`time_upstream` wraps a proxy route's HTTP client to observe the
+  upstream latency histogram and count upstream errors.
+
+Labels are closed sets only (see :mod:`gateway.metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+import aiocoap.interfaces
+from aiocoap.numbers.codes import Code
+
+from tokens.errors import TokenError
+from tokens.params import PROOF_OPTION
+from tokens.replay import FreshnessGuard
+
+from . import metrics as m
+from .authorization import Authorizer
+from .errors import GatewayError
+from .metrics import Counter, Histogram
+
+#: Route label of paths that are no configured route and no known endpoint.
+OTHER_ROUTE = "other"
+#: Max-Age of the 5.03 a draining gateway answers (RFC 7252 §5.9.3.4).
+DRAINING_MAX_AGE = 5
+
+_KNOWN_PATHS = {
+    ("token",): "/token",
+    ("authz-info",): "/authz-info",
+    ("introspect",): "/introspect",
+    ("whoami",): "/whoami",
+    (".well-known", "core"): "/.well-known/core",
+    (".well-known", "ace-keys"): "/.well-known/ace-keys",
+}
+
+
+class GatewayMetrics:
+    """The pushed metrics of one worker."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "acegw_requests_total",
+            "CoAP requests answered, by route (configured prefix or endpoint) and response code.",
+            ("route", "code"),
+        )
+        self.proofs_verified = Counter(
+            "acegw_proofs_verified_total",
+            "Proof options whose MAC/signature verified and whose sequence number the "
+            "replay window accepted.",
+        )
+        self.proofs_rejected = Counter(
+            "acegw_proofs_rejected_total",
+            "Requests with a Proof option refused before the proof was accepted, by reason.",
+            ("reason",),
+        )
+        self.tokens_issued = Counter(
+            "acegw_tokens_issued_total", "Access tokens issued by the embedded AS (/token)."
+        )
+        self.tokens_accepted = Counter(
+            "acegw_tokens_accepted_total",
+            "Access tokens accepted by the RS, by how they arrived (authz-info, psk_identity, "
+            "shared = from another worker).",
+            ("via",),
+        )
+        self.tokens_rejected = Counter(
+            "acegw_tokens_rejected_total",
+            "Token requests refused (/token) and token uploads refused (/authz-info, "
+            "psk_identity), by reason.",
+            ("endpoint", "reason"),
+        )
+        self.introspections = Counter(
+            "acegw_introspections_total", "Introspection answers by result.", ("result",)
+        )
+        self.upstream_latency = Histogram(
+            "acegw_upstream_request_duration_seconds",
+            "Time from handing a request to a route's HTTP client to its complete response "
+            "(queueing for a connection included).",
+            ("route",),
+        )
+        self.upstream_errors = Counter(
+            "acegw_upstream_errors_total",
+            "Upstream exchanges that failed (timeout, connect, bad response), by route and reason.",
+            ("route", "reason"),
+        )
+        self.reloads = Counter(
+            "acegw_config_reloads_total", "SIGHUP configuration reloads by outcome.", ("outcome",)
+        )
+        self.token_retirements = Counter(
+            "acegw_tokens_dropped_total",
+            "Held tokens dropped by the RS, by cause (expired, revoked, client, key_retired).",
+            ("cause",),
+        )
+
+    def pushed(self) -> list[Counter | Histogram]:
+        return [
+            self.requests,
+            self.proofs_verified,
+            self.proofs_rejected,
+            self.tokens_issued,
+            self.tokens_accepted,
+            self.tokens_rejected,
+            self.introspections,
+            self.upstream_latency,
+            self.upstream_errors,
+            self.reloads,
+            self.token_retirements,
+        ]
+
+
+_CODE_LABELS: dict[int, str] = {}
+
+
+def code_label(code: int) -> str:
+    """``"2.05"`` for Content (RFC 7252 §12.1.2 dotted form)."""
+    label = _CODE_LABELS.get(code)
+    if label is None:
+        label = _CODE_LABELS[code] = f"{code >> 5}.{code & 0x1F:02d}"
+    return label
+
+
+class RouteLabels:
+    """Maps a request path to its ``route`` label: a known endpoint, the
+    longest configured route prefix it falls under, or ``other``."""
+
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        self._routes = sorted(
+            ((tuple(p.strip("/").split("/")), p) for p in prefixes if p.strip("/")),
+            key=lambda item: -len(item[0]),
+        )
+
+    def __call__(self, path: tuple[str, ...]) -> str:
+        known = _KNOWN_PATHS.get(path)
+        if known is not None:
+            return known
+        for segments, label in self._routes:
+            if path[: len(segments)] == segments:
+                return label
+        return OTHER_ROUTE
+
+
+class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
+    """The root resource (see the module docstring)."""
+
+    def __init__(self, inner: Any, metrics: GatewayMetrics, routes: RouteLabels) -> None:
+        super().__init__()
+        self.inner = inner
+        self.routes = routes
+        self._metrics = metrics
+        self._requests = metrics.requests
+        self.in_flight = 0
+        self.draining = False
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        return True
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        oversized = getattr(self.inner, "oversized", None)
+        refusal = oversized(pipe.request) if oversized is not None else None
+        if refusal is not None:  # before block-wise assembly spools the body
+            pipe.add_response(refusal, is_last=True)
+            return
+        await aiocoap.interfaces.Resource._render_to_pipe(self, pipe)
+
+    def get_resources_as_linkheader(self) -> Any:
+        return self.inner.get_resources_as_linkheader()
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        route = self.routes(tuple(request.opt.uri_path))
+        if self.draining:
+            response = aiocoap.Message(
+                code=Code.SERVICE_UNAVAILABLE, max_age=DRAINING_MAX_AGE, payload=b"shutting down"
+            )
+            self._requests.inc(route, "5.03")
+            return response
+        self.in_flight += 1
+        code = "5.00"
+        try:
+            response = await self.inner.render(request)
+            code = code_label(int(response.code))
+            return response
+        except aiocoap.error.RenderableError as exc:
+            # aiocoap renders these (e.g. 4.04 for an unknown path)
+            with contextlib.suppress(Exception):
+                code = code_label(int(exc.to_message().code))
+            raise
+        finally:
+            self.in_flight -= 1
+            self._requests.inc(route, code)
+
+
+class CountingGuard(FreshnessGuard):
+    """The replay guard, counting the proofs it accepts (committed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.committed = 0
+
+    def commit(self, kid: bytes, piv: int, echo: bytes | None, now: float) -> None:
+        super().commit(kid, piv, echo, now)
+        self.committed += 1
+
+
+class MeteredAuthorizer(Authorizer):
+    """The authorizer, counting proofs verified and rejected."""
+
+    def __init__(self, *, metrics: GatewayMetrics, guard: CountingGuard, **kwargs: Any) -> None:
+        super().__init__(guard=guard, **kwargs)
+        self._counting = guard
+        self._proofs = metrics
+
+    def authorize(self, request: aiocoap.Message, path: tuple[str, ...] | None = None) -> Any:
+        before = self._counting.committed
+        try:
+            return super().authorize(request, path)
+        except (TokenError, GatewayError) as exc:
+            if self._counting.committed == before and request.opt.get_option(PROOF_OPTION):
+                self._proofs.proofs_rejected.inc(exc.reason)
+            raise
+        finally:
+            if self._counting.committed != before:
+                self._proofs.proofs_verified.inc()
+
+
+class MeteredAudit:
+    """An audit sink that counts token decisions, then passes the record on."""
+
+    def __init__(self, audit: Callable[..., None], metrics: GatewayMetrics) -> None:
+        self.inner = audit
+        self._metrics = metrics
+
+    @property
+    def enabled(self) -> bool:
+        return bool(getattr(self.inner, "enabled", True))
+
+    def __call__(self, **fields: Any) -> None:
+        event = fields.get("event")
+        decision = fields.get("decision")
+        m = self._metrics
+        if event == "token":
+            if decision == "issue":
+                m.tokens_issued.inc()
+            else:
+                m.tokens_rejected.inc("token", str(fields.get("reason")))
+        elif event == "authz-info":
+            if decision == "accept":
+                m.tokens_accepted.inc("authz-info")
+            else:
+                m.tokens_rejected.inc("authz-info", str(fields.get("reason")))
+        elif event == "introspect":
+            m.introspections.inc(str(decision))
+        self.inner(**fields)
+
+
+def time_upstream(upstream: Any, route: str, metrics: GatewayMetrics) -> None:
+    """Wrap ``upstream.send`` (a :class:`gateway.proxy.upstream.Upstream`) so
+    every exchange is timed and every failure counted under ``route``."""
+    send = upstream.send
+    latency = metrics.upstream_latency
+    errors = metrics.upstream_errors
+    clock = time.perf_counter
+
+    async def timed_send(request: Any, headers: dict[str, str]) -> Any:
+        started = clock()
+        try:
+            response = await send(request, headers)
+        except GatewayError as exc:
+            errors.inc(route, exc.reason)
+            raise
+        latency.observe(clock() - started, route)
+        return response
+
+    upstream.send = timed_send
+
+
+def collect(gateway: Any) -> list[m.Family]:
+    """Every metric of one worker (a :class:`gateway.server.Gateway`),
+    labelled ``worker``: the pushed ones and those read from the DTLS server,
+    the authorizer, the lockout and the token store at scrape time."""
+    const = {"worker": str(gateway.worker)}
+    out = [metric.family(const) for metric in gateway.metrics.pushed()]
+    out.append(
+        m.family(
+            "acegw_requests_in_flight",
+            "gauge",
+            "Requests being processed now (graceful shutdown waits for them).",
+            [(const, gateway.root.in_flight if gateway.root is not None else 0)],
+        )
+    )
+    if gateway.dtls is not None:
+        st = gateway.dtls.stats()
+        out += [
+            m.family(
+                "acegw_dtls_handshakes_total",
+                "counter",
+                "DTLS handshakes by outcome (ok, or why they failed).",
+                [({**const, "outcome": "ok"}, st.handshakes_ok)]
+                + [({**const, "outcome": k}, v) for k, v in sorted(st.handshake_failures.items())],
+            ),
+            m.family(
+                "acegw_dtls_sessions",
+                "gauge",
+                "DTLS sessions now, established or handshaking.",
+                [
+                    ({**const, "state": "established"}, st.sessions),
+                    ({**const, "state": "handshaking"}, st.handshaking),
+                ],
+            ),
+            m.family(
+                "acegw_dtls_sessions_closed_total",
+                "counter",
+                "Established DTLS sessions that ended, by reason.",
+                [({**const, "reason": k}, v) for k, v in sorted(st.sessions_closed.items())],
+            ),
+            m.family(
+                "acegw_dtls_datagrams_total",
+                "counter",
+                "UDP datagrams received and sent.",
+                [
+                    ({**const, "direction": "in"}, st.datagrams_received),
+                    ({**const, "direction": "out"}, st.datagrams_sent),
+                ],
+            ),
+            m.family(
+                "acegw_dtls_datagrams_dropped_total",
+                "counter",
+                "Datagrams dropped, by reason.",
+                [({**const, "reason": k}, v) for k, v in sorted(st.dropped.items())],
+            ),
+        ]
+    decisions = gateway.authorizer.decisions
+    now = gateway.clock()
+    out += [
+        m.family(
+            "acegw_authorization_decisions_total",
+            "counter",
+            "Authorization decisions on protected resources (allow, or deny by reason).",
+            [({**const, "decision": "allow", "reason": "ok"}, decisions.allowed)]
+            + [
+                ({**const, "decision": "deny", "reason": k}, v)
+                for k, v in sorted(decisions.refused.items())
+            ],
+        ),
+        m.family(
+            "acegw_rate_limited_total",
+            "counter",
+            "Requests answered 4.29 by a rate limit (per device or per peer on ACE endpoints).",
+            [(const, decisions.refused.get("rate_limited", 0))],
+        ),
+        m.family(
+            "acegw_locked_out_total",
+            "counter",
+            "Requests refused because their identity or address is banned.",
+            [(const, decisions.refused.get("locked_out", 0))],
+        ),
+        m.family(
+            "acegw_lockout_bans_total",
+            "counter",
+            "Bans started after repeated failed handshakes or proofs.",
+            [(const, gateway.lockout.bans_total)],
+        ),
+        m.family(
+            "acegw_lockout_active",
+            "gauge",
+            "Identities and addresses banned now.",
+            [(const, gateway.lockout.active_bans(now))],
+        ),
+        m.family(
+            "acegw_tokens_held",
+            "gauge",
+            "Access tokens held by the RS now.",
+            [(const, len(gateway.tokens))],
+        ),
+        m.family(
+            "acegw_replay_windows",
+            "gauge",
+            "Replay windows (PoP keys with an opened window) now.",
+            [(const, len(gateway.guard))],
+        ),
+        m.family(
+            "acegw_draining",
+            "gauge",
+            "1 while the worker drains for shutdown.",
+            [(const, 1 if gateway.draining else 0)],
+        ),
+    ]
+    return out + m.process_families(const)
+
+
+__all__ = [
+    "CountingGuard",
+    "GatewayMetrics",
+    "MeteredAudit",
+    "MeteredAuthorizer",
+    "RouteLabels",
+    "ServiceSite",
+    "code_label",
+    "collect",
+    "time_upstream",
+]

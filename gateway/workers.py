@@ -1,0 +1,525 @@
+"""Several gateway worker processes on one UDP port, and their supervisor
+(``[server] workers = N``; 0 = one per CPU).
+
+The supervisor (the ``acegw serve`` process):
+
+* opens N UDP sockets on the configured address with SO_REUSEPORT (the
+  first one picks the port when it is 0) and starts one worker per socket,
+  ``python -m gateway.workers``, handing it its socket. The kernel spreads
+  datagrams over the sockets of a SO_REUSEPORT group by a hash of the
+  4-tuple, so a peer stays on one worker and its DTLS session is local to
+  that worker. The supervisor keeps every socket open, also while its worker
+  is down: the socket keeps its place in the group, so no other worker's
+  peers move when a worker dies or comes back;
+* restarts a worker that exits (with a back-off while it keeps crashing);
+  its peers' datagrams queue in its socket meanwhile, and they handshake
+  again with the new worker;
+* serves the HTTP port (``[metrics] listen``): ``/metrics`` asks every worker
+  for its samples over its control channel and merges them into one scrape
+  (each sample labelled ``worker``), plus its own ``acegw_worker_*``
+  metrics; ``/readyz`` is 200 while at least one worker serves; ``/keys``
+  reads the key directory itself;
+* relays tokens: a worker that accepts a token (``/authz-info`` or an RFC
+  9202 identity) sends it to the supervisor, which passes it to the other
+  workers and replays the unexpired ones to a restarted worker. A device whose
+  4-tuple changes (NAT rebinding, reconnect) and lands on another worker then
+  needs a new DTLS handshake but not a new token; that worker has no replay
+  window for its key yet, so its first proof gets one Echo challenge;
+* on SIGTERM/SIGINT sends SIGTERM to every worker (each drains: no new
+  handshakes, in-flight requests finish within ``server.drain_timeout``,
+  close_notify to its peers) and waits; on SIGHUP forwards SIGHUP (each worker
+  reloads routes and limits).
+
+Registry changes (disable, revoke, PSK rotation) and key changes reach every
+worker within a second without the supervisor: each worker polls the
+registry's change log and the key directory's manifest every 0.25 s.
+
+The control channel is a Unix socket pair per worker carrying JSON lines:
+``hello`` / ``synced`` (the held tokens, before the worker serves),
+``ready``, ``token`` (both ways) and ``metrics``. It never leaves the host;
+no message is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import metrics as m
+from .admin_http import AdminHttp
+from .config import Config, load_config
+from .errors import ConfigError, GatewayError
+from .keystore import Keystore
+from .logs import setup_logging
+
+log = logging.getLogger("gateway.workers")  # also when run as __main__
+
+#: Largest control message (a metrics snapshot) in bytes.
+LINE_LIMIT = 16 << 20
+#: Tokens the supervisor keeps for restarted workers.
+MAX_SHARED_TOKENS = 200_000
+#: Seconds a worker may take to report ready before it is killed and restarted.
+START_TIMEOUT = 60.0
+#: Restart back-off: first delay, cap, and how long a worker must have run for
+#: the delay to reset.
+BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 0.1, 5.0, 10.0
+#: Seconds a worker is given to answer a metrics request.
+METRICS_TIMEOUT = 2.0
+
+
+# --- the supervisor -----------------------------------------------------------------
+
+
+@dataclass
+class WorkerSlot:
+    """One worker position: its socket lives as long as the supervisor."""
+
+    index: int
+    sock: socket.socket
+    process: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    ready: bool = False
+    #: the worker got the shared tokens and receives new ones
+    synced: bool = False
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_FIRST
+    pending: dict[int, asyncio.Future[list[m.Family]]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+
+def open_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` UDP sockets in one SO_REUSEPORT group on ``host:port``."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise GatewayError(f"cannot bind UDP {host} port {port}: {exc.strerror}") from None
+    return socks
+
+
+class Supervisor:
+    """Starts, watches and stops the workers; serves the HTTP port."""
+
+    def __init__(self, config: Config, workers: int, *, log_level: str | None = None) -> None:
+        if config.source is None:
+            raise ConfigError("several workers need the configuration in a file")
+        self.config = config
+        self.count = workers
+        self.log_level = log_level
+        self.slots: list[WorkerSlot] = []
+        self.stopping = False
+        self.port = 0
+        self._stop = asyncio.Event()
+        self._shared: dict[bytes, float] = {}
+        self._next_id = 0
+        self._keystore: Keystore | None = None
+        self._http: AdminHttp | None = None
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        server = self.config.server
+        socks = open_sockets(server.bind, server.port, self.count)
+        self.port = socks[0].getsockname()[1]
+        self.slots = [WorkerSlot(i, s) for i, s in enumerate(socks)]
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_hup)
+        try:
+            if self.config.metrics.enabled:
+                self._http = AdminHttp(
+                    metrics=self.metrics_text, ready=self.readiness, key_set=self.key_set
+                )
+                await self._http.start(self.config.metrics.host, self.config.metrics.port)
+            for slot in self.slots:
+                await self._spawn(slot)
+            log.info(
+                "supervisor: %d workers on coaps://%s:%d",
+                self.count,
+                f"[{server.bind}]" if ":" in server.bind else server.bind,
+                self.port,
+            )
+            await self._stop.wait()
+        finally:
+            self.stopping = True
+            try:
+                await self._stop_workers()
+                if self._http is not None:
+                    await self._http.stop()
+                for slot in self.slots:
+                    slot.sock.close()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # exiting now
+        log.info("supervisor stopped")
+        return 0
+
+    async def _spawn(self, slot: WorkerSlot) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [
+            sys.executable,
+            "-m",
+            "gateway.workers",
+            "--config",
+            str(self.config.source),
+            "--index",
+            str(slot.index),
+            "--udp-fd",
+            str(slot.sock.fileno()),
+            "--control-fd",
+            str(theirs.fileno()),
+        ]
+        if self.log_level:
+            args += ["--log-level", self.log_level]
+        try:
+            slot.process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(slot.sock.fileno(), theirs.fileno()),
+            )
+        finally:
+            theirs.close()
+        reader, slot.writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
+        slot.ready = slot.synced = False
+        slot.started_at = time.monotonic()
+        log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+        self._task(slot, self._read(slot, reader))
+        self._task(slot, self._watch(slot, slot.process))
+
+    def _task(self, slot: WorkerSlot, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        slot.tasks.add(task)
+        task.add_done_callback(slot.tasks.discard)
+
+    async def _watch(self, slot: WorkerSlot, process: asyncio.subprocess.Process) -> None:
+        exited = asyncio.ensure_future(process.wait())
+        started = asyncio.ensure_future(self._until_ready(slot))
+        done, _ = await asyncio.wait(
+            {exited, started}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        started.cancel()
+        if not done:
+            log.error("worker %d did not start within %g s; killing it", slot.index, START_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        code = await exited
+        slot.ready = slot.synced = False
+        if slot.writer is not None:
+            slot.writer.close()
+            slot.writer = None
+        for future in slot.pending.values():
+            if not future.done():
+                future.set_result([])
+        slot.pending.clear()
+        if self.stopping:
+            return
+        ran = time.monotonic() - slot.started_at
+        if ran >= BACKOFF_RESET:
+            slot.backoff = BACKOFF_FIRST
+        delay, slot.backoff = slot.backoff, min(slot.backoff * 2, BACKOFF_MAX)
+        slot.restarts += 1
+        log.error(
+            "worker %d (pid %d) exited with %s after %.1f s; restarting in %.1f s",
+            slot.index,
+            process.pid,
+            _exit_text(code),
+            ran,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        if not self.stopping:
+            await self._spawn(slot)
+
+    async def _until_ready(self, slot: WorkerSlot) -> None:
+        while not slot.ready:
+            await asyncio.sleep(0.05)
+
+    async def _stop_workers(self) -> None:
+        live = [s.process for s in self.slots if s.process and s.process.returncode is None]
+        for process in live:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        grace = self.config.server.drain_timeout + 10.0
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), grace)
+        except TimeoutError:
+            for process in live:
+                if process.returncode is None:
+                    log.error("worker pid %d did not stop in %g s; killing it", process.pid, grace)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await asyncio.gather(*(p.wait() for p in live))
+        for slot in self.slots:
+            for task in list(slot.tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _on_stop_signal(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            return
+        # a second one: workers skip their drain wait
+        for slot in self.slots:
+            if slot.process is not None and slot.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGTERM)
+
+    def _forward_hup(self) -> None:
+        try:
+            self.config = load_config(self.config.source or "")
+        except GatewayError as exc:
+            log.error("SIGHUP: configuration refused, workers keep theirs: %s", exc.description)
+            return
+        for slot in self.slots:
+            if slot.process is not None and slot.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGHUP)
+
+    # --- control channel ------------------------------------------------------------
+
+    async def _read(self, slot: WorkerSlot, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except (ValueError, ConnectionError):
+                return
+            if not line:
+                return
+            try:
+                self._handle(slot, json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                log.error("worker %d sent an unreadable control message", slot.index)
+
+    def _handle(self, slot: WorkerSlot, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        if kind == "hello":
+            now = time.time()
+            for token, exp in list(self._shared.items()):
+                if exp > now:
+                    slot.send({"t": "token", "v": token.hex()})
+            slot.send({"t": "synced"})
+            slot.synced = True
+        elif kind == "ready":
+            slot.ready = True
+            log.info("worker %d ready", slot.index)
+        elif kind == "token":
+            self._share(slot, bytes.fromhex(message["v"]), float(message["exp"]))
+        elif kind == "metrics":
+            future = slot.pending.pop(int(message["id"]), None)
+            if future is not None and not future.done():
+                future.set_result([m.Family.from_json(f) for f in message["families"]])
+
+    def _share(self, origin: WorkerSlot, token: bytes, exp: float) -> None:
+        if len(self._shared) >= MAX_SHARED_TOKENS:
+            now = time.time()
+            self._shared = {t: e for t, e in self._shared.items() if e > now}
+            while len(self._shared) >= MAX_SHARED_TOKENS:
+                del self._shared[next(iter(self._shared))]
+        self._shared[token] = exp
+        for slot in self.slots:
+            if slot is not origin and slot.synced:
+                slot.send({"t": "token", "v": token.hex()})
+
+    # --- what the HTTP port shows -----------------------------------------------------
+
+    async def metrics_text(self) -> str:
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[list[m.Family]]] = []
+        for slot in self.slots:
+            if slot.ready:
+                self._next_id += 1
+                future: asyncio.Future[list[m.Family]] = loop.create_future()
+                slot.pending[self._next_id] = future
+                slot.send({"t": "metrics?", "id": self._next_id})
+                waits.append(future)
+        snapshots: list[list[m.Family]] = []
+        for future in waits:
+            try:
+                snapshots.append(await asyncio.wait_for(future, METRICS_TIMEOUT))
+            except TimeoutError:
+                continue
+        return m.render(m.merge([*snapshots, self.collect()]))
+
+    def collect(self) -> list[m.Family]:
+        const = {"worker": "supervisor"}
+        return [
+            m.family(
+                "acegw_worker_up",
+                "gauge",
+                "1 while the worker serves, 0 while it starts or restarts.",
+                [({"worker": str(s.index)}, 1 if s.ready else 0) for s in self.slots],
+            ),
+            m.family(
+                "acegw_worker_restarts_total",
+                "counter",
+                "Times the supervisor restarted a worker that had exited.",
+                [({"worker": str(s.index)}, s.restarts) for s in self.slots],
+            ),
+            m.family(
+                "acegw_shared_tokens",
+                "gauge",
+                "Tokens the supervisor holds for workers that (re)start.",
+                [(const, len(self._shared))],
+            ),
+            *m.process_families(const),
+        ]
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ready = sum(1 for s in self.slots if s.ready)
+        return (
+            ready > 0 and not self.stopping,
+            {"workers": self.count, "ready_workers": ready, "draining": self.stopping},
+        )
+
+    def key_set(self) -> bytes:
+        if self._keystore is None:
+            self._keystore = Keystore.from_config(self.config, create=False)
+        else:
+            self._keystore.refresh()
+        return self._keystore.export_public()
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"
+
+
+def supervise(config: Config, workers: int, *, log_level: str | None = None) -> int:
+    """Run the supervisor until SIGTERM/SIGINT (``acegw serve`` with workers)."""
+    return asyncio.run(Supervisor(config, workers, log_level=log_level).run())
+
+
+# --- a worker ---------------------------------------------------------------------------
+
+
+class ControlChannel:
+    """The worker's end of the control socket."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def share_token(self, token: bytes, exp: float) -> None:
+        self.send({"t": "token", "v": token.hex(), "exp": exp})
+
+
+async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gateway: Any) -> None:
+    """Serve the supervisor's requests; on EOF (supervisor gone) stop."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (ValueError, ConnectionError):
+            line = b""
+        if not line:
+            log.warning("supervisor gone; stopping")
+            signal.raise_signal(signal.SIGTERM)
+            return
+        try:
+            message = json.loads(line)
+            kind = message["t"]
+            if kind == "token":
+                gateway.accept_shared(bytes.fromhex(message["v"]), gateway.clock())
+            elif kind == "metrics?":
+                families = [f.to_json() for f in gateway.collect()]
+                channel.send({"t": "metrics", "id": message["id"], "families": families})
+        except Exception:  # keep the channel alive; the supervisor times out
+            log.exception("cannot handle a control message")
+
+
+async def run_worker(config: Config, index: int, udp_fd: int, control_fd: int) -> None:
+    """One worker: a :class:`~gateway.server.Gateway` on the inherited socket."""
+    from .server import Gateway, serve_gateway
+
+    sock = socket.socket(fileno=control_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
+    channel = ControlChannel(writer)
+    gateway = Gateway(config, worker=index, udp_fd=udp_fd, share_token=channel.share_token)
+
+    def ready(gw: Gateway) -> None:
+        os.close(udp_fd)  # the server holds its own duplicate
+        channel.send({"t": "ready", "port": gw.address[1], "pid": os.getpid()})
+
+    # Take the tokens other workers hold before serving, so a device that
+    # lands here after a crash or a NAT rebinding needs no new token.
+    channel.send({"t": "hello"})
+    while True:
+        line = await reader.readline()
+        if not line:
+            return  # supervisor gone before we started
+        message = json.loads(line)
+        if message.get("t") == "synced":
+            break
+        if message.get("t") == "token":
+            gateway.accept_shared(bytes.fromhex(message["v"]), gateway.clock())
+    control = asyncio.create_task(_control(reader, channel, gateway))
+    try:
+        await serve_gateway(gateway, admin=False, ready=ready)
+    finally:
+        control.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await control
+        writer.close()
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.workers", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--udp-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--log-level")
+    args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group: the supervisor decides when
+    # workers stop (SIGTERM), so none is restarted by mistake meanwhile.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        config = load_config(Path(args.config))
+    except GatewayError as exc:
+        print(f"worker {args.index}: {exc.description}", file=sys.stderr)
+        return 2
+    setup_logging(
+        args.log_level or config.logging.level, json_lines=config.logging.json, worker=args.index
+    )
+    asyncio.run(run_worker(config, args.index, args.udp_fd, args.control_fd))
+    return 0
+
+
+__all__ = ["Supervisor", "open_sockets", "run_worker", "supervise", "worker_main"]
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())
