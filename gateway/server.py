@@ -45,6 +45,8 @@ from tokens.cwt import TokenVerifier, decode_unverified
 from tokens.echo import EchoIssuer
 from tokens.errors import TokenError, WrongAudience
 from tokens.keys import KeySet, SymmetricKey
+from tokens.params import PROOF_OPTION
+from tokens.proof import parse_proof
 
 from . import metrics as m
 from .admin_http import AdminHttp
@@ -161,7 +163,8 @@ class Gateway:
         limits = config.limits
         # A new Echo secret per process: Echo values (and so proofs) from
         # before a restart are refused after it (tokens/replay.py).
-        self.guard = CountingGuard(EchoIssuer(os.urandom(32)))
+        self.echo = EchoIssuer(os.urandom(32))
+        self.guard = CountingGuard(self.echo)
         self.lockout = Lockout(
             max_failures=limits.lockout_failures,
             window=limits.lockout_window,
@@ -290,13 +293,29 @@ class Gateway:
         self.ace_limits.take(("ace", key), self.clock())
 
     def _request_failed(self, request: aiocoap.Message, reason: str) -> None:
-        """A failed proof counts towards the lockout of identity and address."""
+        """A failed proof counts towards the lockout of identity and address,
+        except a bad MAC on a request carrying an Echo value this process
+        issued for that very kid: a client library repeating a 4.01 + Echo on
+        its own with the old proof (libcoap does), not a forger."""
         now = self.clock()
+        if reason == "bad_signature" and self._echoed_by_us(request, now):
+            return
         identity = getattr(request.remote, "psk_identity", None)
         address = getattr(request.remote, "address", None)
         for key in (("identity", identity), ("address", address[0] if address else None)):
             if key[1] is not None and self.lockout.failure(key, now):
                 self.audit(event="lockout", decision="ban", reason=reason, **_lock_label(key))
+
+    def _echoed_by_us(self, request: aiocoap.Message, now: float) -> bool:
+        echo = request.opt.echo
+        proof = request.opt.get_option(PROOF_OPTION)
+        if echo is None or not proof:
+            return False
+        try:
+            self.echo.verify(echo, parse_proof(proof[0].value).kid, now)
+        except TokenError:
+            return False
+        return True
 
     # --- what the resources and the transport call --------------------------
 

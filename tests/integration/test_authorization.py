@@ -312,3 +312,33 @@ async def _bodies_above_the_limit(gateway):
         # within the limit, the body is assembled and the proof checked as usual
         ok = await dev.request(pd.message(Code.POST, "/whoami", payload=b"x" * 3000))
         assert ok.code == Code.METHOD_NOT_ALLOWED  # scope has GET only
+
+
+async def test_echo_repeats_with_a_stale_proof_do_not_lock_out(state_dir):
+    """libcoap repeats a 4.01 + Echo by itself with the old proof: those MAC
+    failures carry an Echo we issued for the kid and do not count."""
+    gw = Gateway(gateway_config(state_dir, ACEGW_LIMITS_LOCKOUT_FAILURES="3"))
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            pd = await ProofDevice.enroll(dev)
+            first = await dev.request(pd.message(piv=1))
+            assert first.code == Code.UNAUTHORIZED and first.opt.echo
+            for _ in range(4):  # the Echo option added, the proof left as it was
+                stale = pd.message(piv=1)
+                stale.opt.echo = first.opt.echo
+                assert (await dev.request(stale)).code == Code.UNAUTHORIZED
+            assert gw.lockout.active_bans(gw.clock()) == 0
+            ok = await dev.request(pd.message(echo=first.opt.echo))
+            assert ok.code == Code.CONTENT
+            # a forged Echo is no way around the lockout
+            forged = SymmetricKey(pd.key.kid, b"f" * 16)
+            for _ in range(3):
+                bad = pd.message(key=forged)
+                bad.opt.echo = b"not-ours"
+                assert (await dev.request(bad)).code == Code.UNAUTHORIZED
+            assert gw.lockout.active_bans(gw.clock()) >= 1
+    finally:
+        await gw.stop()
+        gw.registry.close()
