@@ -119,7 +119,8 @@ class ProbeSession:
             log.debug("unparsable CoAP message on %r", self)
             return
         if message.mtype == Type.CON:
-            ack = Message(mtype=Type.ACK, mid=message.mid, code=0)
+            ack = Message(code=0)
+            ack.mtype, ack.mid = Type.ACK, message.mid
             self._probe._write(self, ack.encode())
         if message.code == 0:  # empty ACK of a separate response
             return
