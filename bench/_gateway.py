@@ -74,7 +74,7 @@ def serve(state: Path) -> None:
     """Run the bench gateway on ``state`` until stdin is closed."""
     from gateway.authorization import UNPROTECTED
     from gateway.config import load_config
-    from gateway.server import Gateway
+    from gateway.server import Gateway, tune_gc
 
     class Trivial(aiocoap.resource.Resource):  # type: ignore[misc]
         async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
@@ -94,6 +94,8 @@ def serve(state: Path) -> None:
         config = load_config(state / "acegw.toml")
         gateway = BenchGateway(config)
         await gateway.start()
+        # as `acegw serve` does: measure the gateway as deployed
+        tune_gc(config.server.gc_threshold)
         print(f"READY {gateway.address[1]}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await gateway.stop()
