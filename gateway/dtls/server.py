@@ -47,6 +47,7 @@ from .udp import Cmsg, SockAddr, UdpEndpoint
 
 log = logging.getLogger(__name__)
 
+
 class GatewayTuning(aiocoap.numbers.TransportTuning):  # type: ignore[misc]
     """RFC 7252 §4.8 parameters for messages received here, with MAX_LATENCY
     5 s instead of 100 s: EXCHANGE_LIFETIME (how long aiocoap remembers every
