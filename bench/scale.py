@@ -54,10 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiocoap
-
-from bench._gateway import Device, cpu_seconds, enroll, pool, prepare, proofed, stop
-from gateway.dtls.probe import DtlsProbe, ProbeError
+from bench._gateway import Device, cpu_seconds, enroll, prepare, proofed, send_all, stop
+from gateway.dtls.probe import DtlsProbe
 
 CONFIGS = (1, 2)
 PATH = ("up",)
@@ -246,20 +244,10 @@ async def _round(
     targets = [devices[i % len(devices)] for i in range(count)]
     messages = [proofed(d, PATH) for d in targets]  # built before the clock starts
 
-    async def one(index: int) -> None:
-        try:
-            resp = await targets[index].session.request(messages[index], timeout=30)
-            if resp.code == aiocoap.CONTENT:
-                result.requests += 1
-                return
-        except ProbeError:
-            pass
-        result.failures += 1
-
     before = result.requests
     gw0, gen0, up0 = gateway.cpu(), _own_cpu(), cpu_seconds(upstream_pid)
     started = time.perf_counter()
-    await asyncio.wait_for(pool(count, concurrency, one), ROUND_LIMIT)
+    await asyncio.wait_for(send_all(targets, messages, concurrency, result), ROUND_LIMIT)
     elapsed = time.perf_counter() - started
     result.seconds += elapsed
     result.gateway_cpu += gateway.cpu() - gw0

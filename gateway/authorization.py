@@ -54,7 +54,7 @@ from tokens.proof import ProofedRequest, parse_proof
 from tokens.replay import FreshnessGuard
 
 from .auth_context import CURRENT, AuthContext
-from .errors import GatewayError, Overloaded
+from .errors import GatewayError
 from .limits import Lockout, RateLimiter, TooManyRequests
 from .token_store import AccessToken, TokenStore
 
@@ -111,13 +111,22 @@ class BadOption(GatewayError):
 
 @dataclass
 class Decisions:
-    """Counters of authorization outcomes by reason (for metrics)."""
+    """Counters of authorization outcomes by reason (read by the metrics).
+
+    ``proofs_verified``: Proof options whose MAC/signature verified and whose
+    piv the replay window accepted; ``proofs_rejected``: requests carrying a
+    Proof option refused before that point, by reason."""
 
     allowed: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    proofs_verified: int = 0
+    proofs_rejected: dict[str, int] = field(default_factory=dict)
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def reject_proof(self, reason: str) -> None:
+        self.proofs_rejected[reason] = self.proofs_rejected.get(reason, 0) + 1
 
 
 class Authorizer:
@@ -157,6 +166,34 @@ class Authorizer:
         now = self._clock()
         if path is None:
             path = tuple(request.opt.uri_path)
+        proof_options = request.opt.get_option(PROOF_OPTION)
+        try:
+            token, via = self._authenticate(request, path, proof_options, now)
+        except (TokenError, GatewayError) as exc:
+            if proof_options:
+                self.decisions.reject_proof(exc.reason)
+            raise
+        if via == "proof" and self._session_client(request.remote.psk_identity) != token.client_id:
+            raise SessionMismatch("token not issued to this session's client")
+        self._check_token(token, now)
+        rate = self._device_rate(token.client_id)
+        self._limits.take(token.client_id, now, rate=rate)
+        token.scope.check(path, int(request.code))
+        return AuthContext(
+            client_id=token.client_id,
+            kid=token.kid,
+            cti=token.cti,
+            scope=token.scope,
+            issuer=token.issuer,
+            via=via,  # type: ignore[arg-type]
+            token=token,
+        )
+
+    def _authenticate(
+        self, request: aiocoap.Message, path: tuple[str, ...], proof_options: Any, now: float
+    ) -> tuple[AccessToken, str]:
+        """Who is asking: the token of a token-bound session, or the token a
+        verified, fresh Proof option names (DESIGN.md order of checks)."""
         identity: bytes | None = getattr(request.remote, "psk_identity", None)
         if identity is None:
             raise MissingToken("protected resources need a DTLS session")
@@ -165,7 +202,6 @@ class Authorizer:
             address = getattr(request.remote, "address", None)
             if address:
                 self.lockout.check(("address", address[0]), now)
-        proof_options = request.opt.get_option(PROOF_OPTION)
         bound_kid = _bound_kid(identity)
         if bound_kid is not None and bound_kid in self.tokens:
             if proof_options:
@@ -193,22 +229,9 @@ class Authorizer:
             echo = request.opt.echo
             proof.verify(token.pop_key, proofed, echo)
             self.guard.commit(token.kid, proof.piv, echo, now)
-            if self._session_client(identity) != token.client_id:
-                raise SessionMismatch("token not issued to this session's client")
+            self.decisions.proofs_verified += 1
             via = "proof"
-        self._check_token(token, now)
-        rate = self._device_rate(token.client_id)
-        self._limits.take(token.client_id, now, rate=rate)
-        token.scope.check(path, int(request.code))
-        return AuthContext(
-            client_id=token.client_id,
-            kid=token.kid,
-            cti=token.cti,
-            scope=token.scope,
-            issuer=token.issuer,
-            via=via,  # type: ignore[arg-type]
-            token=token,
-        )
+        return token, via
 
     def _check_token(self, token: AccessToken, now: float) -> None:
         if token.exp <= now:
@@ -229,7 +252,6 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         authorizer: Authorizer,
         audit: Callable[..., None],
         *,
-        max_in_flight: int = 1024,
         on_failure: Callable[[aiocoap.Message, str], None] | None = None,
         ace_limit: Callable[[aiocoap.Message], None] | None = None,
         unprotected: frozenset[tuple[str, ...]] = UNPROTECTED,
@@ -239,8 +261,6 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self.inner = inner
         self.authorizer = authorizer
         self._audit = audit
-        self._in_flight = 0
-        self.max_in_flight = max_in_flight
         self._on_failure = on_failure
         self._ace_limit = ace_limit
         self.unprotected = unprotected
@@ -289,8 +309,6 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             auth = self.authorizer.authorize(request, path)
         except (TokenError, GatewayError) as exc:
             return self._refuse(request, exc)
-        if self._in_flight >= self.max_in_flight:
-            return self._refuse(request, Overloaded("too many requests in flight"), auth)
         self.authorizer.decisions.allowed += 1
         if getattr(self._audit, "enabled", True):
             self._audit(
@@ -309,11 +327,9 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         # aiocoap's site dispatch copies every option of the request.
         request.opt.delete_option(PROOF_OPTION)
         reset = CURRENT.set(auth)
-        self._in_flight += 1
         try:
             return await self.inner.render(request)
         finally:
-            self._in_flight -= 1
             CURRENT.reset(reset)
 
     def _refuse(
@@ -384,8 +400,6 @@ def _error(
         return aiocoap.Message(code=code, echo=exc.echo)
     if isinstance(exc, TooManyRequests):
         return aiocoap.Message(code=code, max_age=exc.max_age)
-    if isinstance(exc, Overloaded):
-        return aiocoap.Message(code=code, max_age=1)
     if hints is not None:
         return aiocoap.Message(
             code=code, payload=hints.encode(), content_format=CONTENT_FORMAT_ACE_CBOR

@@ -6,9 +6,8 @@ listed in README "Metrics" and docs/operations.md).
   for them) and, while draining, answers new requests 5.03 with Max-Age. Its
   ``inner`` (the authorization layer and the resource tree) is swapped on a
   configuration reload without touching DTLS sessions or block-wise state.
-* :class:`MeteredAuthorizer` / :class:`CountingGuard` count proofs: verified
-  when the replay window accepted the proof, rejected (by reason) when a
-  request that carried a Proof option was refused before that point.
+* proofs verified / rejected by reason are counted by the authorizer
+  itself (:class:`gateway.authorization.Decisions`) and read at scrape time.
 * :class:`MeteredAudit` sits in front of the audit log and counts token
   decisions (issued, accepted on upload, rejected by reason).
 * :func:`time_upstream` wraps a proxy route's HTTP client to observe the
@@ -29,12 +28,7 @@ import aiocoap.error
 import aiocoap.interfaces
 from aiocoap.numbers.codes import Code
 
-from tokens.errors import TokenError
-from tokens.params import PROOF_OPTION
-from tokens.replay import FreshnessGuard
-
 from . import metrics as m
-from .authorization import Authorizer
 from .errors import GatewayError
 from .metrics import Counter, Histogram
 
@@ -61,16 +55,6 @@ class GatewayMetrics:
             "acegw_requests_total",
             "CoAP requests answered, by route (configured prefix or endpoint) and response code.",
             ("route", "code"),
-        )
-        self.proofs_verified = Counter(
-            "acegw_proofs_verified_total",
-            "Proof options whose MAC/signature verified and whose sequence number the "
-            "replay window accepted.",
-        )
-        self.proofs_rejected = Counter(
-            "acegw_proofs_rejected_total",
-            "Requests with a Proof option refused before the proof was accepted, by reason.",
-            ("reason",),
         )
         self.tokens_issued = Counter(
             "acegw_tokens_issued_total", "Access tokens issued by the embedded AS (/token)."
@@ -113,8 +97,6 @@ class GatewayMetrics:
     def pushed(self) -> list[Counter | Histogram]:
         return [
             self.requests,
-            self.proofs_verified,
-            self.proofs_rejected,
             self.tokens_issued,
             self.tokens_accepted,
             self.tokens_rejected,
@@ -160,8 +142,13 @@ class RouteLabels:
 class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
     """The root resource (see the module docstring)."""
 
-    def __init__(self, inner: Any, metrics: GatewayMetrics, routes: RouteLabels) -> None:
+    def __init__(
+        self, inner: Any, metrics: GatewayMetrics, routes: RouteLabels, *, max_in_flight: int = 1024
+    ) -> None:
         super().__init__()
+        #: requests in flight beyond which new ones get 5.03 (limits.max_in_flight),
+        #: refused before any authorization work is spent on them
+        self.max_in_flight = max_in_flight
         self.inner = inner
         self.routes = routes
         self._metrics = metrics
@@ -191,6 +178,11 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             )
             self._requests.inc(route, "5.03")
             return response
+        if self.in_flight >= self.max_in_flight:
+            self._requests.inc(route, "5.03")
+            return aiocoap.Message(
+                code=Code.SERVICE_UNAVAILABLE, max_age=1, payload=b"too many requests in flight"
+            )
         self.in_flight += 1
         code = "5.00"
         try:
@@ -205,39 +197,6 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         finally:
             self.in_flight -= 1
             self._requests.inc(route, code)
-
-
-class CountingGuard(FreshnessGuard):
-    """The replay guard, counting the proofs it accepts (committed)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.committed = 0
-
-    def commit(self, kid: bytes, piv: int, echo: bytes | None, now: float) -> None:
-        super().commit(kid, piv, echo, now)
-        self.committed += 1
-
-
-class MeteredAuthorizer(Authorizer):
-    """The authorizer, counting proofs verified and rejected."""
-
-    def __init__(self, *, metrics: GatewayMetrics, guard: CountingGuard, **kwargs: Any) -> None:
-        super().__init__(guard=guard, **kwargs)
-        self._counting = guard
-        self._proofs = metrics
-
-    def authorize(self, request: aiocoap.Message, path: tuple[str, ...] | None = None) -> Any:
-        before = self._counting.committed
-        try:
-            return super().authorize(request, path)
-        except (TokenError, GatewayError) as exc:
-            if self._counting.committed == before and request.opt.get_option(PROOF_OPTION):
-                self._proofs.proofs_rejected.inc(exc.reason)
-            raise
-        finally:
-            if self._counting.committed != before:
-                self._proofs.proofs_verified.inc()
 
 
 class MeteredAudit:
@@ -360,6 +319,19 @@ def collect(gateway: Any) -> list[m.Family]:
             ],
         ),
         m.family(
+            "acegw_proofs_verified_total",
+            "counter",
+            "Proof options whose MAC/signature verified and whose sequence number the "
+            "replay window accepted.",
+            [(const, decisions.proofs_verified)],
+        ),
+        m.family(
+            "acegw_proofs_rejected_total",
+            "counter",
+            "Requests with a Proof option refused before the proof was accepted, by reason.",
+            [({**const, "reason": k}, v) for k, v in sorted(decisions.proofs_rejected.items())],
+        ),
+        m.family(
             "acegw_rate_limited_total",
             "counter",
             "Requests answered 4.29 by a rate limit (per device or per peer on ACE endpoints).",
@@ -406,10 +378,8 @@ def collect(gateway: Any) -> list[m.Family]:
 
 
 __all__ = [
-    "CountingGuard",
     "GatewayMetrics",
     "MeteredAudit",
-    "MeteredAuthorizer",
     "RouteLabels",
     "ServiceSite",
     "code_label",

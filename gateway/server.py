@@ -47,11 +47,12 @@ from tokens.errors import TokenError, WrongAudience
 from tokens.keys import KeySet, SymmetricKey
 from tokens.params import PROOF_OPTION
 from tokens.proof import parse_proof
+from tokens.replay import FreshnessGuard
 
 from . import metrics as m
 from .admin_http import AdminHttp
 from .audit import AuditLog
-from .authorization import UNPROTECTED, AuthorizingSite
+from .authorization import UNPROTECTED, Authorizer, AuthorizingSite
 from .authorization_server import AuthorizationServer, ClientPolicy, client_policy
 from .config import SECTIONS, Config, load_config
 from .dtls import (
@@ -67,10 +68,8 @@ from .keystore import Keystore, load_key_set
 from .limits import Lockout, RateLimiter
 from .logs import setup_logging
 from .observe import (
-    CountingGuard,
     GatewayMetrics,
     MeteredAudit,
-    MeteredAuthorizer,
     RouteLabels,
     ServiceSite,
     collect,
@@ -164,7 +163,7 @@ class Gateway:
         # A new Echo secret per process: Echo values (and so proofs) from
         # before a restart are refused after it (tokens/replay.py).
         self.echo = EchoIssuer(os.urandom(32))
-        self.guard = CountingGuard(self.echo)
+        self.guard = FreshnessGuard(self.echo)
         self.lockout = Lockout(
             max_failures=limits.lockout_failures,
             window=limits.lockout_window,
@@ -172,8 +171,7 @@ class Gateway:
         )
         self.ace_limits = RateLimiter(limits.ace_rate, limits.ace_burst)
         self.device_limits = RateLimiter(limits.device_rate, limits.device_burst)
-        self.authorizer = MeteredAuthorizer(
-            metrics=self.metrics,
+        self.authorizer = Authorizer(
             tokens=self.tokens,
             guard=self.guard,
             is_revoked=self.registry.is_revoked,
@@ -265,7 +263,6 @@ class Gateway:
             self.resource_tree(),
             self.authorizer,
             self.audit,
-            max_in_flight=self.config.limits.max_in_flight,
             on_failure=self._request_failed,
             ace_limit=self._ace_limit,
             unprotected=self.unprotected,
@@ -453,7 +450,12 @@ class Gateway:
             inherited_fd=self._udp_fd,
         )
         await self.proxy.start()
-        self.root = ServiceSite(self.site(), self.metrics, self._route_labels(self.config))
+        self.root = ServiceSite(
+            self.site(),
+            self.metrics,
+            self._route_labels(self.config),
+            max_in_flight=self.config.limits.max_in_flight,
+        )
         self.context, self.dtls = await create_server_context(
             self.root,
             dtls_config,
@@ -549,6 +551,7 @@ class Gateway:
         if self.root is not None:
             self.root.inner = self.site()
             self.root.routes = self._route_labels(self.config)
+            self.root.max_in_flight = self.config.limits.max_in_flight
         # requests on the old routes end within their timeout
         grace = max((r.timeout for r in old.routes), default=0.0) + 1.0
         task = asyncio.create_task(_close_later(old_proxy, grace))
