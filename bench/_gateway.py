@@ -146,7 +146,20 @@ async def start_gateway(state: Path) -> tuple[asyncio.subprocess.Process, int]:
     if not line.startswith(b"READY"):
         await stop(process)
         raise RuntimeError("gateway did not start")
+    pin(process.pid)
     return process, int(line.split()[1])
+
+
+def pin(server_pid: int) -> None:
+    """Give the server process the last CPU and this process (the load
+    generator) the others, when there are at least two: on a shared machine
+    the scheduler otherwise moves both between cores and the figures drift
+    with where they happen to run."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    os.sched_setaffinity(server_pid, {cpus[-1]})
+    os.sched_setaffinity(0, set(cpus[:-1]))
 
 
 # --- the devices --------------------------------------------------------------------------

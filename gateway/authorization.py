@@ -31,7 +31,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiocoap
 import aiocoap.interfaces
@@ -50,7 +50,7 @@ from tokens.errors import (
     UnknownKey,
 )
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, PROOF_OPTION, CoapCode
-from tokens.proof import ProofedRequest, parse_proof
+from tokens.proof import parse_proof
 from tokens.replay import FreshnessGuard
 
 from .auth_context import CURRENT, AuthContext
@@ -129,8 +129,54 @@ class Decisions:
         self.proofs_rejected[reason] = self.proofs_rejected.get(reason, 0) + 1
 
 
+class _Standing:
+    """What authorization remembers about one held token between requests:
+    the per-token answers (revoked, client enabled, rate) as of a registry
+    version, the identity its proofs were last seen on, and the two
+    :class:`AuthContext` values a request can get. Rebuilt when the token
+    object, the registry version or the configuration changes."""
+
+    __slots__ = (
+        "by_proof",
+        "by_session",
+        "disabled",
+        "identity",
+        "rate",
+        "revoked",
+        "token",
+        "version",
+    )
+
+    def __init__(self, token: AccessToken, version: int, authorizer: Authorizer) -> None:
+        self.token = token
+        self.version = version
+        self.revoked = authorizer._is_revoked(token.cti)
+        self.disabled = not authorizer._client_enabled(token.client_id)
+        self.rate = authorizer._device_rate(token.client_id)
+        self.identity: bytes | None = None
+        self.by_proof = _context(token, "proof")
+        self.by_session = _context(token, "session")
+
+
+def _context(token: AccessToken, via: Literal["proof", "session"]) -> AuthContext:
+    return AuthContext(
+        client_id=token.client_id,
+        kid=token.kid,
+        cti=token.cti,
+        scope=token.scope,
+        issuer=token.issuer,
+        via=via,
+        token=token,
+    )
+
+
 class Authorizer:
-    """The decision procedure; no CoAP in it beyond reading the request."""
+    """The decision procedure; no CoAP in it beyond reading the request.
+
+    ``version`` returns a number that changes whenever ``is_revoked`` or
+    ``client_enabled`` may answer differently (the registry's version); their
+    answers are remembered per token until it changes. Call :meth:`forget`
+    when ``device_rate`` may answer differently (a configuration reload)."""
 
     def __init__(
         self,
@@ -142,6 +188,7 @@ class Authorizer:
         session_client: Callable[[bytes], str | None],
         device_limits: RateLimiter,
         device_rate: Callable[[str], float | None] = lambda client_id: None,
+        version: Callable[[], int],
         lockout: Lockout | None = None,
         hints: Callable[[aiocoap.Message], CreationHints],
         clock: Callable[[], float],
@@ -153,10 +200,16 @@ class Authorizer:
         self._session_client = session_client
         self._limits = device_limits
         self._device_rate = device_rate
+        self._version = version
         self.lockout = lockout
         self.hints = hints
         self._clock = clock
         self.decisions = Decisions()
+        self._standing: dict[bytes, _Standing] = {}
+
+    def forget(self) -> None:
+        """Drop every remembered per-token answer (configuration reloaded)."""
+        self._standing.clear()
 
     def authorize(
         self, request: aiocoap.Message, path: tuple[str, ...] | None = None
@@ -167,79 +220,88 @@ class Authorizer:
         if path is None:
             path = tuple(request.opt.uri_path)
         proof_options = request.opt.get_option(PROOF_OPTION)
+        identity: bytes | None = getattr(request.remote, "psk_identity", None)
         try:
-            token, via = self._authenticate(request, path, proof_options, now)
+            token, by_proof = self._authenticate(request, identity, path, proof_options, now)
         except (TokenError, GatewayError) as exc:
             if proof_options:
                 self.decisions.reject_proof(exc.reason)
             raise
-        if via == "proof" and self._session_client(request.remote.psk_identity) != token.client_id:
+        # token theft: a proof is only good on a session of the token's client
+        standing = self._standing.get(token.kid)
+        seen = standing is not None and standing.token is token and identity == standing.identity
+        if by_proof and not seen and self._session_client(identity) != token.client_id:  # type: ignore[arg-type]
             raise SessionMismatch("token not issued to this session's client")
-        self._check_token(token, now)
-        rate = self._device_rate(token.client_id)
-        self._limits.take(token.client_id, now, rate=rate)
+        # exp, revocation, client enabled (RFC 9200 §5.10.1.1 / DESIGN order)
+        version = self._version()
+        if standing is None or standing.token is not token or standing.version != version:
+            standing = self._standing[token.kid] = _Standing(token, version, self)
+            if len(self._standing) > 2 * len(self.tokens) + 1024:
+                self._prune()
+        if by_proof:
+            standing.identity = identity
+        if token.exp <= now:
+            raise Expired("token expired")
+        if standing.revoked:
+            raise Revoked("token revoked")
+        if standing.disabled:
+            raise Revoked("client disabled")
+        self._limits.take(token.client_id, now, rate=standing.rate)
         token.scope.check(path, int(request.code))
-        return AuthContext(
-            client_id=token.client_id,
-            kid=token.kid,
-            cti=token.cti,
-            scope=token.scope,
-            issuer=token.issuer,
-            via=via,  # type: ignore[arg-type]
-            token=token,
-        )
+        return standing.by_proof if by_proof else standing.by_session
+
+    def _prune(self) -> None:
+        held = self.tokens.peek
+        for kid in [k for k, s in self._standing.items() if held(k) is not s.token]:
+            del self._standing[kid]
 
     def _authenticate(
-        self, request: aiocoap.Message, path: tuple[str, ...], proof_options: Any, now: float
-    ) -> tuple[AccessToken, str]:
+        self,
+        request: aiocoap.Message,
+        identity: bytes | None,
+        path: tuple[str, ...],
+        proof_options: Any,
+        now: float,
+    ) -> tuple[AccessToken, bool]:
         """Who is asking: the token of a token-bound session, or the token a
-        verified, fresh Proof option names (DESIGN.md order of checks)."""
-        identity: bytes | None = getattr(request.remote, "psk_identity", None)
+        verified, fresh Proof option names (DESIGN.md order of checks); and
+        whether a proof said so."""
         if identity is None:
             raise MissingToken("protected resources need a DTLS session")
-        if self.lockout is not None:
-            self.lockout.check(("identity", identity), now)
+        lockout = self.lockout
+        if lockout is not None and lockout.has_bans():
+            lockout.check(("identity", identity), now)
             address = getattr(request.remote, "address", None)
             if address:
-                self.lockout.check(("address", address[0]), now)
+                lockout.check(("address", address[0]), now)
         bound_kid = _bound_kid(identity)
         if bound_kid is not None and bound_kid in self.tokens:
             if proof_options:
                 raise AmbiguousAuthorization("token-bound session: send no Proof option")
-            token = self.tokens.get(bound_kid, now)
-            via = "session"
-        else:
-            if not proof_options:
-                raise MissingToken("a Proof option is required")
-            if len(proof_options) > 1:
-                raise MalformedError("more than one Proof option")
-            proof = parse_proof(proof_options[0].value)
-            token = self.tokens.peek(proof.kid)
-            if token is None:
-                raise UnknownKey("no token for this key id: get one from the AS")
-            proofed = ProofedRequest(
-                code=int(request.code),
-                path=path,
-                query=tuple(request.opt.uri_query),
-                content_format=(
-                    None if request.opt.content_format is None else int(request.opt.content_format)
-                ),
-                payload=bytes(request.payload),
-            )
-            echo = request.opt.echo
-            proof.verify(token.pop_key, proofed, echo)
-            self.guard.commit(token.kid, proof.piv, echo, now)
-            self.decisions.proofs_verified += 1
-            via = "proof"
-        return token, via
-
-    def _check_token(self, token: AccessToken, now: float) -> None:
-        if token.exp <= now:
-            raise Expired("token expired")
-        if self._is_revoked(token.cti):
-            raise Revoked("token revoked")
-        if not self._client_enabled(token.client_id):
-            raise Revoked("client disabled")
+            return self.tokens.get(bound_kid, now), False
+        if not proof_options:
+            raise MissingToken("a Proof option is required")
+        if len(proof_options) > 1:
+            raise MalformedError("more than one Proof option")
+        proof = parse_proof(proof_options[0].value)
+        token = self.tokens.peek(proof.kid)
+        if token is None:
+            raise UnknownKey("no token for this key id: get one from the AS")
+        opt = request.opt
+        echo = opt.echo
+        content_format = opt.content_format
+        proof.verify_parts(
+            token.pop_key,
+            int(request.code),
+            path,
+            opt.uri_query,
+            None if content_format is None else int(content_format),
+            request.payload,
+            echo,
+        )
+        self.guard.commit(token.kid, proof.piv, echo, now)
+        self.decisions.proofs_verified += 1
+        return token, True
 
 
 class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]

@@ -107,6 +107,11 @@ class Lockout:
             return None
         return until
 
+    def has_bans(self) -> bool:
+        """Whether any ban is recorded (some may have lifted): when not, no
+        key needs :meth:`check`."""
+        return bool(self._bans)
+
     def check(self, key: Hashable, now: float) -> None:
         if self.banned_until(key, now) is not None:
             raise LockedOut("temporarily locked out after repeated failures")

@@ -239,6 +239,10 @@ class Registry:
         self._revoked: set[bytes] | None = None
         self._seen_stamp = 0
         self._last_poll = -float("inf")
+        #: Bumped whenever a client or the revocation list may have changed
+        #: (here or, once polled, in another process): callers may cache
+        #: answers of :meth:`psk_for` / :meth:`is_revoked` per version.
+        self.version = 0
         if not self.path.exists():
             if not create:
                 raise RegistryError(
@@ -384,6 +388,7 @@ class Registry:
 
     def _forget(self, client_id: str) -> None:
         self._psk_cache.pop(client_id, None)
+        self.version += 1
 
     # --- administration -------------------------------------------------------
 
@@ -629,6 +634,7 @@ class Registry:
             self._log_change(db, "revoke", None)
         if self._revoked is not None:
             self._revoked.add(cti)
+        self.version += 1
 
     def is_revoked(self, cti: bytes) -> bool:
         """Whether the token id is on the revocation list (from memory)."""
@@ -663,6 +669,7 @@ class Registry:
             if n:
                 self._log_change(db, "purge", None)
         self._revoked = None
+        self.version += 1
         return n
 
     # --- change tracking -----------------------------------------------------------
@@ -699,14 +706,24 @@ class Registry:
             if not changes.complete:
                 self._psk_cache.clear()
                 self._revoked = None
+                self.version += 1
             else:
                 for cid in changes.client_ids:
                     self._psk_cache.pop(cid, None)
                 if changes.revocations:
                     self._revoked = None
+                if changes.client_ids or changes.revocations:
+                    self.version += 1
             self._seen_stamp = changes.stamp
             self._last_poll = self._monotonic()
         return changes
+
+    def current_version(self) -> int:
+        """:attr:`version` after polling for other processes' changes when the
+        poll interval has passed (the per-request freshness check)."""
+        if self._monotonic() - self._last_poll >= self._poll_interval:
+            self.refresh()
+        return self.version
 
     def _maybe_poll(self) -> None:
         if self._monotonic() - self._last_poll >= self._poll_interval:

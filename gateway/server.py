@@ -179,6 +179,7 @@ class Gateway:
             session_client=self._session_client,
             device_limits=self.device_limits,
             device_rate=lambda client_id: self.config.limits.client_rates.get(client_id),
+            version=self.registry.current_version,
             lockout=self.lockout,
             hints=self._creation_hints,
             clock=clock,
@@ -547,6 +548,7 @@ class Gateway:
         self.lockout.max_failures = limits.lockout_failures
         self.lockout.window = limits.lockout_window
         self.lockout.ban_seconds = limits.lockout_seconds
+        self.authorizer.forget()  # per-client rates may have changed
         logging.getLogger().setLevel(getattr(logging, config.logging.level, logging.INFO))
         if self.root is not None:
             self.root.inner = self.site()

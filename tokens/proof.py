@@ -30,8 +30,9 @@ only of understood labels), so both paths accept exactly the same proofs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -91,7 +92,28 @@ def detached_content(request: ProofedRequest, piv: int, echo: bytes | None) -> b
     Raises :class:`MalformedError` for a method code outside 1..7, a path or
     query item that is not encodable as UTF-8, or a piv outside 0..2**40-1.
     """
-    code = request.code
+    return _detached(
+        request.code,
+        request.path,
+        request.query,
+        request.content_format,
+        request.payload,
+        piv,
+        echo,
+    )
+
+
+def _detached(
+    code: int,
+    path: Sequence[str],
+    query: Sequence[str],
+    content_format: int | None,
+    payload: bytes,
+    piv: int,
+    echo: bytes | None,
+) -> bytes:
+    """:func:`detached_content` from the request's parts (the gateway's hot
+    path passes them without building a :class:`ProofedRequest`)."""
     if not 0 < code < 8:
         raise MalformedError("proof: request method code must be 1..7")
     if not 0 <= piv <= MAX_PIV:
@@ -99,7 +121,7 @@ def detached_content(request: ProofedRequest, piv: int, echo: bytes | None) -> b
     parts = [b"\x88\x01", _SMALL_UINT[code]]
     append = parts.append
     try:
-        for items in (request.path, request.query):
+        for items in (path, query):
             n = len(items)
             append(_SMALL_ARRAY[n] if n < 24 else cbor.head(4, n))
             for item in items:
@@ -109,12 +131,11 @@ def detached_content(request: ProofedRequest, piv: int, echo: bytes | None) -> b
                 append(raw)
     except UnicodeEncodeError:
         raise MalformedError("proof: Uri-Path/Uri-Query is not valid UTF-8") from None
-    cf = request.content_format
+    cf = content_format
     if cf is None:
         append(_NULL)
     else:
         append(_SMALL_UINT[cf] if 0 <= cf < 24 else cbor.head(0, cf))
-    payload = request.payload
     append(b"\x50" + hashlib.sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR)
     append(_SMALL_UINT[piv] if piv < 24 else cbor.head(0, piv))
     append(_NULL if echo is None else cbor.bstr(echo))
@@ -169,13 +190,13 @@ def build_proof(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedProof:
+class ParsedProof(NamedTuple):
     """A Proof option value that parsed but is not verified yet.
 
     ``tag`` is the MAC tag (COSE_Mac0) or the signature (COSE_Sign1); which of
     the two it is follows from the key the kid selects, whose algorithm must
-    equal ``alg`` (algorithms are pinned by the key).
+    equal ``alg`` (algorithms are pinned by the key). Immutable (a tuple: one
+    is parsed per request on the gateway's hot path).
     """
 
     kid: bytes
@@ -196,14 +217,52 @@ class ParsedProof:
         :class:`AlgorithmMismatch` when the proof's ``alg`` is not the key's,
         :class:`BadSignature` when it does not verify (both 4.01).
         """
+        self.verify_parts(
+            key,
+            request.code,
+            request.path,
+            request.query,
+            request.content_format,
+            request.payload,
+            echo,
+        )
+
+    def verify_parts(
+        self,
+        key: CoseKey,
+        code: int,
+        path: Sequence[str],
+        query: Sequence[str],
+        content_format: int | None,
+        payload: bytes,
+        echo: bytes | None,
+    ) -> None:
+        """:meth:`verify` with the request's parts passed one by one (the
+        gateway's hot path: no :class:`ProofedRequest` built per request)."""
         alg = key.alg
         if self.alg != alg:
             raise AlgorithmMismatch("proof alg does not match the key's algorithm")
-        content = detached_content(request, self.piv, echo)
+        content = _detached(code, path, query, content_format, payload, self.piv, echo)
         if alg in MAC_TAG_LENGTH:
-            key.verify_mac(cose.mac_structure(self.protected, b"", content), self.tag)
+            prefix = _MAC_PREFIXES.get(self.protected)
+            if prefix is None:
+                prefix = _mac_prefix(self.protected)
+            key.verify_mac(prefix + cbor.bstr(content), self.tag)
         else:
             key.verify(cose.sig_structure(self.protected, b"", content), self.tag)
+
+
+#: MAC_structure (RFC 9052 §6.3) up to its payload, by protected bucket.
+_MAC_PREFIXES: dict[bytes, bytes] = {}
+
+
+def _mac_prefix(protected: bytes) -> bytes:
+    """``["MAC0", protected, h'',`` of a MAC_structure; remembered for the
+    short buckets of the canonical layout (at most a few dozen of them)."""
+    prefix = cose.mac_structure(protected, b"", b"")[:-1]
+    if len(protected) <= 4 and len(_MAC_PREFIXES) < 256:
+        _MAC_PREFIXES[protected] = prefix
+    return prefix
 
 
 def _bstr_at(data: bytes, i: int) -> tuple[int, int] | None:

@@ -101,6 +101,20 @@ class ProbeSession:
         finally:
             self._pending.pop(message.token, None)
 
+    async def repeat(self, message: Message, timeout: float = 10.0) -> Message:
+        """Send ``message``, already sent by :meth:`request`, once more with
+        the same Message ID and token (a retransmission as the server sees
+        it, RFC 7252 §4.5) and return the response that comes back."""
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[message.token] = future
+        try:
+            self._probe._write(self, message.encode())
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise ProbeError("no response to the repeated message") from None
+        finally:
+            self._pending.pop(message.token, None)
+
     def send_raw(self, datagram: bytes) -> None:
         """Send bytes to the server outside DTLS (hostile-input tests)."""
         self._sock.send(datagram)

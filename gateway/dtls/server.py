@@ -31,6 +31,7 @@ from DTLSSocket import dtls
 
 from . import records
 from .config import DtlsServerConfig
+from .exchanges import adopt
 from .remote import DtlsRemote, DtlsSessionClosed, hostinfo, identity_label
 from .session import CloseReason, Expiry, HandshakeFailure, Session, SessionState, SessionTable
 from .stats import Counters, DtlsStats
@@ -252,13 +253,27 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
 
     # --- aiocoap MessageInterface -----------------------------------------------------
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> bytes | None:
+        """Encode and send ``message`` on its remote's session; returns the
+        encoded bytes, or ``None`` when the session has ended (nothing sent)."""
         remote = message.remote
         if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
             self._counters.dropped["closed_session"] += 1
             log.debug("not sending %r: its DTLS session has ended", message)
+            return None
+        data: bytes = message.encode()
+        self._write(remote, data)
+        return data
+
+    def send_encoded(self, remote: object, data: bytes) -> None:
+        """Send an already encoded message (a response repeated for a
+        duplicate request, RFC 7252 §4.5) on ``remote``'s session."""
+        if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
+            self._counters.dropped["closed_session"] += 1
             return
-        data = message.encode()
+        self._write(remote, data)
+
+    def _write(self, remote: DtlsRemote, data: bytes) -> None:
         session = remote._session
         call = self._begin(session)
         try:
@@ -683,7 +698,7 @@ async def create_server_context(
 
     async def build(mman: interfaces.MessageManager) -> DtlsServer:
         server = await DtlsServer.create(
-            mman,
+            adopt(mman),
             config,
             psk_lookup,
             on_session_closed=on_session_closed,
