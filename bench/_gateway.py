@@ -6,7 +6,9 @@ device side (token, upload, Echo, Proof option) on
 The gateway process (``python -m bench._gateway STATE``) is the real
 :class:`gateway.server.Gateway` (registry, key store, authorization layer,
 proxy routes from the configuration) plus two trivial 32-byte resources:
-``/bench`` behind the authorization layer and ``/bench-open`` without it. It
+``/bench`` behind the authorization layer and ``/bench-open`` without it,
+plus ``/bench-cpu``, the process's CPU time in nanoseconds (finer than the
+10 ms ticks of /proc, so that short interleaved rounds can be measured). It
 prints ``READY <port>`` and runs until its standard input is closed.
 
 The device flow follows DESIGN.md: ``POST /token`` (RFC 9200 §5.8),
@@ -21,6 +23,7 @@ import io
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ __all__ = [
     "prepare",
     "proofed",
     "rss",
+    "server_cpu",
     "start_gateway",
     "stop",
     "with_proof",
@@ -81,13 +85,20 @@ def serve(state: Path) -> None:
         async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
             return aiocoap.Message(code=aiocoap.CONTENT, payload=PAYLOAD)
 
+    class ProcessCpu(aiocoap.resource.Resource):  # type: ignore[misc]
+        async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+            return aiocoap.Message(
+                code=aiocoap.CONTENT, payload=str(time.process_time_ns()).encode()
+            )
+
     class BenchGateway(Gateway):
-        unprotected = UNPROTECTED | {("bench-open",)}
+        unprotected = UNPROTECTED | {("bench-open",), ("bench-cpu",)}
 
         def resource_tree(self) -> aiocoap.resource.Site:
             site = super().resource_tree()
             site.add_resource(["bench"], Trivial())
             site.add_resource(["bench-open"], Trivial())
+            site.add_resource(["bench-cpu"], ProcessCpu())
             return site
 
     async def main() -> None:
@@ -172,6 +183,15 @@ class Device:
     session: ProbeSession
     key: CoseKey
     piv: int = 0
+
+
+async def server_cpu(session: ProbeSession) -> float:
+    """The bench gateway's CPU time so far, in seconds (``GET /bench-cpu``)."""
+    msg = aiocoap.Message(code=aiocoap.GET, uri_path=("bench-cpu",))
+    resp = await session.request(msg, timeout=30)
+    if resp.code != aiocoap.CONTENT:
+        raise ProbeError(f"/bench-cpu answered {resp.code}")
+    return int(resp.payload) / 1e9
 
 
 async def post(session: ProbeSession, path: str, payload: bytes) -> aiocoap.Message:

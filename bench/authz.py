@@ -14,16 +14,18 @@ mode, ``--concurrency`` in flight:
 
 Modes run in interleaved rounds (the starting mode rotates). For each mode:
 requests/s seen by the load generator and the gateway's CPU time per request
-(user + system, from /proc). The generator is Python on the same 2 cores, so
+(user + system, read from the gateway itself, ``GET /bench-cpu``). The
+generator is Python on the same 2 cores, so
 the CPU figures are the fairer comparison; both are printed. Proofs are
 built before each timed batch, outside the measurement.
 
 A ratio is the mode's throughput divided by the no-authorization throughput
 of the same round (1.0 = free; target for Mac0: >= 0.90, i.e. authorization
 costs <= 10%). The machine is shared: its speed drifts by tens of percent
-within seconds, so each round pairs the modes measured a few seconds apart,
-and the reported ratio is the median over rounds of those paired ratios (the
-ratio of the totals is printed too). Last line:
+within seconds, so rounds are short (a fraction of a second per mode), each
+pairs the modes measured moments apart, and the reported ratio is the
+median over rounds of those paired ratios (the ratio of the totals is
+printed too). Last line:
 ``RESULT authz_mac0_ratio=<x> authz_es256_ratio=<x>``.
 
 Usage: ``python -m bench.authz [--tiny] [--sessions N] [--requests N]
@@ -45,11 +47,11 @@ import aiocoap
 
 from bench._gateway import (
     Device,
-    cpu_seconds,
     enroll,
     prepare,
     proofed,
     send_all,
+    server_cpu,
     start_gateway,
     stop,
 )
@@ -79,7 +81,7 @@ class ModeResult:
 
 
 async def _batch(
-    mode: str, devices: list[Device], count: int, concurrency: int, result: ModeResult, pid: int
+    mode: str, devices: list[Device], count: int, concurrency: int, result: ModeResult
 ) -> None:
     if mode == "none":
         messages = [
@@ -92,11 +94,12 @@ async def _batch(
 
     # a device's proofs arrive roughly in order (devices are interleaved, so
     # at most `concurrency` apart; the replay window tolerates 64)
-    started, cpu = time.perf_counter(), cpu_seconds(pid)
+    cpu = await server_cpu(devices[0].session)
+    started = time.perf_counter()
     before = result.requests
     await asyncio.wait_for(send_all(targets, messages, concurrency, result), PHASE_LIMIT)
     elapsed = time.perf_counter() - started
-    used = cpu_seconds(pid) - cpu
+    used = await server_cpu(devices[0].session) - cpu
     done = result.requests - before
     result.seconds += elapsed
     result.cpu_seconds += used
@@ -128,7 +131,6 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
                         args.requests,
                         args.concurrency,
                         results[mode],
-                        process.pid,
                     )
         finally:
             await probe.close()
@@ -187,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.authz", description=__doc__)
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     parser.add_argument("--sessions", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=1500)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--json", help="write the numbers to this file")
     args = parser.parse_args(argv)

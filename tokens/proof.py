@@ -30,6 +30,7 @@ only of understood labels), so both paths accept exactly the same proofs.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -38,15 +39,17 @@ import cbor2
 
 from . import cbor, cose
 from .errors import AlgorithmMismatch, MalformedError
-from .keys import MAC_TAG_LENGTH, CoseKey
+from .keys import MAC_TAG_LENGTH, CoseKey, SymmetricKey
 from .params import CoseTag, HeaderLabel
 
 __all__ = [
     "MAX_PIV",
     "MAX_PROOF_SIZE",
+    "MacProofVerifier",
     "ParsedProof",
     "ProofedRequest",
     "build_proof",
+    "canonical_kid",
     "detached_content",
     "encode_piv",
     "parse_proof",
@@ -250,6 +253,72 @@ class ParsedProof(NamedTuple):
             key.verify_mac(prefix + cbor.bstr(content), self.tag)
         else:
             key.verify(cose.sig_structure(self.protected, b"", content), self.tag)
+
+
+def canonical_kid(option_value: bytes) -> bytes | None:
+    """The ``kid`` of a Proof option value in the layout :func:`build_proof`
+    emits, read without parsing the rest; ``None`` for any other layout. For
+    look-ups before a :class:`MacProofVerifier` check: says nothing about
+    validity."""
+    if option_value[:4] != b"\x84\x43\xa1\x01" or option_value[5:7] != b"\xa2\x04":
+        return None
+    n = option_value[7] - 0x40 if len(option_value) > 7 else -1
+    if not 0 <= n < 24:
+        return None
+    return option_value[8 : 8 + n]
+
+
+class MacProofVerifier:
+    """One HMAC PoP key's check of a Proof in the canonical layout, parse and
+    MAC in one call: the gateway's per-request hot path. It accepts exactly
+    what :func:`parse_proof` then :meth:`ParsedProof.verify` accept for this
+    key in that layout; anything else (another layout, kid or alg, a bad MAC)
+    gets ``None`` and the caller takes the general path, which says why."""
+
+    __slots__ = ("_head", "_key", "_prefix", "_tag_head")
+
+    def __init__(self, key: SymmetricKey) -> None:
+        if key.alg not in MAC_TAG_LENGTH or not key.kid:
+            raise ValueError("a MAC proof verifier needs an HMAC key with a kid")
+        protected = _protected_for(int(key.alg))
+        self._key = key
+        self._head = b"\x84" + cbor.bstr(protected) + b"\xa2\x04" + cbor.bstr(key.kid) + b"\x06"
+        self._prefix = _mac_prefix(protected)
+        self._tag_head = b"\xf6" + cbor.head(2, MAC_TAG_LENGTH[key.alg])
+
+    def check(
+        self,
+        option_value: bytes,
+        code: int,
+        path: Sequence[str],
+        query: Sequence[str],
+        content_format: int | None,
+        payload: bytes,
+        echo: bytes | None,
+    ) -> int | None:
+        """The proof's piv when ``option_value`` is this key's canonical
+        proof for the request as received and its MAC verifies (RFC 9052
+        §6.3); ``None`` otherwise."""
+        head = self._head
+        if not option_value.startswith(head):
+            return None
+        h = len(head)
+        n = option_value[h] - 0x40 if len(option_value) > h else 0
+        if not 0 < n < 6:
+            return None
+        piv_bytes = option_value[h + 1 : h + 1 + n]
+        if len(piv_bytes) != n or (piv_bytes[0] == 0 and n > 1):
+            return None
+        i = h + 1 + n
+        tag_head = self._tag_head
+        if option_value[i : i + len(tag_head)] != tag_head:
+            return None
+        tag = option_value[i + len(tag_head) :]
+        piv = int.from_bytes(piv_bytes, "big")
+        content = _detached(code, path, query, content_format, payload, piv, echo)
+        if not hmac.compare_digest(self._key.mac(self._prefix + cbor.bstr(content)), tag):
+            return None
+        return piv
 
 
 #: MAC_structure (RFC 9052 §6.3) up to its payload, by protected bucket.

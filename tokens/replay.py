@@ -98,14 +98,24 @@ class ReplayWindow:
         """Mark ``piv`` as seen, sliding the window forward if it is the new
         highest. Call only after the proof verified. Re-checks first, so the
         same piv is never committed twice."""
-        self.check(piv)
+        if not self.accept(piv):
+            self.check(piv)  # raises the ReplayError that says why
+            raise AssertionError("unreachable: the window refused a fresh piv")
+
+    def accept(self, piv: int) -> bool:
+        """:meth:`commit` without the exception: False (and nothing marked)
+        when ``piv`` was seen or is below the window."""
         top = self._top
         if piv > top:
             shift = piv - top
             self._seen = ((self._seen << shift) | 1) & _FULL if shift < WINDOW_SIZE else 1
             self._top = piv
-        else:
-            self._seen |= 1 << (top - piv)
+            return True
+        distance = top - piv
+        if distance >= WINDOW_SIZE or (self._seen >> distance) & 1:
+            return False
+        self._seen |= 1 << distance
+        return True
 
 
 class FreshnessGuard:
@@ -156,6 +166,17 @@ class FreshnessGuard:
             old_kid, old = windows.popitem(last=False)
             self._retire(old_kid, old, now)
         windows[kid] = ReplayWindow(piv, issued)
+
+    def accept(self, kid: bytes, piv: int) -> bool:
+        """Commit a verified proof's ``piv`` to the open window of ``kid``;
+        False, with nothing changed, when there is no window or the window
+        refuses it (then :meth:`commit` raises the error that says why)."""
+        windows = self._windows
+        window = windows.get(kid)
+        if window is None or not window.accept(piv):
+            return False
+        windows.move_to_end(kid)
+        return True
 
     def forget(self, kid: bytes, now: float) -> None:
         """Drop the window of ``kid`` (e.g. its token was superseded or

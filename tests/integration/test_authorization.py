@@ -114,6 +114,39 @@ async def test_rejection_paths_with_exact_codes(gateway):
         assert reason in reasons, reason
 
 
+async def test_warm_requests_skip_the_general_path_and_decide_the_same(gateway, monkeypatch):
+    """Once a device's proofs verified on its session, its canonical Mac0
+    requests are decided in one step (no general proof parse); anything
+    unusual still gets the general path's exact answer."""
+    from gateway.authorization import Authorizer
+
+    parses = []  # Proof options the general path authenticated
+    general = Authorizer._authenticate
+
+    def counting(self, request, identity, path, proof_options, now):
+        parses.extend(o.value for o in proof_options)
+        return general(self, request, identity, path, proof_options, now)
+
+    async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+        pd = await ProofDevice.enroll(dev)
+        await open_window(pd)
+        monkeypatch.setattr(Authorizer, "_authenticate", counting)
+        for _ in range(5):
+            assert (await dev.request(pd.message())).code == Code.CONTENT
+        assert parses == []
+        tampered = pd.message(proofed_as={"payload": b"x"})
+        assert (await dev.request(tampered)).code == Code.UNAUTHORIZED
+        assert (await dev.request(pd.message())).code == Code.CONTENT
+        replayed = pd.message(piv=pd.piv)
+        assert (await dev.request(replayed)).code == Code.UNAUTHORIZED
+        refused = {m.opt.get_option(PROOF_OPTION)[0].value for m in (tampered, replayed)}
+        assert set(parses) == refused  # only the refused ones took the general path
+        assert (await dev.request(pd.message(path="/admin"))).code == Code.FORBIDDEN
+        assert set(parses) == refused  # scope is checked after the one-step verification
+    reasons = [r["reason"] for r in audit_records(gateway) if r.get("decision") == "deny"]
+    assert reasons[-3:] == ["bad_signature", "replay", "scope_path"]
+
+
 async def test_expired_revoked_and_disabled(state_dir):
     clock = FakeClock()
     gw = Gateway(gateway_config(state_dir), clock=clock)

@@ -27,11 +27,13 @@ from tokens.params import Alg, CoapCode, Method
 from tokens.proof import (
     MAX_PIV,
     MAX_PROOF_SIZE,
+    MacProofVerifier,
     ParsedProof,
     ProofedRequest,
     _parse_canonical,
     _parse_general,
     build_proof,
+    canonical_kid,
     detached_content,
     encode_piv,
     parse_proof,
@@ -461,3 +463,70 @@ def test_fast_parser_agrees_on_every_single_byte_change(base):
             except TokenError as exc:
                 general = exc
             assert fast == general, (i, value)
+
+
+# --- the one-call verifier of canonical Mac0 proofs ------------------------------------
+
+
+def _general_piv(key: SymmetricKey, data: bytes, req: ProofedRequest, echo: bytes | None) -> Any:
+    """What parse + verify say: the piv, or None for any refusal."""
+    try:
+        proof = parse_proof(data)
+        if proof.kid != key.kid:
+            return None
+        proof.verify(key, req, echo)
+    except TokenError:
+        return None
+    return proof.piv
+
+
+def _fast_piv(key: SymmetricKey, data: bytes, req: ProofedRequest, echo: bytes | None) -> Any:
+    return MacProofVerifier(key).check(
+        data, req.code, req.path, req.query, req.content_format, req.payload, echo
+    )
+
+
+@pytest.mark.parametrize("echo", [None, b"\x00\x01echo-value"])
+@pytest.mark.parametrize("piv", [0, 23, 24, 65536, MAX_PIV])
+def test_mac_verifier_accepts_what_build_proof_makes(echo, piv):
+    data = build_proof(HMAC, REQ, piv, echo)
+    assert canonical_kid(data) == HMAC.kid
+    assert _fast_piv(HMAC, data, REQ, echo) == piv
+
+
+@pytest.mark.parametrize("key", [HMAC, SymmetricKey(b"k" * 24, b"\x13" * 32), HMAC_256])
+def test_mac_verifier_agrees_on_every_single_byte_change(key):
+    """Exhaustive: each byte of a canonical proof replaced by each value, and
+    the proof truncated at each length; the one-call check accepts exactly
+    what parse + verify accept, with the same piv."""
+    base = build_proof(key, REQ, 300)
+    variants = [base[:i] for i in range(len(base))]
+    for i in range(len(base)):
+        variants += [base[:i] + bytes((v,)) + base[i + 1 :] for v in range(256)]
+    accepted = 0
+    for data in variants:
+        fast = _fast_piv(key, data, REQ, None)
+        assert fast == _general_piv(key, data, REQ, None), data.hex()
+        accepted += fast is not None
+    assert accepted == len(base)  # the original, once per position
+
+
+@pytest.mark.parametrize("change", sorted(TAMPERED))
+def test_mac_verifier_refuses_tampered_requests(change):
+    data = build_proof(HMAC, REQ, 9)
+    assert _fast_piv(HMAC, data, TAMPERED[change], None) is None
+    assert _fast_piv(HMAC_OTHER, data, REQ, None) is None
+
+
+def test_mac_verifier_needs_an_hmac_key_with_a_kid():
+    with pytest.raises(ValueError):
+        MacProofVerifier(SymmetricKey(b"", b"\x11" * 32))
+    with pytest.raises(ValueError):
+        MacProofVerifier(SymmetricKey(b"aead", b"\x11" * 16, Alg.AES_CCM_16_64_128))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=80))
+def test_canonical_kid_never_raises(data):
+    kid = canonical_kid(data)
+    assert kid is None or data[8 : 8 + len(kid)] == kid
