@@ -19,7 +19,6 @@ Labels are closed sets only (see :mod:`gateway.metrics`).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +28,6 @@ import aiocoap.interfaces
 from aiocoap.numbers.codes import Code
 
 from . import metrics as m
-from .errors import GatewayError
 from .metrics import Counter, Histogram
 
 #: Route label of paths that are no configured route and no known endpoint.
@@ -230,24 +228,19 @@ class MeteredAudit:
 
 
 def time_upstream(upstream: Any, route: str, metrics: GatewayMetrics) -> None:
-    """Wrap ``upstream.send`` (a :class:`gateway.proxy.upstream.Upstream`) so
-    every exchange is timed and every failure counted under ``route``."""
-    send = upstream.send
+    """Observe every exchange of ``upstream`` (a
+    :class:`gateway.proxy.upstream.Upstream`): its latency, and each failure
+    counted by reason, under ``route``."""
     latency = metrics.upstream_latency
     errors = metrics.upstream_errors
-    clock = time.perf_counter
 
-    async def timed_send(request: Any, headers: dict[str, str]) -> Any:
-        started = clock()
-        try:
-            response = await send(request, headers)
-        except GatewayError as exc:
-            errors.inc(route, exc.reason)
-            raise
-        latency.observe(clock() - started, route)
-        return response
+    def observe(seconds: float, failure: str | None) -> None:
+        if failure is None:
+            latency.observe(seconds, route)
+        else:
+            errors.inc(route, failure)
 
-    upstream.send = timed_send
+    upstream.observer = observe
 
 
 def collect(gateway: Any) -> list[m.Family]:

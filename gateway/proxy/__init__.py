@@ -11,8 +11,9 @@ The server wires it in three calls::
 
 Modules: :mod:`.mapping` (RFC 8075 / RFC 7252 §10.1 tables and functions),
 :mod:`.headers` (header rules), :mod:`.upstream_auth` (how the gateway
-authenticates itself upstream, per-device JWT), :mod:`.upstream` (aiohttp
-client, pool, queue, circuit breaker, error translation), :mod:`.cache`
+authenticates itself upstream, per-device JWT), :mod:`.upstream` (the
+route's client: queue, circuit breaker, error translation), :mod:`.pool` and
+:mod:`.http1` (persistent HTTP/1.1 connections, sans-I/O parser), :mod:`.cache`
 (response cache), :mod:`.resource` (the aiocoap resources).
 """
 

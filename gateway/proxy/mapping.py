@@ -344,6 +344,10 @@ class Freshness:
     storable: bool
 
 
+#: No freshness information at all.
+_UNSAID = Freshness(None, False)
+
+
 def _delta_seconds(text: str) -> int | None:
     text = text.strip().strip('"')
     return int(text) if text.isdigit() else None
@@ -363,6 +367,8 @@ def freshness(headers: Headers, now: float) -> Freshness:
     (RFC 9111 §4.2.1): ``no-store``, ``no-cache`` and ``private`` mean 0 and
     not storable; else ``s-maxage``, then ``max-age``, then ``Expires`` minus
     ``Date``; less ``Age`` (RFC 9111 §4.2.3)."""
+    if "Cache-Control" not in headers and "Expires" not in headers:
+        return _UNSAID
     directives: dict[str, str] = {}
     for value in headers.getall("Cache-Control", []):
         for item in value.split(","):

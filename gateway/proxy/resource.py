@@ -19,9 +19,8 @@ carry Size2 (RFC 7959 §4).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -88,15 +87,14 @@ class InFlightLimit:
         self.max_age = max_age
         self.active = 0
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def enter(self) -> None:
+        """Take a place, or :class:`UpstreamBusy` (5.03) at the limit."""
         if self.active >= self.limit:
             raise UpstreamBusy("gateway at its upstream in-flight limit", max_age=self.max_age)
         self.active += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
+
+    def leave(self) -> None:
+        self.active -= 1
 
 
 class ProxyRoute:
@@ -168,6 +166,8 @@ class ProxyRoute:
             )
         self.upstream = Upstream(
             name=config.prefix,
+            host=parts.hostname or "",
+            port=parts.port or (443 if parts.scheme == "https" else 80),
             timeout=config.timeout,
             max_body=config.max_body,
             pool_size=config.pool_size,
@@ -284,14 +284,19 @@ class ProxyRoute:
 
     async def _send(self, http: HttpRequest, auth: AuthContext) -> HttpResponse:
         headers = {k: v for k, v in http.headers.items() if k.lower() in MAPPED_REQUEST_HEADERS}
-        values = auth.headers_fields()
-        for template in self.templates:
-            headers[template.name] = template.render(values)
+        if self.templates:
+            values = auth.headers_fields()
+            for template in self.templates:
+                headers[template.name] = template.render(values)
         headers.update(self.auth.headers(auth))
-        if self._in_flight is None:
+        in_flight = self._in_flight
+        if in_flight is None:
             return await self.upstream.send(http, headers)
-        async with self._in_flight.slot():
+        in_flight.enter()
+        try:
             return await self.upstream.send(http, headers)
+        finally:
+            in_flight.leave()
 
     # --- cache ----------------------------------------------------------------
 

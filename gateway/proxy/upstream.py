@@ -1,6 +1,6 @@
 """The HTTP side of the proxy: one :class:`Upstream` per route, with its own
-aiohttp client session and connection pool, a bounded wait queue, a circuit
-breaker and one deadline per request.
+pool of persistent HTTP/1.1 connections (:mod:`gateway.proxy.pool`), a
+bounded wait queue, a circuit breaker and one deadline per request.
 
 Failure behaviour (docs/proxy.md, "Failure codes"):
 
@@ -19,10 +19,10 @@ Failure behaviour (docs/proxy.md, "Failure codes"):
   has passed; then one probe request goes through (half-open), and its
   outcome closes or re-opens the breaker.
 
-aiohttp exceptions become gateway errors in one place, :func:`translate`
-(httpcore's ``map_exceptions`` pattern). The sessions never store cookies,
-never follow redirects, never read proxy settings from the environment and
-do not ask for compressed bodies.
+Client exceptions become gateway errors in one place, :func:`translate`
+(httpcore's ``map_exceptions`` pattern). The client never stores cookies,
+never follows redirects, never reads proxy settings from the environment and
+does not ask for compressed bodies.
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ import contextlib
 import enum
 import logging
 import math
+import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-
-import aiohttp
-import yarl
 
 from ..errors import (
     CircuitOpen,
@@ -50,12 +49,12 @@ from ..errors import (
     UpstreamTlsError,
     UpstreamTooLarge,
 )
+from .http1 import BodyTooLarge, ProtocolError
 from .mapping import HttpRequest, HttpResponse
+from .pool import ConnectionPool, StaleConnection
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked from the body stream per read.
-READ_CHUNK = 64 * 1024
 #: User-Agent sent upstream.
 USER_AGENT = "acegw-proxy"
 
@@ -65,23 +64,23 @@ USER_AGENT = "acegw-proxy"
 
 def translate(exc: BaseException) -> GatewayError:
     """The gateway error for an exception raised while talking to an
-    upstream (aiohttp, the socket layer, the deadline). Messages are fixed
-    texts: never a URL, a header or a certificate detail."""
+    upstream (the HTTP/1.1 client, the socket layer, TLS, the deadline).
+    Messages are fixed texts: never a URL, a header or a certificate detail."""
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout("upstream did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return UpstreamTlsError("upstream TLS failed")
-    if isinstance(exc, ssl.SSLError):
-        return UpstreamTlsError("upstream TLS failed")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError("upstream unreachable")
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+    if isinstance(exc, BodyTooLarge):
+        return UpstreamTooLarge("upstream response larger than the route's max_body")
+    if isinstance(exc, ProtocolError):
         return UpstreamBadResponse("upstream sent an invalid HTTP response")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, StaleConnection):
         return UpstreamBadResponse("upstream closed the connection")
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return UpstreamTlsError("upstream TLS failed")
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return UpstreamError("upstream unreachable")
+    if isinstance(exc, OSError):
         return UpstreamError("upstream connection failed")
     return UpstreamError("upstream request failed")
 
@@ -172,23 +171,40 @@ class AdmissionGate:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def enter(self) -> asyncio.Future[None] | None:
+        """Take a slot: ``None`` when one was free (taken now), else a future
+        to :meth:`wait` on; :class:`UpstreamBusy` when the queue is full."""
         if self.active < self.slots and not self._waiters:
             self.active += 1
-        elif len(self._waiters) >= self.queue:
+            return None
+        if len(self._waiters) >= self.queue:
             raise UpstreamBusy("upstream queue full", max_age=self.max_age)
-        else:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter  # the releaser hands its slot over (active unchanged)
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # got the slot just as we were cancelled
-                else:
-                    self._waiters.remove(waiter)
-                raise
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def wait(self, waiter: asyncio.Future[None]) -> None:
+        """Wait for the slot :meth:`enter` queued for; on cancellation the
+        place in the queue (or the slot, if it was just handed over) is
+        given up."""
+        try:
+            await waiter  # the releaser hands its slot over (active unchanged)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # got the slot just as we were cancelled
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def leave(self) -> None:
+        """Give back a slot taken by :meth:`enter` (and :meth:`wait`)."""
+        self._release()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        waiter = self.enter()
+        if waiter is not None:
+            await self.wait(waiter)
         try:
             yield
         finally:
@@ -222,13 +238,15 @@ def tls_context(
 
 
 class Upstream:
-    """The HTTP client of one route. :meth:`start` creates the session (in
-    the running loop), :meth:`close` closes it."""
+    """The HTTP client of one route, for requests to ``host``:``port`` (TLS
+    when ``ssl_context`` is given). :meth:`close` closes its connections."""
 
     def __init__(
         self,
         *,
         name: str,
+        host: str,
+        port: int,
         timeout: float,
         max_body: int,
         pool_size: int,
@@ -242,49 +260,52 @@ class Upstream:
         self.max_body = max_body
         self.gate = AdmissionGate(pool_size, queue_size, busy_max_age)
         self.breaker = breaker
-        self._ssl = ssl_context
-        self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
+        self.pool = ConnectionPool(host, port, ssl_context=ssl_context, max_idle=pool_size)
+        #: Called after each exchange with its duration in seconds and, for
+        #: a failure, the error's reason (the gateway's metrics).
+        self.observer: Callable[[float, str | None], None] | None = None
+        self._open = False
 
     async def start(self) -> None:
-        if self._session is not None:
-            return
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size,
-            limit_per_host=0,
-            ssl=self._ssl if self._ssl is not None else True,
-            enable_cleanup_closed=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._open = True
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        self._open = False
+        self.pool.close()
 
     async def send(self, request: HttpRequest, headers: dict[str, str]) -> HttpResponse:
         """Send ``request`` with ``headers`` (complete: mapped, route and
         credential headers) and read the response, all within the route's
-        timeout. Raises only :class:`~gateway.errors.GatewayError`."""
-        session = self._session
-        if session is None:
+        timeout. Raises only :class:`~gateway.errors.GatewayError`. Reports
+        each outcome to :attr:`observer` (seconds, error reason or None)."""
+        if not self._open:
             raise UpstreamError("proxy not started")
+        started = time.perf_counter()
         probe = self.breaker.admit()
         outcome: Callable[[], None] = self.breaker.release
         sent = False
+        if "User-Agent" not in headers:
+            headers["User-Agent"] = USER_AGENT
         try:
             async with asyncio.timeout(self.timeout):
-                async with self.gate.slot():
+                gate = self.gate
+                waiter = gate.enter()
+                if waiter is not None:
+                    await gate.wait(waiter)
+                try:
                     sent = True
-                    response = await self._exchange(session, request, headers)
+                    raw = await self.pool.request(
+                        request.method,
+                        _target(request.url),
+                        headers,
+                        request.body,
+                        max_body=self.max_body,
+                    )
+                finally:
+                    gate.leave()
+            encoding = raw.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise UpstreamBadResponse("upstream sent a compressed body it was not asked for")
         except asyncio.CancelledError:
             outcome()
             raise
@@ -300,46 +321,20 @@ class Upstream:
                 type(exc).__name__,
                 " [probe]" if probe else "",
             )
+            if self.observer is not None:
+                self.observer(time.perf_counter() - started, error.reason)
             raise error from None
-        if response.status >= 500:
+        if raw.status >= 500:
             self.breaker.failure()
         else:
             self.breaker.success()
-        return response
-
-    async def _exchange(
-        self, session: aiohttp.ClientSession, request: HttpRequest, headers: dict[str, str]
-    ) -> HttpResponse:
-        skip = () if "Content-Type" in headers else ("Content-Type",)
-        async with session.request(
-            request.method,
-            yarl.URL(request.url, encoded=True),
-            headers=headers,
-            data=request.body if request.body else None,
-            allow_redirects=False,
-            skip_auto_headers=skip,
-        ) as resp:
-            encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                resp.close()
-                raise UpstreamBadResponse("upstream sent a compressed body it was not asked for")
-            body = await read_bounded(resp, self.max_body)
-            return HttpResponse(status=resp.status, headers=resp.headers, body=body)
+        if self.observer is not None:
+            self.observer(time.perf_counter() - started, None)
+        return HttpResponse(status=raw.status, headers=raw.headers, body=raw.body)
 
 
-async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, or :class:`UpstreamTooLarge` as soon as it exceeds
-    ``limit`` (a Content-Length above it fails before reading). Never holds
-    more than ``limit + 1`` bytes; the connection is dropped, not reused."""
-    if resp.content_length is not None and resp.content_length > limit:
-        resp.close()
-        raise UpstreamTooLarge("upstream response larger than the route's max_body")
-    buf = bytearray()
-    while True:
-        chunk = await resp.content.read(min(READ_CHUNK, limit + 1 - len(buf)))
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > limit:
-            resp.close()
-            raise UpstreamTooLarge("upstream response larger than the route's max_body")
+def _target(url: str) -> str:
+    """The origin-form request target (RFC 9112 §3.2.1) of an absolute URL
+    built by :func:`gateway.proxy.mapping.upstream_url`: path and query."""
+    start = url.find("/", url.find("://") + 3)
+    return url[start:] if start >= 0 else "/"

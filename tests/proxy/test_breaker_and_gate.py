@@ -4,9 +4,9 @@ the one place client errors are translated."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
-import aiohttp
 import pytest
 
 from gateway.errors import (
@@ -16,7 +16,10 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamTlsError,
+    UpstreamTooLarge,
 )
+from gateway.proxy.http1 import BodyTooLarge, ProtocolError
+from gateway.proxy.pool import StaleConnection
 from gateway.proxy.upstream import AdmissionGate, BreakerState, CircuitBreaker, translate
 
 from .conftest import Clock
@@ -152,26 +155,18 @@ async def test_gate_waiter_cancelled_after_handover_returns_the_slot() -> None:
     assert (gate.active, gate.waiting) == (0, 0)
 
 
-def _conn_key() -> object:
-    class Key:
-        host = "127.0.0.1"
-        port = 1
-        ssl = True
-
-    return Key()
-
-
 @pytest.mark.parametrize(
     ("exc", "expected", "code"),
     [
         (TimeoutError(), UpstreamTimeout, "5.04"),
-        (aiohttp.ServerTimeoutError(), UpstreamTimeout, "5.04"),
-        (aiohttp.ClientConnectorError(_conn_key(), OSError(111, "refused")), UpstreamError, "5.02"),
+        (ConnectionRefusedError(111, "refused 127.0.0.1"), UpstreamError, "5.02"),
+        (socket.gaierror(-2, "Name or service not known"), UpstreamError, "5.02"),
         (ssl.SSLCertVerificationError(), UpstreamTlsError, "5.02"),
-        (aiohttp.ServerDisconnectedError(), UpstreamBadResponse, "5.02"),
-        (aiohttp.ClientPayloadError("truncated"), UpstreamBadResponse, "5.02"),
+        (StaleConnection("closed"), UpstreamBadResponse, "5.02"),
+        (ProtocolError("truncated"), UpstreamBadResponse, "5.02"),
+        (BodyTooLarge("big"), UpstreamTooLarge, "5.02"),
         (ConnectionResetError(), UpstreamError, "5.02"),
-        (aiohttp.InvalidURL("x"), UpstreamError, "5.02"),
+        (ValueError("invalid header value"), UpstreamError, "5.02"),
         (RuntimeError("other"), UpstreamError, "5.02"),
     ],
 )
