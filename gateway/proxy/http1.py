@@ -81,6 +81,8 @@ def encode_request(
     Adds ``Content-Length`` when there is a body or the method defines one;
     never sends ``Transfer-Encoding``. Raises :class:`ValueError` for a CR, LF
     or NUL in the target, a name or a value (header injection)."""
+    if _TOKEN.fullmatch(method) is None:
+        raise ValueError("invalid method")
     if not target.startswith("/") or _BAD_TARGET.search(target):
         raise ValueError("invalid request target")
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
@@ -117,6 +119,7 @@ class ResponseParser:
         "_state",
         "_status",
         "done",
+        "started",
     )
 
     def __init__(self, method: str, *, max_body: int) -> None:
@@ -132,11 +135,8 @@ class ResponseParser:
         self._keep_alive = True
         #: True once the response is complete.
         self.done = False
-
-    @property
-    def started(self) -> bool:
-        """Whether any byte of a response arrived."""
-        return bool(self._buf) or self._state != "head"
+        #: True once any byte arrived (an interim 1xx response included).
+        self.started = False
 
     def feed(self, data: bytes) -> RawResponse | None:
         """Take received bytes; the response once it is complete. Bytes after
@@ -146,6 +146,8 @@ class ResponseParser:
             if data:
                 self._keep_alive = False
             return None
+        if data:
+            self.started = True
         self._buf += data
         while True:
             state = self._state
@@ -334,17 +336,8 @@ _STATUS = re.compile(r"(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: [^\r\n\0]*)?")
 
 
 def _status_line(line: str) -> tuple[str, int]:
-    """``HTTP/1.x SP 3DIGIT SP reason`` (RFC 9112 §4): version and status."""
+    """``HTTP/1.x SP 3DIGIT [SP reason]`` (RFC 9112 §4): version and status."""
     match = _STATUS.fullmatch(line)
-    if match is not None:
-        return match[1], int(match[2])
-    version, _, rest = line.partition(" ")
-    code = rest[:3]
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+    if match is None:
         raise ProtocolError("malformed status line")
-    if rest[3:4] not in ("", " "):
-        raise ProtocolError("malformed status line")
-    status = int(code)
-    if status < 100:
-        raise ProtocolError("malformed status line")
-    return version, status
+    return match[1], int(match[2])

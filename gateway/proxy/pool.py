@@ -137,6 +137,7 @@ class ConnectionPool:
         self._clock = clock
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
+        self._closed = False
         #: Connections opened so far (for tests and metrics).
         self.opened = 0
 
@@ -150,33 +151,46 @@ class ConnectionPool:
         """Send one request (``target``: path and query, percent-encoded) and
         read its whole response, bounded by ``max_body``."""
         data = encode_request(method, target, self._authority, headers, body)
+        retried = False
         while True:
-            conn = self._checkout()
+            if self._closed:
+                raise StaleConnection("connection pool closed")
+            conn = None if retried else self._checkout()
             fresh = conn is None
             if conn is None:
                 conn = await self._connect()
+                if self._closed:  # closed while connecting
+                    conn.close()
+                    raise StaleConnection("connection pool closed")
             self._busy.add(conn)
             try:
                 response = await conn.start(data, ResponseParser(method, max_body=max_body))
             except StaleConnection:
                 conn.close()
-                if fresh or method not in IDEMPOTENT:
+                if fresh or method not in IDEMPOTENT or self._closed:
                     raise
-                continue  # the upstream closed an idle connection: once more, on a new one
+                retried = True  # the upstream closed an idle connection: once more, on a new one
+                continue
             except BaseException:
                 conn.close()
                 raise
             finally:
                 conn.finish()
                 self._busy.discard(conn)
-            if response.keep_alive and not conn.closed:
+            if response.keep_alive and not conn.closed and not self._closed:
                 self._checkin(conn)
             else:
                 conn.close()
             return response
 
+    def open(self) -> None:
+        """Take requests again after :meth:`close`."""
+        self._closed = False
+
     def close(self) -> None:
-        """Close every connection (idle ones now, busy ones under their request)."""
+        """Close every connection (idle ones now, busy ones under their
+        request, which then fails); requests fail at once until :meth:`open`."""
+        self._closed = True
         for conn in self._idle:
             conn.close()
         self._idle.clear()

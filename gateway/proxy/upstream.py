@@ -267,6 +267,7 @@ class Upstream:
         self._open = False
 
     async def start(self) -> None:
+        self.pool.open()
         self._open = True
 
     async def close(self) -> None:
