@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import statistics
@@ -267,6 +268,11 @@ async def _paced(
     count = max(1, int(rate * seconds))
     targets = [devices[i % len(devices)] for i in range(count)]
     messages = [proofed(d, PATHS[mode]) for d in targets]
+    # the prepared messages are many long-lived objects: out of the
+    # generator's garbage collections, whose pauses would send requests in
+    # bursts (an open loop catches up on late sends)
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     result.paced_rate = rate
     result.paced_sent = count
@@ -285,7 +291,10 @@ async def _paced(
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(index, scheduled)))
-    await asyncio.wait_for(asyncio.gather(*tasks), PHASE_LIMIT)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), PHASE_LIMIT)
+    finally:
+        gc.unfreeze()
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:

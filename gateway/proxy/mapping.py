@@ -22,8 +22,9 @@ import hashlib
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import aiocoap
@@ -425,8 +426,7 @@ class HttpRequest:
     body: bytes = b""
 
 
-@dataclass(frozen=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     """An upstream response with its body read (bounded)."""
 
     status: int
@@ -497,7 +497,7 @@ def map_response(
     accept: int | None,
     device_etags: Sequence[bytes],
     codec: EtagCodec,
-    location: LocationBase,
+    location: LocationBase | Callable[[], LocationBase],
     now: float,
 ) -> aiocoap.Message:
     """The CoAP response for an upstream HTTP response (RFC 8075 §7 in
@@ -531,6 +531,8 @@ def map_response(
         msg.opt.max_age = fresh.max_age or 0
     loc = headers.get("Location")
     if loc:
+        if not isinstance(location, LocationBase):
+            location = location()
         mapped = location_options(loc, location.request_url, location.base, location.prefix)
         if mapped is not None:
             msg.opt.location_path, msg.opt.location_query = mapped

@@ -240,7 +240,8 @@ class ProxyRoute:
         return msg
 
     async def _handle(self, request: aiocoap.Message) -> aiocoap.Message:
-        self.precheck(request, assembled=True)
+        if request.payload:  # the rest was checked before block-wise assembly
+            self.precheck(request, assembled=True)
         auth = current_auth()
         segments = tuple(request.opt.uri_path)
         accept = int(request.opt.accept) if request.opt.accept is not None else None
@@ -272,7 +273,7 @@ class ProxyRoute:
             accept=accept,
             device_etags=device_etags,
             codec=self.codec,
-            location=LocationBase(request_url=http.url, base=self.base, prefix=self.prefix),
+            location=lambda: LocationBase(request_url=http.url, base=self.base, prefix=self.prefix),
             now=self._clock(),
         )
         if self.cache is not None:
@@ -373,8 +374,9 @@ class RouteResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         response = await self.route.handle(request)
-        if response.opt.no_response is None:
-            response.opt.no_response = request.opt.no_response
+        no_response = request.opt.no_response
+        if no_response is not None and response.opt.no_response is None:
+            response.opt.no_response = no_response
         return response
 
 
