@@ -249,6 +249,14 @@ class Authorizer:
                 self._prune()
         if by_proof and _bound_kid(identity) is None:  # type: ignore[arg-type]
             standing.identity = identity
+        self._admit(standing, path, int(request.code), now)
+        return standing.by_proof if by_proof else standing.by_session
+
+    def _admit(self, standing: _Standing, path: tuple[str, ...], code: int, now: float) -> None:
+        """The checks after authentication, in DESIGN.md's order: exp,
+        revocation, client enabled (4.01), device rate limit (4.29), scope
+        for path and method (4.03 / 4.05, RFC 9200 §5.10.2)."""
+        token = standing.token
         if token.exp <= now:
             raise Expired("token expired")
         if standing.revoked:
@@ -256,8 +264,7 @@ class Authorizer:
         if standing.disabled:
             raise Revoked("client disabled")
         self._limits.take(token.client_id, now, rate=standing.rate)
-        token.scope.check(path, int(request.code))
-        return standing.by_proof if by_proof else standing.by_session
+        token.scope.check(path, code)
 
     def _authorize_known(
         self,
@@ -303,14 +310,7 @@ class Authorizer:
         if piv is None or not self.guard.accept(token.kid, piv):
             return None
         self.decisions.proofs_verified += 1
-        if token.exp <= now:
-            raise Expired("token expired")
-        if standing.revoked:
-            raise Revoked("token revoked")
-        if standing.disabled:
-            raise Revoked("client disabled")
-        self._limits.take(token.client_id, now, rate=standing.rate)
-        token.scope.check(path, int(request.code))
+        self._admit(standing, path, int(request.code), now)
         return standing.by_proof
 
     def _prune(self) -> None:
