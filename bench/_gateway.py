@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ __all__ = [
     "Device",
     "cpu_seconds",
     "enroll",
+    "median_ratio",
     "pool",
     "post",
     "prepare",
@@ -55,6 +58,7 @@ __all__ = [
     "rss",
     "server_cpu",
     "start_gateway",
+    "start_ready",
     "stop",
     "with_proof",
 ]
@@ -140,25 +144,38 @@ def prepare(
 
 
 async def start_gateway(state: Path) -> tuple[asyncio.subprocess.Process, int]:
-    """Start ``python -m bench._gateway STATE``; returns it and its port."""
+    """Start ``python -m bench._gateway STATE``, pinned (:func:`pin`); returns
+    it and its port."""
+    process, port = await start_ready(["-m", "bench._gateway", str(state)], "gateway", 60)
+    pin(process.pid)
+    return process, port
+
+
+async def start_ready(
+    args: list[str], what: str, timeout: float
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start ``python ARGS``, a process that prints ``READY <port>`` and runs
+    until its standard input is closed; returns it and the port. Stopped
+    again if it does not say READY within ``timeout`` seconds."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench._gateway",
-        str(state),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        line = await asyncio.wait_for(process.stdout.readline(), timeout)
     except TimeoutError:
         line = b""
     if not line.startswith(b"READY"):
         await stop(process)
-        raise RuntimeError("gateway did not start")
-    pin(process.pid)
+        raise RuntimeError(f"{what} did not start")
     return process, int(line.split()[1])
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median over rounds of ``numerator / denominator`` of the same round
+    (rounds with a NaN or zero, e.g. no request done, are left out)."""
+    pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if d and n == n]
+    return statistics.median(pairs) if pairs else math.nan
 
 
 def pin(server_pid: int) -> None:

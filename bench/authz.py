@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ import aiocoap
 from bench._gateway import (
     Device,
     enroll,
+    median_ratio,
     prepare,
     proofed,
     send_all,
@@ -151,9 +151,9 @@ def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[st
     out: dict[str, object] = {"modes": {}}
     for mode, r in results.items():
         total_ratio = r.req_per_s / base.req_per_s if base.req_per_s else float("nan")
-        ratio = _median_ratio(r.rounds, base.rounds)
+        ratio = median_ratio(r.rounds, base.rounds)
         # no CPU tick seen (--tiny): no ratio rather than a division by zero
-        cpu_ratio = _median_ratio(base.cpu_rounds, r.cpu_rounds)
+        cpu_ratio = median_ratio(base.cpu_rounds, r.cpu_rounds)
         print(
             f"{mode:8}{r.req_per_s:10.0f}{r.cpu_us:12.0f}{ratio:13.2f}{cpu_ratio:11.2f}"
             f"{total_ratio:11.2f}{r.failures:6}"
@@ -177,12 +177,6 @@ def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[st
     out["result"] = f"RESULT authz_mac0_ratio={mac0:.2f} authz_es256_ratio={es256:.2f}"
     print(out["result"])
     return out
-
-
-def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
-    """Median over rounds of ``numerator / denominator`` of the same round."""
-    pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if d and n == n]
-    return statistics.median(pairs) if pairs else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

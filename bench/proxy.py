@@ -3,9 +3,10 @@ the same authorized requests answered by a trivial resource, in one run.
 
 Three processes on loopback: the gateway (:mod:`bench._gateway`: the real
 gateway with its registry, key store and authorization layer, plus a trivial
-32-byte resource ``/bench``), a bare asyncio HTTP/1.1 upstream (``GET
-/bench``: the same 32 bytes as ``application/octet-stream``; no framework, so
-that its CPU, taken from the same 2 cores, is small) and this process, the load
+32-byte resource ``/bench``), a bare asyncio HTTP/1.1 upstream
+(:mod:`bench._upstream`: the same 32 bytes as ``application/octet-stream``;
+no framework, so that its CPU, taken from the same 2 cores, is small) and
+this process, the load
 generator (:class:`gateway.dtls.probe.DtlsProbe`). The gateway has one route,
 ``/up`` -> ``http://127.0.0.1:<port>/bench`` (GET, default pool and queue,
 no cache, no upstream credential). ``--sessions`` devices each hold a DTLS
@@ -52,7 +53,6 @@ import gc
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -66,6 +66,7 @@ from bench._gateway import (
     Device,
     cpu_seconds,
     enroll,
+    median_ratio,
     pool,
     prepare,
     proofed,
@@ -73,6 +74,7 @@ from bench._gateway import (
     start_gateway,
     stop,
 )
+from bench._upstream import start_upstream
 from gateway.dtls.probe import DtlsProbe, ProbeError
 
 MODES = ("trivial", "proxy")
@@ -85,81 +87,6 @@ PHASE_LIMIT = 300.0
 
 
 # --- the upstream process -------------------------------------------------------------------
-
-
-#: The upstream's one answer (HTTP/1.1, keep-alive).
-UPSTREAM_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-    b"Content-Length: %d\r\n\r\n" % len(PAYLOAD) + PAYLOAD
-)
-
-
-class _Responder(asyncio.Protocol):
-    """Answers every HTTP/1.1 request on a keep-alive connection with
-    :data:`UPSTREAM_RESPONSE` (request bodies framed by Content-Length)."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            length = 0
-            for line in self._buf[:end].split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self._buf) < end + 4 + length:
-                return
-            self._buf = self._buf[end + 4 + length :]
-            assert self._transport is not None
-            self._transport.write(UPSTREAM_RESPONSE)
-
-
-def _serve_upstream() -> None:
-    """The upstream: ``GET /bench`` (any request) -> the 32 bytes as
-    ``application/octet-stream``. A bare asyncio responder, no framework: it
-    shares the 2 cores with the gateway and the load generator, so the less
-    it costs, the more the figures measure the gateway. Runs until stdin is
-    closed; prints ``READY <port>``."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Responder, "127.0.0.1", 0)
-        print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
-        await loop.run_in_executor(None, sys.stdin.read)
-        server.close()
-        await server.wait_closed()
-
-    asyncio.run(main())
-
-
-async def _start_upstream() -> tuple[asyncio.subprocess.Process, int]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.proxy",
-        "--upstream",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), 30)
-    except TimeoutError:
-        line = b""
-    if not line.startswith(b"READY"):
-        await stop(process)
-        raise RuntimeError("upstream did not start")
-    return process, int(line.split()[1])
 
 
 def _route(port: int) -> str:
@@ -299,7 +226,7 @@ async def _paced(
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     results = {mode: ModeResult(mode) for mode in MODES}
-    upstream, up_port = await _start_upstream()
+    upstream, up_port = await start_upstream("application/octet-stream", PAYLOAD)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             state = Path(tmp) / "state"
@@ -344,9 +271,9 @@ def _round(x: float, digits: int = 3) -> float | None:
 
 def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[str, Any]:
     trivial, proxy = results["trivial"], results["proxy"]
-    ratio = _median_ratio(proxy.rounds, trivial.rounds)
+    ratio = median_ratio(proxy.rounds, trivial.rounds)
     total_ratio = proxy.req_per_s / trivial.req_per_s if trivial.req_per_s else math.nan
-    cpu_ratio = _median_ratio(trivial.cpu_rounds, proxy.cpu_rounds)
+    cpu_ratio = median_ratio(trivial.cpu_rounds, proxy.cpu_rounds)
     print(
         f"bench.proxy ({'tiny' if args.tiny else 'full'}): {args.sessions} sessions, "
         f"{args.rounds} interleaved rounds x {args.requests} requests per mode, "
@@ -415,16 +342,8 @@ def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[st
     return out
 
 
-def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
-    """Median over rounds of ``numerator / denominator`` of the same round
-    (NaN rounds, e.g. no request done, are left out)."""
-    pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if d and n == n]
-    return statistics.median(pairs) if pairs else math.nan
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__)
-    parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--requests", type=int, default=750)
@@ -433,9 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     args = parser.parse_args(argv)
-    if args.upstream:
-        _serve_upstream()
-        return 0
     if args.tiny:
         args.sessions, args.requests, args.rounds, args.concurrency = 4, 40, 2, 4
         args.latency_seconds = 0.5

@@ -5,8 +5,8 @@ same load in one run.
 Processes on loopback: two gateways started with ``acegw serve --workers 1``
 and ``--workers 2`` on one state directory (:func:`bench._gateway.prepare`:
 registry, keys, lifted rate limits), a minimal keep-alive HTTP upstream
-(``python -m bench.scale --upstream``: a fixed 8-byte JSON answer, so the
-upstream costs as little as possible), and this process, the load generator
+(:mod:`bench._upstream`: a fixed 8-byte JSON answer, so the upstream costs
+as little as possible), and this process, the load generator
 (:class:`gateway.dtls.probe.DtlsProbe`, one UDP source port per session, so
 the kernel spreads the sessions over the workers). Each gateway gets its own
 ``--sessions`` devices; each device holds a symmetric PoP token (token,
@@ -55,64 +55,13 @@ from pathlib import Path
 from typing import Any
 
 from bench._gateway import Device, cpu_seconds, enroll, prepare, proofed, send_all, stop
+from bench._upstream import start_upstream
 from gateway.dtls.probe import DtlsProbe
 
 CONFIGS = (1, 2)
 PATH = ("up",)
 ROUND_LIMIT = 300.0
 _BODY = b'{"v":1}\n'
-_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(_BODY)).encode()
-    + b"\r\nConnection: keep-alive\r\n\r\n"
-    + _BODY
-)
-
-
-# --- the upstream process -------------------------------------------------------------
-
-
-class _Upstream(asyncio.Protocol):
-    """HTTP/1.1 keep-alive: one fixed answer per request head (GETs only)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        heads = self.buffer.count(b"\r\n\r\n")
-        if heads:
-            self.buffer = self.buffer[self.buffer.rindex(b"\r\n\r\n") + 4 :]
-            self.transport.write(_RESPONSE * heads)
-
-
-def _serve_upstream() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Upstream, "127.0.0.1", 0)
-        print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
-        await loop.run_in_executor(None, sys.stdin.read)
-        server.close()
-
-    asyncio.run(main())
-
-
-async def _start_upstream() -> tuple[asyncio.subprocess.Process, int]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.scale",
-        "--upstream",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
-    if not line.startswith(b"READY"):
-        await stop(process)
-        raise RuntimeError("upstream did not start")
-    return process, int(line.split()[1])
 
 
 # --- the gateways -----------------------------------------------------------------------
@@ -272,7 +221,7 @@ def _sessions_per_worker(gateway: Gateway) -> dict[str, float]:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     results = {w: ConfigResult(w) for w in CONFIGS}
-    upstream, up_port = await _start_upstream()
+    upstream, up_port = await start_upstream("application/json", _BODY)
     gateways: dict[int, Gateway] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -380,7 +329,6 @@ def _report(results: dict[int, ConfigResult], args: argparse.Namespace) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
-    parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     parser.add_argument("--sessions", type=int, default=128)
     parser.add_argument("--requests", type=int, default=6000)
@@ -388,9 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--json", help="write the numbers to this file")
     args = parser.parse_args(argv)
-    if args.upstream:
-        _serve_upstream()
-        return 0
     if args.tiny:
         args.sessions, args.requests, args.rounds, args.concurrency = 8, 200, 2, 8
     out = asyncio.run(_run(args))

@@ -57,6 +57,7 @@ from tokens.replay import FreshnessGuard
 from .auth_context import CURRENT, AuthContext
 from .errors import GatewayError
 from .limits import Lockout, RateLimiter, TooManyRequests
+from .resources import error_response, peer_of
 from .token_store import AccessToken, TokenStore
 
 log = logging.getLogger(__name__)
@@ -295,18 +296,8 @@ class Authorizer:
         token = standing.token
         if self.tokens.peek(token.kid) is not token:
             return None
-        opt = request.opt
-        echo = opt.echo
-        content_format = opt.content_format
-        piv = standing.verifier.check(
-            proof,
-            int(request.code),
-            path,
-            opt.uri_query,
-            None if content_format is None else int(content_format),
-            request.payload,
-            echo,
-        )
+        code, query, content_format, payload, echo = _covered(request)
+        piv = standing.verifier.check(proof, code, path, query, content_format, payload, echo)
         if piv is None or not self.guard.accept(token.kid, piv):
             return None
         self.decisions.proofs_verified += 1
@@ -350,18 +341,8 @@ class Authorizer:
         token = self.tokens.peek(proof.kid)
         if token is None:
             raise UnknownKey("no token for this key id: get one from the AS")
-        opt = request.opt
-        echo = opt.echo
-        content_format = opt.content_format
-        proof.verify_parts(
-            token.pop_key,
-            int(request.code),
-            path,
-            opt.uri_query,
-            None if content_format is None else int(content_format),
-            request.payload,
-            echo,
-        )
+        code, query, content_format, payload, echo = _covered(request)
+        proof.verify_parts(token.pop_key, code, path, query, content_format, payload, echo)
         self.guard.commit(token.kid, proof.piv, echo, now)
         self.decisions.proofs_verified += 1
         return token, True
@@ -440,7 +421,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
                 event="request",
                 decision="allow",
                 reason="ok",
-                peer=_peer(request),
+                peer=peer_of(request),
                 client_id=auth.client_id,
                 kid=auth.kid.hex(),
                 cti=auth.cti.hex(),
@@ -477,7 +458,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             decision="deny",
             reason=exc.reason,
             code=CoapCode(int(exc.coap_code)).dotted,
-            peer=_peer(request),
+            peer=peer_of(request),
             client_id=auth.client_id if auth else _client_label(identity),
             kid=kid,
             resource="/" + "/".join(request.opt.uri_path),
@@ -495,6 +476,23 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         return _error(request, exc, hints)
 
 
+def _covered(
+    request: aiocoap.Message,
+) -> tuple[int, tuple[str, ...], int | None, bytes, bytes | None]:
+    """What a proof covers besides the path (DESIGN.md "Per-request proof"),
+    as received: method code, Uri-Query, Content-Format, payload; and the
+    Echo value (RFC 9175 §2.3)."""
+    opt = request.opt
+    cf = opt.content_format
+    return (
+        int(request.code),
+        opt.uri_query,
+        None if cf is None else int(cf),
+        request.payload,
+        opt.echo,
+    )
+
+
 @functools.lru_cache(maxsize=65536)
 def _bound_kid(identity: bytes) -> bytes | None:
     """The PoP kid an RFC 9202 psk_identity names (cached per identity)."""
@@ -510,13 +508,6 @@ def _client_label(identity: bytes | None) -> str | None:
         return None
 
 
-def _peer(request: aiocoap.Message) -> str:
-    try:
-        return str(request.remote.hostinfo)
-    except Exception:  # pragma: no cover
-        return "?"
-
-
 def _error(
     request: aiocoap.Message, exc: TokenError | GatewayError, hints: CreationHints | None = None
 ) -> aiocoap.Message:
@@ -529,7 +520,7 @@ def _error(
         return aiocoap.Message(
             code=code, payload=hints.encode(), content_format=CONTENT_FORMAT_ACE_CBOR
         )
-    return aiocoap.Message(code=code, payload=exc.description.encode("utf-8")[:128])
+    return error_response(exc, ace_body=False)
 
 
 __all__ = ["UNPROTECTED", "Authorizer", "AuthorizingSite", "Decisions"]

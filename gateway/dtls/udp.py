@@ -152,10 +152,7 @@ class UdpEndpoint:
             self._queue(data, sockaddr, local)
             return
         try:
-            if local is not None:
-                sock.sendmsg([data], [local], 0, sockaddr)
-            else:
-                sock.sendto(data, sockaddr)
+            _send(sock, data, sockaddr, local)
         except (BlockingIOError, InterruptedError):
             self._queue(data, sockaddr, local)
             return
@@ -180,10 +177,7 @@ class UdpEndpoint:
         while self._send_queue and sock is not None:
             data, sockaddr, local = self._send_queue[0]
             try:
-                if local is not None:
-                    sock.sendmsg([data], [local], 0, sockaddr)
-                else:
-                    sock.sendto(data, sockaddr)
+                _send(sock, data, sockaddr, local)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -195,6 +189,15 @@ class UdpEndpoint:
         if self._writer_registered and sock is not None:
             self._loop.remove_writer(sock.fileno())
             self._writer_registered = False
+
+
+def _send(sock: socket.socket, data: bytes, sockaddr: SockAddr, local: Cmsg | None) -> None:
+    """One datagram, from the local address ``local`` names when given
+    (PKTINFO, so that replies leave from the address they were sent to)."""
+    if local is not None:
+        sock.sendmsg([data], [local], 0, sockaddr)
+    else:
+        sock.sendto(data, sockaddr)
 
 
 def _reply_pktinfo(ancillary: list[tuple[int, int, bytes]]) -> Cmsg | None:

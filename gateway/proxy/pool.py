@@ -44,7 +44,6 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
         self.idle_since = 0.0
         self._parser: ResponseParser | None = None
         self._waiter: asyncio.Future[RawResponse] | None = None
@@ -202,7 +201,6 @@ class ConnectionPool:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed and now - conn.idle_since < self._idle_timeout:
-                conn.reused = True
                 return conn
             conn.close()
         return None

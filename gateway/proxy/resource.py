@@ -61,7 +61,7 @@ from .mapping import (
     map_response,
     parse_entity_tag,
 )
-from .upstream import CircuitBreaker, Upstream, tls_context
+from .upstream import USER_AGENT, CircuitBreaker, Upstream, tls_context
 from .upstream_auth import load_upstream_auth, resolve_path
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,10 @@ class ProxyRoute:
         return msg
 
     async def _send(self, http: HttpRequest, auth: AuthContext) -> HttpResponse:
-        headers = {k: v for k, v in http.headers.items() if k.lower() in MAPPED_REQUEST_HEADERS}
+        headers = {"User-Agent": USER_AGENT}
+        for name, value in http.headers.items():
+            if name.lower() in MAPPED_REQUEST_HEADERS:
+                headers[name] = value
         if self.templates:
             values = auth.headers_fields()
             for template in self.templates:

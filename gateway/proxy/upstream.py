@@ -285,8 +285,6 @@ class Upstream:
         probe = self.breaker.admit()
         outcome: Callable[[], None] = self.breaker.release
         sent = False
-        if "User-Agent" not in headers:
-            headers["User-Agent"] = USER_AGENT
         try:
             async with asyncio.timeout(self.timeout):
                 gate = self.gate

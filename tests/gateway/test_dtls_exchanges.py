@@ -3,6 +3,7 @@ memory itself with an injected clock, then duplicates over real DTLS."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import aiocoap
@@ -91,5 +92,24 @@ async def test_remembered_exchanges_hold_no_messages(dtls_harness: DtlsHarnessFa
         await probe.close()
 
 
-def test_the_transport_lifetime_is_what_the_memory_is_given() -> None:
-    assert TUNING.EXCHANGE_LIFETIME == 57.0
+async def test_exchanges_are_remembered_for_the_transport_lifetime(
+    dtls_harness: DtlsHarnessFactory,
+) -> None:
+    """Received requests carry the gateway's tuning: they are remembered for
+    EXCHANGE_LIFETIME (57 s) on the loop's clock, then forgotten (expiry
+    driven with an explicit time, no waiting)."""
+    h = await dtls_harness()
+    probe = h.probe()
+    try:
+        session = await probe.connect(b"dev-3", DTLS_PSKS[b"dev-3"])
+        before = asyncio.get_running_loop().time()
+        for _ in range(3):
+            await session.request(dtls_get())
+        after = asyncio.get_running_loop().time()
+        exchanges = h.server._mman.exchanges
+        assert TUNING.EXCHANGE_LIFETIME == 57.0
+        assert exchanges.expire(before + TUNING.EXCHANGE_LIFETIME - 0.001) == 0
+        assert exchanges.expire(after + TUNING.EXCHANGE_LIFETIME) == 3
+        assert len(exchanges) == 0
+    finally:
+        await probe.close()

@@ -84,6 +84,7 @@ async def test_methods_and_success_codes(
     assert resp.code == expected
     seen = upstream.seen[-1]
     assert (seen.method, seen.body) == (http_method, payload)
+    assert seen.headers["User-Agent"] == "acegw-proxy"
     if payload:
         assert seen.headers["Content-Type"] == "application/json"
 
