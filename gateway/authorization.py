@@ -51,7 +51,7 @@ from tokens.errors import (
 )
 from tokens.keys import SymmetricKey
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, PROOF_OPTION, CoapCode
-from tokens.proof import MacProofVerifier, canonical_kid, parse_proof
+from tokens.proof import MacProofVerifier, parse_proof
 from tokens.replay import FreshnessGuard
 
 from .auth_context import CURRENT, AuthContext
@@ -78,6 +78,9 @@ FAILED_PROOF = frozenset(
         "token_not_bound_to_session",
     }
 )
+_URI_QUERY = OptionNumber.URI_QUERY
+_CONTENT_FORMAT = OptionNumber.CONTENT_FORMAT
+_ECHO = OptionNumber.ECHO
 #: Option numbers aiocoap knows; others that are critical get 4.02.
 _KNOWN_OPTIONS = frozenset(int(o) for o in OptionNumber.__members__.values()) | {PROOF_OPTION}
 
@@ -134,16 +137,19 @@ class Decisions:
 class _Standing:
     """What authorization remembers about one held token between requests:
     the per-token answers (revoked, client enabled, rate) as of a registry
-    version, the identity its proofs were last seen on, and the two
-    :class:`AuthContext` values a request can get. Rebuilt when the token
-    object, the registry version or the configuration changes."""
+    version, the identity its proofs were last seen on, the methods its
+    scope grants on the paths asked for, and the two :class:`AuthContext`
+    values a request can get. Rebuilt when the token object, the registry
+    version or the configuration changes."""
 
     __slots__ = (
         "by_proof",
         "by_session",
         "disabled",
         "identity",
+        "masks",
         "rate",
+        "refused",
         "revoked",
         "token",
         "verifier",
@@ -155,6 +161,8 @@ class _Standing:
         self.version = version
         self.revoked = authorizer._is_revoked(token.cti)
         self.disabled = not authorizer._client_enabled(token.client_id)
+        #: revoked or disabled: every request of this token is refused
+        self.refused = self.revoked or self.disabled
         self.rate = authorizer._device_rate(token.client_id)
         #: the client identity (not an RFC 9202 one) its proofs verified on
         self.identity: bytes | None = None
@@ -162,6 +170,21 @@ class _Standing:
         self.verifier = MacProofVerifier(key) if isinstance(key, SymmetricKey) else None
         self.by_proof = _context(token, "proof")
         self.by_session = _context(token, "session")
+        #: Uri-Path -> the AIF method mask the scope grants there (RFC 9237 §2.3)
+        self.masks: dict[tuple[str, ...], int] = {}
+
+    def methods(self, path: tuple[str, ...]) -> int:
+        """The method mask the token's scope grants on ``path``."""
+        mask = self.masks.get(path)
+        if mask is None:
+            mask = self.token.scope.allowed_methods(path)
+            if len(self.masks) < _MAX_PATHS:
+                self.masks[path] = mask
+        return mask
+
+
+#: Paths whose scope answer one token remembers.
+_MAX_PATHS = 64
 
 
 def _context(token: AccessToken, via: Literal["proof", "session"]) -> AuthContext:
@@ -212,10 +235,13 @@ class Authorizer:
         self._clock = clock
         self.decisions = Decisions()
         self._standing: dict[bytes, _Standing] = {}
+        #: client identity -> the standing whose proofs last verified on it
+        self._by_identity: dict[bytes, _Standing] = {}
 
     def forget(self) -> None:
         """Drop every remembered per-token answer (configuration reloaded)."""
         self._standing.clear()
+        self._by_identity.clear()
 
     def authorize(
         self, request: aiocoap.Message, path: tuple[str, ...] | None = None
@@ -225,9 +251,10 @@ class Authorizer:
         now = self._clock()
         if path is None:
             path = tuple(request.opt.uri_path)
-        proof_options = request.opt.get_option(PROOF_OPTION)
+        # aiocoap 0.4.17's option dict (number -> options): one look-up
+        proof_options = request.opt._options.get(PROOF_OPTION, ())
         identity: bytes | None = getattr(request.remote, "psk_identity", None)
-        if len(proof_options) == 1 and identity is not None:
+        if identity is not None and len(proof_options) == 1:
             auth = self._authorize_known(request, identity, path, proof_options[0].value, now)
             if auth is not None:
                 return auth
@@ -248,8 +275,11 @@ class Authorizer:
             standing = self._standing[token.kid] = _Standing(token, version, self)
             if len(self._standing) > 2 * len(self.tokens) + 1024:
                 self._prune()
+        if len(self._by_identity) > 2 * len(self.tokens) + 1024:
+            self._prune()
         if by_proof and _bound_kid(identity) is None:  # type: ignore[arg-type]
             standing.identity = identity
+            self._by_identity[identity] = standing  # type: ignore[index]
         self._admit(standing, path, int(request.code), now)
         return standing.by_proof if by_proof else standing.by_session
 
@@ -276,38 +306,49 @@ class Authorizer:
         now: float,
     ) -> AuthContext | None:
         """The same decision as the general path, taken in fewer steps for the
-        common request: a canonical Mac0 proof of a token whose standing is
-        current, on the client session its proofs verified on before, with
-        no ban anywhere. ``None`` (nothing changed) whenever any of that does
-        not hold or a check fails before the piv is committed: the general
-        path then decides, and says why."""
-        lockout = self.lockout
-        if lockout is not None and lockout.has_bans():
-            return None
-        kid = canonical_kid(proof)
-        standing = self._standing.get(kid) if kid is not None else None
-        if (
-            standing is None
-            or standing.verifier is None
-            or identity != standing.identity
-            or standing.version != self._version()
-        ):
+        common request: a canonical Mac0 proof of the token whose proofs
+        verified on this client identity before, whose standing is current
+        and lets it through, with no ban anywhere. ``None`` (nothing
+        changed) whenever any of that does not hold or a check fails before
+        the piv is committed: the general path then decides, and says why.
+        After the commit, the rate limit (4.29) and scope (4.03 / 4.05)
+        raise as in :meth:`_admit`."""
+        standing = self._by_identity.get(identity)
+        if standing is None:
             return None
         token = standing.token
-        if self.tokens.peek(token.kid) is not token:
+        verifier = standing.verifier
+        lockout = self.lockout
+        if (
+            verifier is None
+            or standing.refused
+            or token.exp <= now
+            or (lockout is not None and lockout.bans)
+            or standing.version != self._version()
+            or self.tokens.peek(token.kid) is not token
+        ):
             return None
         code, query, content_format, payload, echo = _covered(request)
-        piv = standing.verifier.check(proof, code, path, query, content_format, payload, echo)
+        piv = verifier.check(proof, code, path, query, content_format, payload, echo)
         if piv is None or not self.guard.accept(token.kid, piv):
             return None
         self.decisions.proofs_verified += 1
-        self._admit(standing, path, int(request.code), now)
+        self._limits.take(token.client_id, now, rate=standing.rate)
+        mask = standing.masks.get(path)
+        if mask is None:
+            mask = standing.methods(path)
+        if not mask >> (code - 1) & 1:
+            token.scope.check(path, code)  # raises 4.03 or 4.05
         return standing.by_proof
 
     def _prune(self) -> None:
         held = self.tokens.peek
         for kid in [k for k, s in self._standing.items() if held(k) is not s.token]:
             del self._standing[kid]
+        current = self._standing.get
+        stale = [i for i, s in self._by_identity.items() if current(s.token.kid) is not s]
+        for identity in stale:
+            del self._by_identity[identity]
 
     def _authenticate(
         self,
@@ -323,7 +364,7 @@ class Authorizer:
         if identity is None:
             raise MissingToken("protected resources need a DTLS session")
         lockout = self.lockout
-        if lockout is not None and lockout.has_bans():
+        if lockout is not None and lockout.bans:
             lockout.check(("identity", identity), now)
             address = getattr(request.remote, "address", None)
             if address:
@@ -371,6 +412,9 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self._ace_limit = ace_limit
         self.unprotected = unprotected
         self.max_body = max_body
+        # An audit sink that is off stays off (AuditLog's sink is fixed when
+        # it opens; a closed one drops records): no record is built for it.
+        self._audit_enabled = bool(getattr(audit, "enabled", True))
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
         return True
@@ -398,11 +442,12 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         return self.inner.get_resources_as_linkheader()
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
-        path = tuple(request.opt.uri_path)
-        for option in request.opt.option_list():
-            number = int(option.number)
+        options = request.opt._options  # aiocoap 0.4.17: number -> options
+        for number in options:
             if number & 1 and number not in _KNOWN_OPTIONS:
-                return _error(request, BadOption(f"critical option {number} not supported"))
+                unknown = min(n for n in options if n & 1 and n not in _KNOWN_OPTIONS)
+                return _error(request, BadOption(f"critical option {unknown} not supported"))
+        path = tuple(request.opt.uri_path)
         if path in self.unprotected:
             if self._ace_limit is not None and path in UNPROTECTED and path != _WELL_KNOWN:
                 try:
@@ -416,7 +461,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         except (TokenError, GatewayError) as exc:
             return self._refuse(request, exc)
         self.authorizer.decisions.allowed += 1
-        if getattr(self._audit, "enabled", True):
+        if self._audit_enabled:
             self._audit(
                 event="request",
                 decision="allow",
@@ -431,7 +476,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             )
         # The proof is verified and committed: resources never need it, and
         # aiocoap's site dispatch copies every option of the request.
-        request.opt.delete_option(PROOF_OPTION)
+        options.pop(PROOF_OPTION, None)
         reset = CURRENT.set(auth)
         try:
             return await self.inner.render(request)
@@ -481,15 +526,19 @@ def _covered(
 ) -> tuple[int, tuple[str, ...], int | None, bytes, bytes | None]:
     """What a proof covers besides the path (DESIGN.md "Per-request proof"),
     as received: method code, Uri-Query, Content-Format, payload; and the
-    Echo value (RFC 9175 §2.3)."""
-    opt = request.opt
-    cf = opt.content_format
+    Echo value (RFC 9175 §2.3). Read from aiocoap's option dict directly
+    (the same values as its ``uri_query``, ``content_format`` and ``echo``
+    views: this is on every protected request's path)."""
+    options = request.opt._options
+    query = options.get(_URI_QUERY)
+    cf = options.get(_CONTENT_FORMAT)
+    echo = options.get(_ECHO)
     return (
         int(request.code),
-        opt.uri_query,
-        None if cf is None else int(cf),
+        () if query is None else tuple([o.value for o in query]),
+        None if cf is None else int(cf[0].value),
         request.payload,
-        opt.echo,
+        None if echo is None else echo[0].value,
     )
 
 

@@ -72,9 +72,9 @@ class Lockout:
     ``window`` seconds. Bans lift automatically."""
 
     __slots__ = (
-        "_bans",
         "_failures",
         "ban_seconds",
+        "bans",
         "bans_total",
         "max_failures",
         "max_keys",
@@ -94,23 +94,20 @@ class Lockout:
         self.ban_seconds = ban_seconds
         self.max_keys = max_keys
         self._failures: OrderedDict[Hashable, deque[float]] = OrderedDict()
-        self._bans: dict[Hashable, float] = {}
+        #: key -> end of its ban (some may have lifted; read-only outside):
+        #: while empty, no key needs :meth:`check`
+        self.bans: dict[Hashable, float] = {}
         self.bans_total = 0
 
     def banned_until(self, key: Hashable, now: float) -> float | None:
         """The end of ``key``'s ban, or None if it is not banned now."""
-        until = self._bans.get(key)
+        until = self.bans.get(key)
         if until is None:
             return None
         if until <= now:
-            del self._bans[key]
+            del self.bans[key]
             return None
         return until
-
-    def has_bans(self) -> bool:
-        """Whether any ban is recorded (some may have lifted): when not, no
-        key needs :meth:`check`."""
-        return bool(self._bans)
 
     def check(self, key: Hashable, now: float) -> None:
         if self.banned_until(key, now) is not None:
@@ -129,13 +126,13 @@ class Lockout:
         while times and times[0] <= now - self.window:
             times.popleft()
         if len(times) >= self.max_failures and self.banned_until(key, now) is None:
-            self._bans[key] = now + self.ban_seconds
+            self.bans[key] = now + self.ban_seconds
             times.clear()
             self.bans_total += 1
             return True
         return False
 
     def active_bans(self, now: float) -> int:
-        for key in [k for k, until in self._bans.items() if until <= now]:
-            del self._bans[key]
-        return len(self._bans)
+        for key in [k for k, until in self.bans.items() if until <= now]:
+            del self.bans[key]
+        return len(self.bans)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tokens.aif import Scope
@@ -50,6 +51,9 @@ class TokenStore:
         self.max_per_client = max_per_client
         self.max_tokens = max_tokens
         self._by_kid: dict[bytes, AccessToken] = {}
+        #: the token held for a kid, or None (a bound ``dict.get``: it is on
+        #: every request's path)
+        self.peek: Callable[[bytes], AccessToken | None] = self._by_kid.get
         self._by_client: dict[str, OrderedDict[bytes, None]] = {}
         self._expiry: list[tuple[float, int, bytes]] = []
         self._seq = itertools.count()
@@ -97,9 +101,6 @@ class TokenStore:
             self._drop(token)
             raise Expired("token expired")
         return token
-
-    def peek(self, kid: bytes) -> AccessToken | None:
-        return self._by_kid.get(kid)
 
     def expire(self, now: float) -> list[AccessToken]:
         """Drop every token whose ``exp`` has passed; return them."""

@@ -49,7 +49,6 @@ __all__ = [
     "ParsedProof",
     "ProofedRequest",
     "build_proof",
-    "canonical_kid",
     "detached_content",
     "encode_piv",
     "parse_proof",
@@ -117,10 +116,21 @@ def _detached(
 ) -> bytes:
     """:func:`detached_content` from the request's parts (the gateway's hot
     path passes them without building a :class:`ProofedRequest`)."""
-    if not 0 < code < 8:
-        raise MalformedError("proof: request method code must be 1..7")
+    shape = _shape(code, path, query, content_format)
     if not 0 <= piv <= MAX_PIV:
         raise MalformedError("proof: piv out of range")
+    return shape + _tail(payload, piv, echo)
+
+
+def _shape(
+    code: int, path: Sequence[str], query: Sequence[str], content_format: int | None
+) -> bytes:
+    """The detached content up to the payload digest: the array head, layout
+    version, method code, Uri-Path and Uri-Query arrays, Content-Format. The
+    same for every request of one shape (:class:`MacProofVerifier` keeps
+    them)."""
+    if not 0 < code < 8:
+        raise MalformedError("proof: request method code must be 1..7")
     parts = [b"\x88\x01", _SMALL_UINT[code]]
     append = parts.append
     try:
@@ -139,10 +149,16 @@ def _detached(
         append(_NULL)
     else:
         append(_SMALL_UINT[cf] if 0 <= cf < 24 else cbor.head(0, cf))
-    append(b"\x50" + hashlib.sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR)
-    append(_SMALL_UINT[piv] if piv < 24 else cbor.head(0, piv))
-    append(_NULL if echo is None else cbor.bstr(echo))
     return b"".join(parts)
+
+
+def _tail(payload: bytes, piv: int, echo: bytes | None) -> bytes:
+    """The detached content from the payload digest on (``piv`` in range)."""
+    return (
+        (b"\x50" + hashlib.sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR)
+        + (_SMALL_UINT[piv] if piv < 24 else cbor.head(0, piv))
+        + (_NULL if echo is None else cbor.bstr(echo))
+    )
 
 
 def encode_piv(piv: int) -> bytes:
@@ -255,43 +271,51 @@ class ParsedProof(NamedTuple):
             key.verify(cose.sig_structure(self.protected, b"", content), self.tag)
 
 
-def canonical_kid(option_value: bytes) -> bytes | None:
-    """The ``kid`` of a Proof option value in the layout :func:`build_proof`
-    emits, read without parsing the rest; ``None`` for any other layout. For
-    look-ups before a :class:`MacProofVerifier` check: says nothing about
-    validity."""
-    if option_value[:4] != b"\x84\x43\xa1\x01" or option_value[5:7] != b"\xa2\x04":
-        return None
-    n = option_value[7] - 0x40 if len(option_value) > 7 else -1
-    if not 0 <= n < 24:
-        return None
-    return option_value[8 : 8 + n]
-
-
 class MacProofVerifier:
     """One HMAC PoP key's check of a Proof in the canonical layout, parse and
     MAC in one call: the gateway's per-request hot path. It accepts exactly
     what :func:`parse_proof` then :meth:`ParsedProof.verify` accept for this
     key in that layout; anything else (another layout, kid or alg, a bad MAC)
-    gets ``None`` and the caller takes the general path, which says why."""
+    gets ``None`` and the caller takes the general path, which says why.
 
-    __slots__ = ("_head", "_key", "_prefix", "_tag_head")
+    Everything that is the same from one request to the next is prepared
+    once: the proof's bytes up to the piv, the MAC_structure up to the
+    content, the HMAC pad states (RFC 2104 §2), and the detached content up
+    to the payload digest for each request shape (method, path, query,
+    Content-Format) seen, shared by all verifiers."""
+
+    __slots__ = (
+        "_head",
+        "_inner",
+        "_outer",
+        "_piv_at",
+        "_prefix",
+        "_tag_at",
+        "_tag_head",
+        "_tag_len",
+        "_trailer",
+    )
 
     def __init__(self, key: SymmetricKey) -> None:
         if key.alg not in MAC_TAG_LENGTH or not key.kid:
             raise ValueError("a MAC proof verifier needs an HMAC key with a kid")
         protected = _protected_for(int(key.alg))
-        self._key = key
         self._head = b"\x84" + cbor.bstr(protected) + b"\xa2\x04" + cbor.bstr(key.kid) + b"\x06"
+        self._piv_at = len(self._head)
         self._prefix = _mac_prefix(protected)
-        self._tag_head = b"\xf6" + cbor.head(2, MAC_TAG_LENGTH[key.alg])
+        self._tag_len = MAC_TAG_LENGTH[key.alg]
+        # after the piv: nil payload, then the tag as a byte string
+        self._tag_head = _NULL + cbor.head(2, self._tag_len)
+        self._tag_at = len(self._tag_head)
+        self._trailer = self._tag_at + self._tag_len
+        self._inner, self._outer = key.hmac_states()
 
     def check(
         self,
         option_value: bytes,
         code: int,
-        path: Sequence[str],
-        query: Sequence[str],
+        path: tuple[str, ...],
+        query: tuple[str, ...],
         content_format: int | None,
         payload: bytes,
         echo: bytes | None,
@@ -299,26 +323,45 @@ class MacProofVerifier:
         """The proof's piv when ``option_value`` is this key's canonical
         proof for the request as received and its MAC verifies (RFC 9052
         §6.3); ``None`` otherwise."""
-        head = self._head
-        if not option_value.startswith(head):
+        if not option_value.startswith(self._head):
             return None
-        h = len(head)
-        n = option_value[h] - 0x40 if len(option_value) > h else 0
-        if not 0 < n < 6:
+        h = self._piv_at
+        end = len(option_value) - self._trailer
+        n = end - h - 1  # piv length, from the total length
+        if (
+            not 0 < n < 6
+            or option_value[h] != 0x40 + n
+            or option_value[end : end + self._tag_at] != self._tag_head
+            or (n > 1 and option_value[h + 1] == 0)
+        ):
             return None
-        piv_bytes = option_value[h + 1 : h + 1 + n]
-        if len(piv_bytes) != n or (piv_bytes[0] == 0 and n > 1):
-            return None
-        i = h + 1 + n
-        tag_head = self._tag_head
-        if option_value[i : i + len(tag_head)] != tag_head:
-            return None
-        tag = option_value[i + len(tag_head) :]
-        piv = int.from_bytes(piv_bytes, "big")
-        content = _detached(code, path, query, content_format, payload, piv, echo)
-        if not hmac.compare_digest(self._key.mac(self._prefix + cbor.bstr(content)), tag):
+        piv = int.from_bytes(option_value[h + 1 : end], "big")
+        shape = _SHAPES.get((code, path, query, content_format))
+        if shape is None:
+            try:
+                shape = _shape(code, path, query, content_format)
+            except MalformedError:
+                return None
+            if len(_SHAPES) >= _MAX_SHAPES:
+                _SHAPES.clear()
+            _SHAPES[code, path, query, content_format] = shape
+        content = shape + _tail(payload, piv, echo)
+        n = len(content)
+        inner = self._inner.copy()
+        inner.update(self._prefix + (_BSTR_HEADS[n] if n < 256 else cbor.head(2, n)) + content)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        tag = option_value[end + self._tag_at :]
+        if not hmac.compare_digest(outer.digest()[: self._tag_len], tag):
             return None
         return piv
+
+
+#: Detached-content shapes by (code, path, query, Content-Format); cleared
+#: when full (a gateway sees few distinct shapes).
+_SHAPES: dict[tuple[int, tuple[str, ...], tuple[str, ...], int | None], bytes] = {}
+_MAX_SHAPES = 4096
+_BSTR_HEADS = tuple(cbor.head(2, n) for n in range(256))
 
 
 #: MAC_structure (RFC 9052 §6.3) up to its payload, by protected bucket.

@@ -30,6 +30,7 @@ from aiocoap.util import hostportjoin
 from DTLSSocket import dtls
 
 from . import records
+from .codec import decode_message
 from .config import DtlsServerConfig
 from .exchanges import adopt
 from .remote import DtlsRemote, DtlsSessionClosed, hostinfo, identity_label
@@ -506,8 +507,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             return
         for plaintext in plaintexts:
             try:
-                message = Message.decode(plaintext, remote=remote)
-                message.transport_tuning = TUNING
+                message = decode_message(plaintext, remote, TUNING)
             except Exception:
                 self._counters.dropped["coap_unparsable"] += 1
                 log.debug("unparsable CoAP message from %s", remote)
