@@ -247,17 +247,68 @@ class Authorizer:
         self, request: aiocoap.Message, path: tuple[str, ...] | None = None
     ) -> AuthContext:
         """Authorize ``request`` (see the module docstring) or raise the error
-        whose CoAP code is the answer. ``path``: its Uri-Path, if at hand."""
+        whose CoAP code is the answer. ``path``: its Uri-Path, if at hand.
+
+        The common request is decided here in fewer steps: a canonical Mac0
+        proof of the token whose proofs verified on this client identity
+        before, whose standing is current and lets it through, with no ban
+        anywhere. Whenever any of that does not hold, or a check fails before
+        the piv is committed, nothing has changed and the general path
+        decides, and says why; after the commit, the rate limit (4.29) and
+        the scope (4.03 / 4.05) raise as in :meth:`_admit`."""
         now = self._clock()
         if path is None:
             path = tuple(request.opt.uri_path)
-        # aiocoap 0.4.17's option dict (number -> options): one look-up
-        proof_options = request.opt._options.get(PROOF_OPTION, ())
+        options = request.opt._options  # aiocoap 0.4.17: number -> options
+        proofs = options.get(PROOF_OPTION, ())
         identity: bytes | None = getattr(request.remote, "psk_identity", None)
-        if identity is not None and len(proof_options) == 1:
-            auth = self._authorize_known(request, identity, path, proof_options[0].value, now)
-            if auth is not None:
-                return auth
+        standing = self._by_identity.get(identity) if len(proofs) == 1 else None  # type: ignore[arg-type]
+        if standing is not None:
+            token = standing.token
+            verifier = standing.verifier
+            lockout = self.lockout
+            if not (
+                verifier is None
+                or standing.refused
+                or token.exp <= now
+                or (lockout is not None and lockout.bans)
+                or standing.version != self._version()
+                or self.tokens.peek(token.kid) is not token
+            ):
+                code = request.code
+                query = options.get(_URI_QUERY)
+                cf = options.get(_CONTENT_FORMAT)
+                echo = options.get(_ECHO)
+                piv = verifier.check(
+                    proofs[0].value,
+                    code,
+                    path,
+                    () if query is None else tuple([o.value for o in query]),
+                    None if cf is None else int(cf[0].value),
+                    request.payload,
+                    None if echo is None else echo[0].value,
+                )
+                if piv is not None and self.guard.accept(token.kid, piv):
+                    self.decisions.proofs_verified += 1
+                    self._limits.take(token.client_id, now, rate=standing.rate)
+                    mask = standing.masks.get(path)
+                    if mask is None:
+                        mask = standing.methods(path)
+                    if not mask >> (code - 1) & 1:
+                        token.scope.check(path, code)  # raises 4.03 or 4.05
+                    return standing.by_proof
+        return self._authorize(request, identity, path, proofs, now)
+
+    def _authorize(
+        self,
+        request: aiocoap.Message,
+        identity: bytes | None,
+        path: tuple[str, ...],
+        proof_options: Any,
+        now: float,
+    ) -> AuthContext:
+        """The general path: every check in DESIGN.md's order, each failure
+        raised with its reason."""
         try:
             token, by_proof = self._authenticate(request, identity, path, proof_options, now)
         except (TokenError, GatewayError) as exc:
@@ -275,11 +326,11 @@ class Authorizer:
             standing = self._standing[token.kid] = _Standing(token, version, self)
             if len(self._standing) > 2 * len(self.tokens) + 1024:
                 self._prune()
-        if len(self._by_identity) > 2 * len(self.tokens) + 1024:
-            self._prune()
         if by_proof and _bound_kid(identity) is None:  # type: ignore[arg-type]
             standing.identity = identity
             self._by_identity[identity] = standing  # type: ignore[index]
+            if len(self._by_identity) > 2 * len(self.tokens) + 1024:
+                self._prune()
         self._admit(standing, path, int(request.code), now)
         return standing.by_proof if by_proof else standing.by_session
 
@@ -296,50 +347,6 @@ class Authorizer:
             raise Revoked("client disabled")
         self._limits.take(token.client_id, now, rate=standing.rate)
         token.scope.check(path, code)
-
-    def _authorize_known(
-        self,
-        request: aiocoap.Message,
-        identity: bytes,
-        path: tuple[str, ...],
-        proof: bytes,
-        now: float,
-    ) -> AuthContext | None:
-        """The same decision as the general path, taken in fewer steps for the
-        common request: a canonical Mac0 proof of the token whose proofs
-        verified on this client identity before, whose standing is current
-        and lets it through, with no ban anywhere. ``None`` (nothing
-        changed) whenever any of that does not hold or a check fails before
-        the piv is committed: the general path then decides, and says why.
-        After the commit, the rate limit (4.29) and scope (4.03 / 4.05)
-        raise as in :meth:`_admit`."""
-        standing = self._by_identity.get(identity)
-        if standing is None:
-            return None
-        token = standing.token
-        verifier = standing.verifier
-        lockout = self.lockout
-        if (
-            verifier is None
-            or standing.refused
-            or token.exp <= now
-            or (lockout is not None and lockout.bans)
-            or standing.version != self._version()
-            or self.tokens.peek(token.kid) is not token
-        ):
-            return None
-        code, query, content_format, payload, echo = _covered(request)
-        piv = verifier.check(proof, code, path, query, content_format, payload, echo)
-        if piv is None or not self.guard.accept(token.kid, piv):
-            return None
-        self.decisions.proofs_verified += 1
-        self._limits.take(token.client_id, now, rate=standing.rate)
-        mask = standing.masks.get(path)
-        if mask is None:
-            mask = standing.methods(path)
-        if not mask >> (code - 1) & 1:
-            token.scope.check(path, code)  # raises 4.03 or 4.05
-        return standing.by_proof
 
     def _prune(self) -> None:
         held = self.tokens.peek

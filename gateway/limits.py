@@ -50,7 +50,8 @@ class RateLimiter:
 
     def take(self, key: Hashable, now: float, *, rate: float | None = None) -> None:
         """Spend one token for ``key`` or raise :class:`TooManyRequests`."""
-        rate = self.rate if rate is None else rate
+        if rate is None:
+            rate = self.rate
         buckets = self._buckets
         entry = buckets.get(key)
         if entry is None:
@@ -58,8 +59,11 @@ class RateLimiter:
             if len(buckets) >= self.max_keys:
                 buckets.popitem(last=False)
         else:
-            level, at = entry
-            tokens = min(float(self.burst), level + max(0.0, now - at) * rate)
+            tokens, at = entry
+            if now > at:
+                tokens += (now - at) * rate
+                if tokens > self.burst:
+                    tokens = float(self.burst)
             buckets.move_to_end(key)
         if tokens < 1.0:
             buckets[key] = (tokens, now)

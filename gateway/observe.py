@@ -163,7 +163,24 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         if refusal is not None:  # before block-wise assembly spools the body
             pipe.add_response(refusal, is_last=True)
             return
-        await aiocoap.interfaces.Resource._render_to_pipe(self, pipe)
+        # aiocoap's block-wise flow (Resource._render_to_pipe: Block1 spool,
+        # Block2 cache, RFC 7959), except that the Block2 cache and its key
+        # (every option of the request, encoded) are only used when the
+        # request asks for a later block or the response needs cutting into
+        # blocks: most requests need neither.
+        request = self._block1.feed_and_take(pipe.request)
+        if request.opt.block2 is None:
+            # the cache key is of the request as received: the layers below
+            # may drop options they consumed (the Proof option)
+            received = dict(request.opt._options)  # aiocoap 0.4.17: number -> options
+            response = await self.render(request)
+            if len(response.payload) > request.remote.maximum_payload_size:
+                request.opt._options = received
+                response = await self._block2.extract_or_insert(request, _Rendered(response))
+        else:
+            response = await self._block2.extract_or_insert(request, lambda: self.render(request))
+        response.opt.block1 = request.opt.block1
+        pipe.add_response(response, is_last=True)
 
     def get_resources_as_linkheader(self) -> Any:
         return self.inner.get_resources_as_linkheader()
@@ -195,6 +212,19 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         finally:
             self.in_flight -= 1
             self._requests.inc(route, code)
+
+
+class _Rendered:
+    """A response builder for :meth:`aiocoap.blockwise.Block2Cache.extract_or_insert`
+    that returns a response already rendered."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: aiocoap.Message) -> None:
+        self.response = response
+
+    async def __call__(self) -> aiocoap.Message:
+        return self.response
 
 
 class MeteredAudit:

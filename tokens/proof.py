@@ -30,9 +30,10 @@ only of understood labels), so both paths accept exactly the same proofs.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from hashlib import sha256
+from hmac import compare_digest
 from typing import Any, NamedTuple
 
 import cbor2
@@ -336,7 +337,8 @@ class MacProofVerifier:
         ):
             return None
         piv = int.from_bytes(option_value[h + 1 : end], "big")
-        shape = _SHAPES.get((code, path, query, content_format))
+        key = (code, path, query, content_format)
+        shape = _SHAPES.get(key)
         if shape is None:
             try:
                 shape = _shape(code, path, query, content_format)
@@ -344,15 +346,22 @@ class MacProofVerifier:
                 return None
             if len(_SHAPES) >= _MAX_SHAPES:
                 _SHAPES.clear()
-            _SHAPES[code, path, query, content_format] = shape
-        content = shape + _tail(payload, piv, echo)
+            _SHAPES[key] = shape
+        # the rest of the detached content, as _tail() encodes it
+        content = b"".join(
+            (
+                shape,
+                b"\x50" + sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR,
+                _UINTS[piv] if piv < 256 else cbor.head(0, piv),
+                _NULL if echo is None else cbor.bstr(echo),
+            )
+        )
         n = len(content)
         inner = self._inner.copy()
         inner.update(self._prefix + (_BSTR_HEADS[n] if n < 256 else cbor.head(2, n)) + content)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        tag = option_value[end + self._tag_at :]
-        if not hmac.compare_digest(outer.digest()[: self._tag_len], tag):
+        if not compare_digest(outer.digest()[: self._tag_len], option_value[end + self._tag_at :]):
             return None
         return piv
 
@@ -362,6 +371,7 @@ class MacProofVerifier:
 _SHAPES: dict[tuple[int, tuple[str, ...], tuple[str, ...], int | None], bytes] = {}
 _MAX_SHAPES = 4096
 _BSTR_HEADS = tuple(cbor.head(2, n) for n in range(256))
+_UINTS = tuple(cbor.head(0, n) for n in range(256))
 
 
 #: MAC_structure (RFC 9052 §6.3) up to its payload, by protected bucket.

@@ -143,8 +143,25 @@ async def test_warm_requests_skip_the_general_path_and_decide_the_same(gateway, 
         assert set(parses) == refused  # only the refused ones took the general path
         assert (await dev.request(pd.message(path="/admin"))).code == Code.FORBIDDEN
         assert set(parses) == refused  # scope is checked after the one-step verification
+        # every covered part read on the one-step path: query, Content-Format,
+        # payload, an Echo (a window is open: it is only covered, not needed)
+        full = {"query": ("a=1", "b"), "payload": b"\x01\x02", "content_format": 60}
+        put = pd.message(Code.PUT, "/whoami", **full)
+        assert (await dev.request(put)).code == Code.METHOD_NOT_ALLOWED
+        assert (await dev.request(pd.message(echo=b"\x00\x07old"))).code == Code.CONTENT
+        assert set(parses) == refused
+        for change in ({"query": ("a=2", "b")}, {"payload": b"\x01"}, {"content_format": 0}):
+            wrong = pd.message(Code.PUT, "/whoami", **full, proofed_as=change)
+            assert (await dev.request(wrong)).code == Code.UNAUTHORIZED, change
+        assert len(parses) == len(refused) + 3
     reasons = [r["reason"] for r in audit_records(gateway) if r.get("decision") == "deny"]
-    assert reasons[-3:] == ["bad_signature", "replay", "scope_path"]
+    assert reasons[-7:] == [
+        "bad_signature",
+        "replay",
+        "scope_path",
+        "scope_method",
+        *["bad_signature"] * 3,
+    ]
 
 
 async def test_expired_revoked_and_disabled(state_dir):
