@@ -7,10 +7,15 @@ attributes, option objects of the classes aiocoap's option numbers name,
 values decoded as aiocoap decodes them), in one pass over the bytes and
 without aiocoap's per-option arithmetic on enum objects: the gateway decodes
 every request it serves, so this is on every request's path. It is stricter
-than aiocoap where RFC 7252 §3 says "MUST be processed as a message format
+than aiocoap where RFC 7252 says "MUST be processed as a message format
 error": a token length of 9-15 and a payload marker followed by no payload
-are refused (:class:`~aiocoap.error.UnparsableMessage`), as are truncated
-headers and options (aiocoap refuses those too).
+(§3), and an Empty message (code 0.00) with anything after the Message ID
+(§4.1), are refused (:class:`~aiocoap.error.UnparsableMessage`), as are
+truncated headers and options (aiocoap refuses those too).
+
+The simulator has its own codec (``device_sim/coap.py``) on purpose: a
+conformance tool that shared the gateway's decoder could not catch its
+mistakes.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ def decode_message(data: bytes, remote: Any, transport_tuning: Any) -> Message:
     i = 4 + tkl
     if i > n:
         raise UnparsableMessage("Token announced but absent")
+    if data[1] == 0 and n != 4:
+        raise UnparsableMessage("Empty message with content")
     options: dict[int, list[Any]] = {}
     payload = b""
     number = 0

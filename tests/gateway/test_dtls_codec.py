@@ -83,6 +83,10 @@ def test_decodes_what_aiocoap_decodes(code, mtype, mid, token, options, proof, p
     for value in proof:
         message.opt.add_option(OpaqueOption(PROOF_OPTION, value))
     data = message.encode()
+    if code == 0 and len(data) > 4:  # an Empty message with content (RFC 7252 §4.1)
+        with pytest.raises(UnparsableMessage):
+            decode_message(data, REMOTE, TUNING)
+        return
     _same(decode_message(data, REMOTE, TUNING), _theirs(data))
 
 
@@ -120,11 +124,19 @@ def test_any_bytes_decode_as_aiocoap_or_are_a_format_error(data):
         b"\x40\x01\x00\x01\xe1\x01",  # 2-byte extended delta cut short
         b"\x40\x01\x00\x01\xf1",  # delta 15 outside the payload marker
         b"\x40\x01\x00\x01\x1f",  # length 15
+        b"\x41\x00\x00\x01t",  # Empty message with a token
+        b"\x40\x00\x00\x01\xffx",  # Empty message with a payload
     ],
 )
 def test_message_format_errors_are_refused(data):
     with pytest.raises(UnparsableMessage):
         decode_message(data, REMOTE, TUNING)
+
+
+def test_an_empty_message_decodes():
+    message = decode_message(b"\x70\x00\x12\x34", REMOTE, TUNING)  # RST
+    assert (message.mtype, message.code, message.mid) == (Type.RST, Code.EMPTY, 0x1234)
+    assert message.token == b"" and message.payload == b"" and not message.opt._options
 
 
 def test_a_proofed_request_decodes_with_its_options_typed():
