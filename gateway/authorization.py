@@ -259,8 +259,7 @@ class Authorizer:
         now = self._clock()
         if path is None:
             path = tuple(request.opt.uri_path)
-        options = request.opt._options  # aiocoap 0.4.17: number -> options
-        proofs = options.get(PROOF_OPTION, ())
+        proofs = request.opt._options.get(PROOF_OPTION, ())  # aiocoap 0.4.17's option dict
         identity: bytes | None = getattr(request.remote, "psk_identity", None)
         standing = self._by_identity.get(identity) if len(proofs) == 1 else None  # type: ignore[arg-type]
         if standing is not None:
@@ -275,27 +274,13 @@ class Authorizer:
                 or standing.version != self._version()
                 or self.tokens.peek(token.kid) is not token
             ):
-                code = request.code
-                query = options.get(_URI_QUERY)
-                cf = options.get(_CONTENT_FORMAT)
-                echo = options.get(_ECHO)
+                code, query, content_format, payload, echo = _covered(request)
                 piv = verifier.check(
-                    proofs[0].value,
-                    code,
-                    path,
-                    () if query is None else tuple([o.value for o in query]),
-                    None if cf is None else int(cf[0].value),
-                    request.payload,
-                    None if echo is None else echo[0].value,
+                    proofs[0].value, code, path, query, content_format, payload, echo
                 )
                 if piv is not None and self.guard.accept(token.kid, piv):
                     self.decisions.proofs_verified += 1
-                    self._limits.take(token.client_id, now, rate=standing.rate)
-                    mask = standing.masks.get(path)
-                    if mask is None:
-                        mask = standing.methods(path)
-                    if not mask >> (code - 1) & 1:
-                        token.scope.check(path, code)  # raises 4.03 or 4.05
+                    self._admit(standing, path, code, now)
                     return standing.by_proof
         return self._authorize(request, identity, path, proofs, now)
 
@@ -346,7 +331,8 @@ class Authorizer:
         if standing.disabled:
             raise Revoked("client disabled")
         self._limits.take(token.client_id, now, rate=standing.rate)
-        token.scope.check(path, code)
+        if not standing.methods(path) >> (code - 1) & 1:  # AIF bit (RFC 9237 §2.3)
+            token.scope.check(path, code)  # raises 4.03 or 4.05, saying which
 
     def _prune(self) -> None:
         held = self.tokens.peek
@@ -482,20 +468,19 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
                 via=auth.via,
             )
         # The proof is verified and committed: resources never need it, and
-        # aiocoap's site dispatch copies every option of the request.
-        options.pop(PROOF_OPTION, None)
+        # aiocoap's site dispatch copies every option of the request. It is
+        # put back afterwards: the request leaves this layer as it came (the
+        # Block2 cache keys continuations on the request as received).
+        proofs = options.pop(PROOF_OPTION, None)
         reset = CURRENT.set(auth)
         try:
             return await self.inner.render(request)
         finally:
             CURRENT.reset(reset)
+            if proofs is not None:
+                options[proofs[0].number] = proofs
 
-    def _refuse(
-        self,
-        request: aiocoap.Message,
-        exc: TokenError | GatewayError,
-        auth: AuthContext | None = None,
-    ) -> aiocoap.Message:
+    def _refuse(self, request: aiocoap.Message, exc: TokenError | GatewayError) -> aiocoap.Message:
         self.authorizer.decisions.refuse(exc.reason)
         identity: bytes | None = getattr(request.remote, "psk_identity", None)
         proof = request.opt.get_option(PROOF_OPTION)
@@ -511,7 +496,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             reason=exc.reason,
             code=CoapCode(int(exc.coap_code)).dotted,
             peer=peer_of(request),
-            client_id=auth.client_id if auth else _client_label(identity),
+            client_id=_client_label(identity),
             kid=kid,
             resource="/" + "/".join(request.opt.uri_path),
             method=str(request.code),
@@ -556,7 +541,7 @@ def _bound_kid(identity: bytes) -> bytes | None:
 
 
 def _client_label(identity: bytes | None) -> str | None:
-    if identity is None or cnf_mod.parse_psk_identity(identity) is not None:
+    if identity is None or _bound_kid(identity) is not None:
         return None
     try:
         return identity.decode("utf-8")

@@ -170,12 +170,8 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         # blocks: most requests need neither.
         request = self._block1.feed_and_take(pipe.request)
         if request.opt.block2 is None:
-            # the cache key is of the request as received: the layers below
-            # may drop options they consumed (the Proof option)
-            received = dict(request.opt._options)  # aiocoap 0.4.17: number -> options
             response = await self.render(request)
             if len(response.payload) > request.remote.maximum_payload_size:
-                request.opt._options = received
                 response = await self._block2.extract_or_insert(request, _Rendered(response))
         else:
             response = await self._block2.extract_or_insert(request, lambda: self.render(request))

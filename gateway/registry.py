@@ -599,7 +599,7 @@ class Registry:
                 client_id = client_id.decode("utf-8")
             except UnicodeDecodeError:
                 return None
-        self._maybe_poll()
+        self.current_version()  # picks up other processes' changes when due
         try:
             return self._psk_cache[client_id]
         except KeyError:
@@ -638,7 +638,7 @@ class Registry:
 
     def is_revoked(self, cti: bytes) -> bool:
         """Whether the token id is on the revocation list (from memory)."""
-        self._maybe_poll()
+        self.current_version()  # picks up other processes' changes when due
         if self._revoked is None:
             self._revoked = {bytes(r[0]) for r in self._read("SELECT cti FROM revoked")}
         return cti in self._revoked
@@ -724,7 +724,3 @@ class Registry:
         if self._monotonic() - self._last_poll >= self._poll_interval:
             self.refresh()
         return self.version
-
-    def _maybe_poll(self) -> None:
-        if self._monotonic() - self._last_poll >= self._poll_interval:
-            self.refresh()

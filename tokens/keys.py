@@ -293,14 +293,6 @@ class SymmetricKey(CoseKey):
         outer.update(inner.digest())
         return outer.digest()[: self._tag_len]
 
-    def hmac_states(self) -> tuple[hashlib._Hash, hashlib._Hash]:
-        """The HMAC inner and outer SHA-256 states after the padded key
-        (RFC 2104 §2), for callers that MAC many short inputs: ``copy()``
-        each, update, digest. Secret-bearing: never log them."""
-        if self._aead is not None:
-            raise AlgorithmMismatch(f"{self.alg.name} key cannot MAC")
-        return self._inner, self._outer
-
     def verify_mac(self, to_be_maced: bytes, tag: bytes) -> None:
         if not hmac.compare_digest(self.mac(to_be_maced), tag):
             raise BadSignature("MAC does not verify")

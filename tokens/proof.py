@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from hashlib import sha256
 from hmac import compare_digest
 from typing import Any, NamedTuple
 
@@ -281,14 +280,13 @@ class MacProofVerifier:
 
     Everything that is the same from one request to the next is prepared
     once: the proof's bytes up to the piv, the MAC_structure up to the
-    content, the HMAC pad states (RFC 2104 §2), and the detached content up
-    to the payload digest for each request shape (method, path, query,
-    Content-Format) seen, shared by all verifiers."""
+    content, and, for each request shape seen (method, path, query,
+    Content-Format), the detached content up to the payload digest, shared
+    by all verifiers. The MAC is the key's own (HMAC from its pad states)."""
 
     __slots__ = (
         "_head",
-        "_inner",
-        "_outer",
+        "_mac",
         "_piv_at",
         "_prefix",
         "_tag_at",
@@ -309,7 +307,7 @@ class MacProofVerifier:
         self._tag_head = _NULL + cbor.head(2, self._tag_len)
         self._tag_at = len(self._tag_head)
         self._trailer = self._tag_at + self._tag_len
-        self._inner, self._outer = key.hmac_states()
+        self._mac = key.mac
 
     def check(
         self,
@@ -347,21 +345,9 @@ class MacProofVerifier:
             if len(_SHAPES) >= _MAX_SHAPES:
                 _SHAPES.clear()
             _SHAPES[key] = shape
-        # the rest of the detached content, as _tail() encodes it
-        content = b"".join(
-            (
-                shape,
-                b"\x50" + sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR,
-                _UINTS[piv] if piv < 256 else cbor.head(0, piv),
-                _NULL if echo is None else cbor.bstr(echo),
-            )
-        )
-        n = len(content)
-        inner = self._inner.copy()
-        inner.update(self._prefix + (_BSTR_HEADS[n] if n < 256 else cbor.head(2, n)) + content)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        if not compare_digest(outer.digest()[: self._tag_len], option_value[end + self._tag_at :]):
+        content = shape + _tail(payload, piv, echo)
+        tag = option_value[end + self._tag_at :]
+        if not compare_digest(self._mac(self._prefix + cbor.bstr(content)), tag):
             return None
         return piv
 
@@ -370,8 +356,6 @@ class MacProofVerifier:
 #: when full (a gateway sees few distinct shapes).
 _SHAPES: dict[tuple[int, tuple[str, ...], tuple[str, ...], int | None], bytes] = {}
 _MAX_SHAPES = 4096
-_BSTR_HEADS = tuple(cbor.head(2, n) for n in range(256))
-_UINTS = tuple(cbor.head(0, n) for n in range(256))
 
 
 #: MAC_structure (RFC 9052 §6.3) up to its payload, by protected bucket.

@@ -497,13 +497,14 @@ def map_response(
     accept: int | None,
     device_etags: Sequence[bytes],
     codec: EtagCodec,
-    location: LocationBase | Callable[[], LocationBase],
+    location: Callable[[], LocationBase],
     now: float,
 ) -> aiocoap.Message:
     """The CoAP response for an upstream HTTP response (RFC 8075 §7 in
     reverse): code, Content-Format, ETag, Max-Age, Location-Path/-Query and
-    the payload. Raises the 5.02/4.06 errors of :func:`coap_code` and
-    RFC 7252 §5.10.4."""
+    the payload. ``location`` builds what Location mapping needs, called
+    only for a response with a Location header. Raises the 5.02/4.06 errors
+    of :func:`coap_code` and RFC 7252 §5.10.4."""
     code = coap_code(response.status, method)
     headers = response.headers
     entity_tag = parse_entity_tag(headers.get("ETag"))
@@ -531,9 +532,8 @@ def map_response(
         msg.opt.max_age = fresh.max_age or 0
     loc = headers.get("Location")
     if loc:
-        if not isinstance(location, LocationBase):
-            location = location()
-        mapped = location_options(loc, location.request_url, location.base, location.prefix)
+        base = location()
+        mapped = location_options(loc, base.request_url, base.base, base.prefix)
         if mapped is not None:
             msg.opt.location_path, msg.opt.location_query = mapped
     return msg

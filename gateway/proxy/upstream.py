@@ -28,7 +28,6 @@ does not ask for compressed bodies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import math
@@ -36,7 +35,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import (
@@ -199,16 +198,6 @@ class AdmissionGate:
     def leave(self) -> None:
         """Give back a slot taken by :meth:`enter` (and :meth:`wait`)."""
         self._release()
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        waiter = self.enter()
-        if waiter is not None:
-            await self.wait(waiter)
-        try:
-            yield
-        finally:
-            self._release()
 
     def _release(self) -> None:
         while self._waiters:

@@ -4,8 +4,10 @@ the one place client errors are translated."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -88,13 +90,25 @@ def test_breaker_disabled() -> None:
     assert b.state is BreakerState.CLOSED
 
 
+@contextlib.asynccontextmanager
+async def _slot(gate: AdmissionGate) -> AsyncIterator[None]:
+    """A slot as the upstream client takes one: enter, wait if queued, leave."""
+    waiter = gate.enter()
+    if waiter is not None:
+        await gate.wait(waiter)
+    try:
+        yield
+    finally:
+        gate.leave()
+
+
 async def test_gate_bounds_active_and_waiting() -> None:
     gate = AdmissionGate(slots=2, queue=1, max_age=3)
     release = asyncio.Event()
     order: list[int] = []
 
     async def user(n: int) -> None:
-        async with gate.slot():
+        async with _slot(gate):
             order.append(n)
             await release.wait()
 
@@ -102,7 +116,7 @@ async def test_gate_bounds_active_and_waiting() -> None:
     await asyncio.sleep(0)
     assert (gate.active, gate.waiting) == (2, 1)
     with pytest.raises(UpstreamBusy) as info:
-        async with gate.slot():
+        async with _slot(gate):
             pass
     assert info.value.max_age == 3
     release.set()
@@ -115,7 +129,7 @@ async def test_gate_cancelled_waiter_leaves_no_trace() -> None:
     release = asyncio.Event()
 
     async def hold() -> None:
-        async with gate.slot():
+        async with _slot(gate):
             await release.wait()
 
     holder = asyncio.ensure_future(hold())
@@ -129,19 +143,19 @@ async def test_gate_cancelled_waiter_leaves_no_trace() -> None:
     release.set()
     await holder
     assert (gate.active, gate.waiting) == (0, 0)
-    async with gate.slot():
+    async with _slot(gate):
         assert gate.active == 1
 
 
 async def test_gate_waiter_cancelled_after_handover_returns_the_slot() -> None:
     gate = AdmissionGate(slots=1, queue=1, max_age=1)
-    held = gate.slot()
+    held = _slot(gate)
     await held.__aenter__()
     entered = False
 
     async def wait_for_slot() -> None:
         nonlocal entered
-        async with gate.slot():
+        async with _slot(gate):
             entered = True
 
     waiter = asyncio.ensure_future(wait_for_slot())
