@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEB_PKGS := autoconf automake libtool libcoap3-bin
+DEB_PKGS := autoconf automake libtool gcc libssl-dev python3-dev libcoap3-bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest deps venv bench clean
@@ -19,7 +19,7 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml | deps
+$(STAMP): pyproject.toml setup.py tokens/_mac0.c | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -51,7 +51,7 @@ from tokens.errors import (
 )
 from tokens.keys import SymmetricKey
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, PROOF_OPTION, CoapCode
-from tokens.proof import MacProofVerifier, parse_proof
+from tokens.proof import mac_proof_check, parse_proof
 from tokens.replay import FreshnessGuard
 
 from .auth_context import CURRENT, AuthContext
@@ -167,7 +167,7 @@ class _Standing:
         #: the client identity (not an RFC 9202 one) its proofs verified on
         self.identity: bytes | None = None
         key = token.pop_key
-        self.verifier = MacProofVerifier(key) if isinstance(key, SymmetricKey) else None
+        self.verifier = mac_proof_check(key) if isinstance(key, SymmetricKey) else None
         self.by_proof = _context(token, "proof")
         self.by_session = _context(token, "session")
         #: Uri-Path -> the AIF method mask the scope grants there (RFC 9237 §2.3)
@@ -255,7 +255,7 @@ class Authorizer:
         anywhere. Whenever any of that does not hold, or a check fails before
         the piv is committed, nothing has changed and the general path
         decides, and says why; after the commit, the rate limit (4.29) and
-        the scope (4.03 / 4.05) raise as in :meth:`_admit`."""
+        the scope (4.03 / 4.05) raise as in :meth:`_pass`."""
         now = self._clock()
         if path is None:
             path = tuple(request.opt.uri_path)
@@ -280,7 +280,7 @@ class Authorizer:
                 )
                 if piv is not None and self.guard.accept(token.kid, piv):
                     self.decisions.proofs_verified += 1
-                    self._admit(standing, path, code, now)
+                    self._pass(standing, path, code, now)  # exp, refused: checked above
                     return standing.by_proof
         return self._authorize(request, identity, path, proofs, now)
 
@@ -321,17 +321,25 @@ class Authorizer:
 
     def _admit(self, standing: _Standing, path: tuple[str, ...], code: int, now: float) -> None:
         """The checks after authentication, in DESIGN.md's order: exp,
-        revocation, client enabled (4.01), device rate limit (4.29), scope
-        for path and method (4.03 / 4.05, RFC 9200 §5.10.2)."""
-        token = standing.token
-        if token.exp <= now:
+        revocation, client enabled (4.01), then :meth:`_pass`."""
+        if standing.token.exp <= now:
             raise Expired("token expired")
         if standing.revoked:
             raise Revoked("token revoked")
         if standing.disabled:
             raise Revoked("client disabled")
+        self._pass(standing, path, code, now)
+
+    def _pass(self, standing: _Standing, path: tuple[str, ...], code: int, now: float) -> None:
+        """The last checks, for a token that is current, held and refused
+        by nothing: device rate limit (4.29), then scope for path and method
+        (4.03 / 4.05, RFC 9200 §5.10.2)."""
+        token = standing.token
         self._limits.take(token.client_id, now, rate=standing.rate)
-        if not standing.methods(path) >> (code - 1) & 1:  # AIF bit (RFC 9237 §2.3)
+        mask = standing.masks.get(path)
+        if mask is None:
+            mask = standing.methods(path)
+        if not mask >> (code - 1) & 1:  # AIF bit (RFC 9237 §2.3)
             token.scope.check(path, code)  # raises 4.03 or 4.05, saying which
 
     def _prune(self) -> None:

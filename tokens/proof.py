@@ -33,7 +33,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hmac import compare_digest
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import cbor2
 
@@ -42,15 +42,26 @@ from .errors import AlgorithmMismatch, MalformedError
 from .keys import MAC_TAG_LENGTH, CoseKey, SymmetricKey
 from .params import CoseTag, HeaderLabel
 
+try:
+    from . import _mac0
+except ImportError:  # built by `pip install` (setup.py); the Python check stands in
+    _mac0 = None  # type: ignore[assignment]
+
+#: Whether :func:`mac_proof_check` returns the C check (``tokens._mac0``).
+ACCELERATED = _mac0 is not None
+
 __all__ = [
+    "ACCELERATED",
     "MAX_PIV",
     "MAX_PROOF_SIZE",
+    "MacProofCheck",
     "MacProofVerifier",
     "ParsedProof",
     "ProofedRequest",
     "build_proof",
     "detached_content",
     "encode_piv",
+    "mac_proof_check",
     "parse_proof",
 ]
 
@@ -335,16 +346,10 @@ class MacProofVerifier:
         ):
             return None
         piv = int.from_bytes(option_value[h + 1 : end], "big")
-        key = (code, path, query, content_format)
-        shape = _SHAPES.get(key)
+        shape_key = (code, path, query, content_format)
+        shape = _SHAPES.get(shape_key) or _new_shape(shape_key)
         if shape is None:
-            try:
-                shape = _shape(code, path, query, content_format)
-            except MalformedError:
-                return None
-            if len(_SHAPES) >= _MAX_SHAPES:
-                _SHAPES.clear()
-            _SHAPES[key] = shape
+            return None
         content = shape + _tail(payload, piv, echo)
         tag = option_value[end + self._tag_at :]
         if not compare_digest(self._mac(self._prefix + cbor.bstr(content)), tag):
@@ -352,10 +357,62 @@ class MacProofVerifier:
         return piv
 
 
+class MacProofCheck(Protocol):
+    """What :func:`mac_proof_check` returns: :class:`MacProofVerifier` or
+    its C twin, ``tokens._mac0.MacCheck``."""
+
+    def check(
+        self,
+        option_value: bytes,
+        code: int,
+        path: tuple[str, ...],
+        query: tuple[str, ...],
+        content_format: int | None,
+        payload: bytes,
+        echo: bytes | None,
+    ) -> int | None: ...
+
+
+def mac_proof_check(key: SymmetricKey) -> MacProofCheck:
+    """The canonical Mac0 proof check (RFC 9052 §6.3) for ``key``:
+    :meth:`MacProofVerifier.check`, in C when ``tokens._mac0`` is built (it
+    is by ``pip install``; :data:`ACCELERATED` says which). Both accept the
+    same proofs, byte for byte (tests/tokens/test_proof.py); the C one
+    parses, builds the detached content's tail and computes the HMAC from
+    the key's two padded-key SHA-256 states without a Python call, except
+    on the first request of a new shape."""
+    verifier = MacProofVerifier(key)
+    if _mac0 is None:
+        return verifier
+    return _mac0.MacCheck(
+        key.secret,
+        verifier._head,
+        verifier._prefix,
+        verifier._tag_head,
+        verifier._tag_len,
+        _SHAPES,
+        _new_shape,
+    )
+
+
 #: Detached-content shapes by (code, path, query, Content-Format); cleared
 #: when full (a gateway sees few distinct shapes).
 _SHAPES: dict[tuple[int, tuple[str, ...], tuple[str, ...], int | None], bytes] = {}
 _MAX_SHAPES = 4096
+
+
+def _new_shape(key: tuple[int, tuple[str, ...], tuple[str, ...], int | None]) -> bytes | None:
+    """:func:`_shape` of ``key`` remembered in ``_SHAPES``; ``None`` for a
+    request that has no detached content (method outside 1..7, Uri-Path or
+    Uri-Query not UTF-8). Both checks' miss path."""
+    try:
+        shape = _shape(*key)
+    except MalformedError:
+        return None
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[key] = shape
+    return shape
 
 
 #: MAC_structure (RFC 9052 §6.3) up to its payload, by protected bucket.

@@ -25,6 +25,7 @@ from tokens.errors import (
 from tokens.keys import Ec2Key, OkpKey, SymmetricKey
 from tokens.params import Alg, CoapCode, Method
 from tokens.proof import (
+    ACCELERATED,
     MAX_PIV,
     MAX_PROOF_SIZE,
     MacProofVerifier,
@@ -35,6 +36,7 @@ from tokens.proof import (
     build_proof,
     detached_content,
     encode_piv,
+    mac_proof_check,
     parse_proof,
 )
 
@@ -479,21 +481,41 @@ def _general_piv(key: SymmetricKey, data: bytes, req: ProofedRequest, echo: byte
     return proof.piv
 
 
-def _fast_piv(key: SymmetricKey, data: bytes, req: ProofedRequest, echo: bytes | None) -> Any:
-    return MacProofVerifier(key).check(
+#: The two implementations of the one-call check: the Python reference and
+#: the C extension the gateway uses (tokens._mac0).
+CHECKS = {"python": MacProofVerifier, "c": mac_proof_check}
+
+
+def _fast_piv(
+    key: SymmetricKey,
+    data: bytes,
+    req: ProofedRequest,
+    echo: bytes | None,
+    impl: str = "python",
+) -> Any:
+    return CHECKS[impl](key).check(
         data, req.code, req.path, req.query, req.content_format, req.payload, echo
     )
 
 
+def test_the_c_check_is_built_and_used():
+    """`pip install` builds tokens._mac0; without it the gateway would run
+    the Python check, correct but slower, so a build that lost it fails here."""
+    assert ACCELERATED
+    assert type(mac_proof_check(HMAC)).__module__ == "tokens._mac0"
+
+
+@pytest.mark.parametrize("impl", sorted(CHECKS))
 @pytest.mark.parametrize("echo", [None, b"\x00\x01echo-value"])
-@pytest.mark.parametrize("piv", [0, 23, 24, 65536, MAX_PIV])
-def test_mac_verifier_accepts_what_build_proof_makes(echo, piv):
+@pytest.mark.parametrize("piv", [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, MAX_PIV])
+def test_mac_verifier_accepts_what_build_proof_makes(echo, piv, impl):
     data = build_proof(HMAC, REQ, piv, echo)
-    assert _fast_piv(HMAC, data, REQ, echo) == piv
+    assert _fast_piv(HMAC, data, REQ, echo, impl) == piv
 
 
+@pytest.mark.parametrize("impl", sorted(CHECKS))
 @pytest.mark.parametrize("key", [HMAC, SymmetricKey(b"k" * 24, b"\x13" * 32), HMAC_256])
-def test_mac_verifier_agrees_on_every_single_byte_change(key):
+def test_mac_verifier_agrees_on_every_single_byte_change(key, impl):
     """Exhaustive: each byte of a canonical proof replaced by each value, and
     the proof truncated at each length; the one-call check accepts exactly
     what parse + verify accept, with the same piv."""
@@ -501,19 +523,77 @@ def test_mac_verifier_agrees_on_every_single_byte_change(key):
     variants = [base[:i] for i in range(len(base))]
     for i in range(len(base)):
         variants += [base[:i] + bytes((v,)) + base[i + 1 :] for v in range(256)]
+    variants += [base + b"\x00", b"", base * 2]
     accepted = 0
     for data in variants:
-        fast = _fast_piv(key, data, REQ, None)
+        fast = _fast_piv(key, data, REQ, None, impl)
         assert fast == _general_piv(key, data, REQ, None), data.hex()
         accepted += fast is not None
     assert accepted == len(base)  # the original, once per position
 
 
+@pytest.mark.parametrize("impl", sorted(CHECKS))
 @pytest.mark.parametrize("change", sorted(TAMPERED))
-def test_mac_verifier_refuses_tampered_requests(change):
+def test_mac_verifier_refuses_tampered_requests(change, impl):
     data = build_proof(HMAC, REQ, 9)
-    assert _fast_piv(HMAC, data, TAMPERED[change], None) is None
-    assert _fast_piv(HMAC_OTHER, data, REQ, None) is None
+    assert _fast_piv(HMAC, data, TAMPERED[change], None, impl) is None
+    assert _fast_piv(HMAC_OTHER, data, REQ, None, impl) is None
+
+
+_segment = st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    code=st.integers(1, 7),
+    path=st.lists(_segment, max_size=4).map(tuple),
+    query=st.lists(_segment, max_size=3).map(tuple),
+    content_format=st.none() | st.integers(0, 65535),
+    payload=st.binary(max_size=300),
+    echo=st.none() | st.binary(max_size=300),
+    piv=st.integers(0, MAX_PIV),
+    secret=st.binary(min_size=16, max_size=130),
+    alg=st.sampled_from([Alg.HMAC_256_64, Alg.HMAC_256_256]),
+    flip=st.none() | st.integers(0, 10_000),
+)
+def test_c_and_python_checks_agree(
+    code, path, query, content_format, payload, echo, piv, secret, alg, flip
+):
+    """Any request, Echo, piv and key (keys longer than the SHA-256 block
+    are hashed first, RFC 2104 §2), intact or with one byte changed: the C
+    check says what the Python check says, and the intact one verifies."""
+    key = SymmetricKey(b"kid", secret, alg)
+    req = ProofedRequest(code, path, query, content_format, payload)
+    data = build_proof(key, req, piv, echo)
+    if flip is not None:
+        at = flip % len(data)
+        data = data[:at] + bytes((data[at] ^ 0x01,)) + data[at + 1 :]
+    python = _fast_piv(key, data, req, echo, "python")
+    assert _fast_piv(key, data, req, echo, "c") == python
+    assert python == (piv if flip is None else _general_piv(key, data, req, echo))
+
+
+@pytest.mark.parametrize("impl", sorted(CHECKS))
+def test_mac_verifier_long_content_and_unencodable_requests(impl):
+    """Detached content over 65,535 bytes (4-byte bstr head); a method code
+    or Uri-Path that has no detached content is refused, not raised."""
+    long = ProofedRequest(code=2, path=("x" * 70_000,), payload=b"p")
+    data = build_proof(HMAC, long, 7, b"e" * 300)
+    assert _fast_piv(HMAC, data, long, b"e" * 300, impl) == 7
+    for bad in (dataclasses.replace(REQ, code=0), dataclasses.replace(REQ, code=8)):
+        assert _fast_piv(HMAC, build_proof(HMAC, REQ, 1), bad, None, impl) is None
+    surrogate = dataclasses.replace(REQ, path=("\ud800",))
+    assert _fast_piv(HMAC, build_proof(HMAC, REQ, 1), surrogate, None, impl) is None
+
+
+def test_c_check_refuses_wrong_argument_types():
+    check = mac_proof_check(HMAC).check
+    with pytest.raises(TypeError):
+        check(bytearray(b"x"), 1, (), (), None, b"", None)
+    with pytest.raises(TypeError):
+        check(b"x", 1, (), (), None, "payload", None)
+    with pytest.raises(TypeError):
+        check(b"x", 1, (), ())
 
 
 def test_mac_verifier_needs_an_hmac_key_with_a_kid():

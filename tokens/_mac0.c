@@ -1,0 +1,294 @@
+/*
+ * tokens._mac0: the gateway's per-request check of a canonical COSE_Mac0
+ * Proof option (HMAC 256/64 or HMAC 256/256), in one call.
+ *
+ * It accepts exactly what tokens.proof.MacProofVerifier.check accepts (the
+ * pure-Python reference, kept and tested against this module byte for
+ * byte): the proof's bytes up to the Partial IV equal to the key's, a
+ * shortest-form piv of 1..5 bytes, nil payload, a tag of the key's length
+ * that is the HMAC (RFC 2104 §2, RFC 9053 §3.1) of the MAC_structure
+ * (RFC 9052 §6.3) over the detached content (DESIGN "Per-request proof").
+ * The parts of the detached content that depend on the request shape
+ * (method, path, query, Content-Format) come from a dict shared with the
+ * Python side, filled by a Python callable on a miss.
+ *
+ * SHA-256 is OpenSSL's (libcrypto, the library Python's hashlib uses); the
+ * two padded-key states are hashed once per key and copied per request.
+ */
+#define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <Python.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#define BLOCK 64
+#define DIGEST_PART 16 /* sha256(payload)[:16] in the detached content */
+#define MAX_PIV_BYTES 5
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *head;       /* bytes: the canonical proof up to the piv */
+    PyObject *prefix;     /* bytes: MAC_structure up to its payload */
+    PyObject *tag_head;   /* bytes: nil, then the tag's bstr head */
+    PyObject *shapes;     /* dict: (code, path, query, cf) -> bytes */
+    PyObject *make_shape; /* callable(key) -> bytes | None, fills shapes */
+    Py_ssize_t tag_len;
+    SHA256_CTX inner;
+    SHA256_CTX outer;
+} MacCheck;
+
+/* Preferred-form CBOR head (RFC 8949 §3) of major type `major` and
+ * argument `n` into `out`; returns its length. */
+static size_t
+cbor_head(unsigned char *out, unsigned major, unsigned long long n)
+{
+    major <<= 5;
+    if (n < 24) {
+        out[0] = (unsigned char)(major | n);
+        return 1;
+    }
+    if (n < 0x100) {
+        out[0] = (unsigned char)(major | 24);
+        out[1] = (unsigned char)n;
+        return 2;
+    }
+    if (n < 0x10000) {
+        out[0] = (unsigned char)(major | 25);
+        out[1] = (unsigned char)(n >> 8);
+        out[2] = (unsigned char)n;
+        return 3;
+    }
+    if (n < 0x100000000ULL) {
+        out[0] = (unsigned char)(major | 26);
+        for (int i = 0; i < 4; i++)
+            out[1 + i] = (unsigned char)(n >> (24 - 8 * i));
+        return 5;
+    }
+    out[0] = (unsigned char)(major | 27);
+    for (int i = 0; i < 8; i++)
+        out[1 + i] = (unsigned char)(n >> (56 - 8 * i));
+    return 9;
+}
+
+static int
+MacCheck_init(MacCheck *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "head", "prefix", "tag_head", "tag_len",
+                             "shapes", "make_shape", NULL};
+    Py_buffer key;
+    PyObject *head, *prefix, *tag_head, *shapes, *make_shape;
+    Py_ssize_t tag_len;
+    unsigned char block[BLOCK], pad[BLOCK];
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*SSSnO!O", kwlist, &key, &head,
+                                     &prefix, &tag_head, &tag_len, &PyDict_Type,
+                                     &shapes, &make_shape))
+        return -1;
+    if (tag_len < 1 || tag_len > SHA256_DIGEST_LENGTH || !PyCallable_Check(make_shape)) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "tag_len must be 1..32, make_shape callable");
+        return -1;
+    }
+    /* RFC 2104 §2: a key longer than the block is hashed first */
+    memset(block, 0, BLOCK);
+    if (key.len > BLOCK)
+        SHA256(key.buf, (size_t)key.len, block);
+    else
+        memcpy(block, key.buf, (size_t)key.len);
+    PyBuffer_Release(&key);
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = block[i] ^ 0x36;
+    SHA256_Init(&self->inner);
+    SHA256_Update(&self->inner, pad, BLOCK);
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = block[i] ^ 0x5c;
+    SHA256_Init(&self->outer);
+    SHA256_Update(&self->outer, pad, BLOCK);
+    OPENSSL_cleanse(block, BLOCK);
+    OPENSSL_cleanse(pad, BLOCK);
+
+    Py_INCREF(head);
+    Py_XSETREF(self->head, head);
+    Py_INCREF(prefix);
+    Py_XSETREF(self->prefix, prefix);
+    Py_INCREF(tag_head);
+    Py_XSETREF(self->tag_head, tag_head);
+    Py_INCREF(shapes);
+    Py_XSETREF(self->shapes, shapes);
+    Py_INCREF(make_shape);
+    Py_XSETREF(self->make_shape, make_shape);
+    self->tag_len = tag_len;
+    return 0;
+}
+
+static void
+MacCheck_dealloc(MacCheck *self)
+{
+    OPENSSL_cleanse(&self->inner, sizeof self->inner);
+    OPENSSL_cleanse(&self->outer, sizeof self->outer);
+    Py_CLEAR(self->head);
+    Py_CLEAR(self->prefix);
+    Py_CLEAR(self->tag_head);
+    Py_CLEAR(self->shapes);
+    Py_CLEAR(self->make_shape);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The detached content up to the payload digest for this request shape, a
+ * new reference; Py_None (new reference) for a shape that has none; NULL
+ * with an exception set on an error. */
+static PyObject *
+shape_for(MacCheck *self, PyObject *const *args)
+{
+    PyObject *key = PyTuple_Pack(4, args[1], args[2], args[3], args[4]);
+    if (key == NULL)
+        return NULL;
+    PyObject *shape = PyDict_GetItemWithError(self->shapes, key);
+    if (shape != NULL) {
+        Py_INCREF(shape);
+    } else if (!PyErr_Occurred()) {
+        shape = PyObject_CallOneArg(self->make_shape, key);
+    }
+    Py_DECREF(key);
+    if (shape != NULL && shape != Py_None && !PyBytes_Check(shape)) {
+        Py_DECREF(shape);
+        PyErr_SetString(PyExc_TypeError, "make_shape must return bytes or None");
+        return NULL;
+    }
+    return shape;
+}
+
+PyDoc_STRVAR(check_doc,
+"check(option_value, code, path, query, content_format, payload, echo)\n--\n\n"
+"The proof's piv when option_value is this key's canonical Mac0 proof\n"
+"for the request as received and its MAC verifies (RFC 9052 §6.3);\n"
+"None otherwise.");
+
+static PyObject *
+MacCheck_check(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "check() takes 7 arguments");
+        return NULL;
+    }
+    PyObject *option = args[0], *payload = args[5], *echo = args[6];
+    if (!PyBytes_Check(option) || !PyBytes_Check(payload) ||
+        (echo != Py_None && !PyBytes_Check(echo))) {
+        PyErr_SetString(PyExc_TypeError, "option_value, payload, echo must be bytes");
+        return NULL;
+    }
+    const unsigned char *value = (const unsigned char *)PyBytes_AS_STRING(option);
+    Py_ssize_t total = PyBytes_GET_SIZE(option);
+    Py_ssize_t h = PyBytes_GET_SIZE(self->head);
+    Py_ssize_t tag_at = PyBytes_GET_SIZE(self->tag_head);
+    Py_ssize_t end = total - tag_at - self->tag_len;
+    Py_ssize_t n = end - h - 1; /* piv length, from the total length */
+
+    if (total < h || memcmp(value, PyBytes_AS_STRING(self->head), (size_t)h) != 0)
+        Py_RETURN_NONE;
+    if (n < 1 || n > MAX_PIV_BYTES || value[h] != 0x40 + n ||
+        memcmp(value + end, PyBytes_AS_STRING(self->tag_head), (size_t)tag_at) != 0 ||
+        (n > 1 && value[h + 1] == 0))
+        Py_RETURN_NONE;
+    unsigned long long piv = 0;
+    for (Py_ssize_t i = h + 1; i < end; i++)
+        piv = piv << 8 | value[i];
+
+    PyObject *shape = shape_for(self, args);
+    if (shape == NULL)
+        return NULL;
+    if (shape == Py_None)
+        return shape; /* a shape without detached content: not this path's */
+
+    /* the detached content after the shape: payload digest, piv, echo */
+    unsigned char tail[1 + DIGEST_PART + 9 + 9], digest[SHA256_DIGEST_LENGTH];
+    size_t t = 0;
+    Py_ssize_t payload_len = PyBytes_GET_SIZE(payload);
+    if (payload_len) {
+        SHA256((const unsigned char *)PyBytes_AS_STRING(payload), (size_t)payload_len,
+               digest);
+        tail[t++] = 0x40 | DIGEST_PART;
+        memcpy(tail + t, digest, DIGEST_PART);
+        t += DIGEST_PART;
+    } else {
+        tail[t++] = 0x40;
+    }
+    t += cbor_head(tail + t, 0, piv);
+    Py_ssize_t echo_len = 0;
+    if (echo == Py_None) {
+        tail[t++] = 0xf6;
+    } else {
+        echo_len = PyBytes_GET_SIZE(echo);
+        t += cbor_head(tail + t, 2, (unsigned long long)echo_len);
+    }
+    Py_ssize_t shape_len = PyBytes_GET_SIZE(shape);
+    unsigned char content_head[9];
+    size_t ch = cbor_head(content_head, 2,
+                          (unsigned long long)(shape_len + (Py_ssize_t)t + echo_len));
+
+    SHA256_CTX ctx = self->inner;
+    SHA256_Update(&ctx, PyBytes_AS_STRING(self->prefix),
+                  (size_t)PyBytes_GET_SIZE(self->prefix));
+    SHA256_Update(&ctx, content_head, ch);
+    SHA256_Update(&ctx, PyBytes_AS_STRING(shape), (size_t)shape_len);
+    SHA256_Update(&ctx, tail, t);
+    if (echo_len)
+        SHA256_Update(&ctx, PyBytes_AS_STRING(echo), (size_t)echo_len);
+    SHA256_Final(digest, &ctx);
+    ctx = self->outer;
+    SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
+    SHA256_Final(digest, &ctx);
+    OPENSSL_cleanse(&ctx, sizeof ctx);
+    Py_DECREF(shape);
+
+    if (CRYPTO_memcmp(digest, value + end + tag_at, (size_t)self->tag_len) != 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(piv);
+}
+
+static PyMethodDef MacCheck_methods[] = {
+    {"check", (PyCFunction)(void (*)(void))MacCheck_check, METH_FASTCALL, check_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(MacCheck_doc,
+"MacCheck(key, head, prefix, tag_head, tag_len, shapes, make_shape)\n--\n\n"
+"One HMAC-SHA-256 PoP key's canonical Mac0 proof check (see\n"
+"tokens.proof.MacProofVerifier, which builds it).");
+
+static PyTypeObject MacCheckType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tokens._mac0.MacCheck",
+    .tp_basicsize = sizeof(MacCheck),
+    .tp_dealloc = (destructor)MacCheck_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = MacCheck_doc,
+    .tp_methods = MacCheck_methods,
+    .tp_init = (initproc)MacCheck_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef mac0_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "tokens._mac0",
+    .m_doc = "The canonical COSE_Mac0 Proof option check, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__mac0(void)
+{
+    if (PyType_Ready(&MacCheckType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&mac0_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&MacCheckType);
+    if (PyModule_AddObject(module, "MacCheck", (PyObject *)&MacCheckType) < 0) {
+        Py_DECREF(&MacCheckType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

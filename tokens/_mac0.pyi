@@ -1,0 +1,25 @@
+from collections.abc import Callable
+
+_ShapeKey = tuple[int, tuple[str, ...], tuple[str, ...], int | None]
+
+class MacCheck:
+    def __init__(
+        self,
+        key: bytes,
+        head: bytes,
+        prefix: bytes,
+        tag_head: bytes,
+        tag_len: int,
+        shapes: dict[_ShapeKey, bytes],
+        make_shape: Callable[[_ShapeKey], bytes | None],
+    ) -> None: ...
+    def check(
+        self,
+        option_value: bytes,
+        code: int,
+        path: tuple[str, ...],
+        query: tuple[str, ...],
+        content_format: int | None,
+        payload: bytes,
+        echo: bytes | None,
+    ) -> int | None: ...
