@@ -51,7 +51,7 @@ from tokens.errors import (
 )
 from tokens.keys import SymmetricKey
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, PROOF_OPTION, CoapCode
-from tokens.proof import mac_proof_check, parse_proof
+from tokens.proof import covered, mac_proof_check, parse_proof
 from tokens.replay import FreshnessGuard
 
 from .auth_context import CURRENT, AuthContext
@@ -78,9 +78,6 @@ FAILED_PROOF = frozenset(
         "token_not_bound_to_session",
     }
 )
-_URI_QUERY = OptionNumber.URI_QUERY
-_CONTENT_FORMAT = OptionNumber.CONTENT_FORMAT
-_ECHO = OptionNumber.ECHO
 #: Option numbers aiocoap knows; others that are critical get 4.02.
 _KNOWN_OPTIONS = frozenset(int(o) for o in OptionNumber.__members__.values()) | {PROOF_OPTION}
 
@@ -274,9 +271,9 @@ class Authorizer:
                 or standing.version != self._version()
                 or self.tokens.peek(token.kid) is not token
             ):
-                code, query, content_format, payload, echo = _covered(request)
-                piv = verifier.check(
-                    proofs[0].value, code, path, query, content_format, payload, echo
+                code = int(request.code)
+                piv = verifier.check_options(
+                    proofs[0].value, code, path, request.opt._options, request.payload
                 )
                 if piv is not None and self.guard.accept(token.kid, piv):
                     self.decisions.proofs_verified += 1
@@ -524,22 +521,9 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
 def _covered(
     request: aiocoap.Message,
 ) -> tuple[int, tuple[str, ...], int | None, bytes, bytes | None]:
-    """What a proof covers besides the path (DESIGN.md "Per-request proof"),
-    as received: method code, Uri-Query, Content-Format, payload; and the
-    Echo value (RFC 9175 §2.3). Read from aiocoap's option dict directly
-    (the same values as its ``uri_query``, ``content_format`` and ``echo``
-    views: this is on every protected request's path)."""
-    options = request.opt._options
-    query = options.get(_URI_QUERY)
-    cf = options.get(_CONTENT_FORMAT)
-    echo = options.get(_ECHO)
-    return (
-        int(request.code),
-        () if query is None else tuple([o.value for o in query]),
-        None if cf is None else int(cf[0].value),
-        request.payload,
-        None if echo is None else echo[0].value,
-    )
+    """What a proof covers besides the path, and the Echo value
+    (:func:`tokens.proof.covered`), from aiocoap 0.4.17's option dict."""
+    return covered(request.code, request.opt._options, request.payload)
 
 
 @functools.lru_cache(maxsize=65536)

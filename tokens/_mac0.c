@@ -139,9 +139,9 @@ MacCheck_dealloc(MacCheck *self)
  * new reference; Py_None (new reference) for a shape that has none; NULL
  * with an exception set on an error. */
 static PyObject *
-shape_for(MacCheck *self, PyObject *const *args)
+shape_for(MacCheck *self, PyObject *const *parts)
 {
-    PyObject *key = PyTuple_Pack(4, args[1], args[2], args[3], args[4]);
+    PyObject *key = PyTuple_Pack(4, parts[0], parts[1], parts[2], parts[3]);
     if (key == NULL)
         return NULL;
     PyObject *shape = PyDict_GetItemWithError(self->shapes, key);
@@ -159,20 +159,12 @@ shape_for(MacCheck *self, PyObject *const *args)
     return shape;
 }
 
-PyDoc_STRVAR(check_doc,
-"check(option_value, code, path, query, content_format, payload, echo)\n--\n\n"
-"The proof's piv when option_value is this key's canonical Mac0 proof\n"
-"for the request as received and its MAC verifies (RFC 9052 §6.3);\n"
-"None otherwise.");
-
+/* The check itself: `code`, `path`, `query`, `cf` make the shape key;
+ * `option`, `payload` are bytes, `echo` bytes or Py_None. */
 static PyObject *
-MacCheck_check(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
+verify(MacCheck *self, PyObject *option, PyObject *const *shape_parts, PyObject *payload,
+       PyObject *echo)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "check() takes 7 arguments");
-        return NULL;
-    }
-    PyObject *option = args[0], *payload = args[5], *echo = args[6];
     if (!PyBytes_Check(option) || !PyBytes_Check(payload) ||
         (echo != Py_None && !PyBytes_Check(echo))) {
         PyErr_SetString(PyExc_TypeError, "option_value, payload, echo must be bytes");
@@ -195,7 +187,7 @@ MacCheck_check(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = h + 1; i < end; i++)
         piv = piv << 8 | value[i];
 
-    PyObject *shape = shape_for(self, args);
+    PyObject *shape = shape_for(self, shape_parts);
     if (shape == NULL)
         return NULL;
     if (shape == Py_None)
@@ -247,8 +239,117 @@ MacCheck_check(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromUnsignedLongLong(piv);
 }
 
+PyDoc_STRVAR(check_doc,
+"check(option_value, code, path, query, content_format, payload, echo)\n--\n\n"
+"The proof's piv when option_value is this key's canonical Mac0 proof\n"
+"for the request as received and its MAC verifies (RFC 9052 §6.3);\n"
+"None otherwise.");
+
+static PyObject *
+MacCheck_check(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "check() takes 7 arguments");
+        return NULL;
+    }
+    return verify(self, args[0], args + 1, args[5], args[6]);
+}
+
+/* option number -> the first of its options, borrowed; NULL if absent
+ * (no exception) or on an error (exception set). */
+static PyObject *
+first_value(PyObject *options, PyObject *number, PyObject **list)
+{
+    *list = PyDict_GetItemWithError(options, number);
+    if (*list == NULL)
+        return NULL;
+    if (!PyList_Check(*list) || PyList_GET_SIZE(*list) < 1) {
+        PyErr_SetString(PyExc_TypeError, "options must map numbers to non-empty lists");
+        return NULL;
+    }
+    return PyList_GET_ITEM(*list, 0);
+}
+
+static PyObject *URI_QUERY, *CONTENT_FORMAT, *ECHO, *VALUE;
+
+PyDoc_STRVAR(check_options_doc,
+"check_options(option_value, code, path, options, payload)\n--\n\n"
+":meth:`check` with Uri-Query, Content-Format and Echo read from\n"
+"``options`` (option number -> list of options with a ``value``), as\n"
+"tokens.proof.covered reads them.");
+
+static PyObject *
+MacCheck_check_options(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "check_options() takes 5 arguments, options a dict");
+        return NULL;
+    }
+    PyObject *options = args[3], *list, *first;
+    PyObject *code = NULL, *query = NULL, *cf = NULL, *echo = NULL, *result = NULL;
+
+    code = PyNumber_Index(args[1]);
+    if (code == NULL)
+        goto done;
+    list = PyDict_GetItemWithError(options, URI_QUERY);
+    if (list == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        query = PyTuple_New(0);
+    } else {
+        if (!PyList_Check(list)) {
+            PyErr_SetString(PyExc_TypeError, "options must map numbers to lists");
+            goto done;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(list);
+        query = PyTuple_New(n);
+        for (Py_ssize_t i = 0; query != NULL && i < n; i++) {
+            PyObject *item = PyObject_GetAttr(PyList_GET_ITEM(list, i), VALUE);
+            if (item == NULL)
+                goto done;
+            PyTuple_SET_ITEM(query, i, item);
+        }
+    }
+    if (query == NULL)
+        goto done;
+    first = first_value(options, CONTENT_FORMAT, &list);
+    if (first == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        cf = Py_NewRef(Py_None);
+    } else {
+        PyObject *value = PyObject_GetAttr(first, VALUE);
+        if (value == NULL)
+            goto done;
+        cf = PyNumber_Long(value);
+        Py_DECREF(value);
+        if (cf == NULL)
+            goto done;
+    }
+    first = first_value(options, ECHO, &list);
+    if (first == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        echo = Py_NewRef(Py_None);
+    } else {
+        echo = PyObject_GetAttr(first, VALUE);
+        if (echo == NULL)
+            goto done;
+    }
+    PyObject *parts[4] = {code, args[2], query, cf};
+    result = verify(self, args[0], parts, args[4], echo);
+done:
+    Py_XDECREF(code);
+    Py_XDECREF(query);
+    Py_XDECREF(cf);
+    Py_XDECREF(echo);
+    return result;
+}
+
 static PyMethodDef MacCheck_methods[] = {
     {"check", (PyCFunction)(void (*)(void))MacCheck_check, METH_FASTCALL, check_doc},
+    {"check_options", (PyCFunction)(void (*)(void))MacCheck_check_options, METH_FASTCALL,
+     check_options_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -280,6 +381,13 @@ PyMODINIT_FUNC
 PyInit__mac0(void)
 {
     if (PyType_Ready(&MacCheckType) < 0)
+        return NULL;
+    /* option numbers (RFC 7252 §12.2, RFC 9175 §2.2) and the value attribute */
+    URI_QUERY = PyLong_FromLong(15);
+    CONTENT_FORMAT = PyLong_FromLong(12);
+    ECHO = PyLong_FromLong(252);
+    VALUE = PyUnicode_InternFromString("value");
+    if (URI_QUERY == NULL || CONTENT_FORMAT == NULL || ECHO == NULL || VALUE == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&mac0_module);
     if (module == NULL)

@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import Any
 
 _ShapeKey = tuple[int, tuple[str, ...], tuple[str, ...], int | None]
 
@@ -22,4 +23,7 @@ class MacCheck:
         content_format: int | None,
         payload: bytes,
         echo: bytes | None,
+    ) -> int | None: ...
+    def check_options(
+        self, option_value: bytes, code: int, path: tuple[str, ...], options: Any, payload: bytes
     ) -> int | None: ...

@@ -15,6 +15,11 @@ CONTENT_FORMAT_ACE_CBOR = 19
 CONTENT_FORMAT_CBOR = 60
 #: Option number of the per-request Proof option (experimental range).
 PROOF_OPTION = 65001
+#: Option numbers of the other request parts a Proof covers: Content-Format
+#: and Uri-Query (RFC 7252 §12.2), Echo (RFC 9175 §2.2).
+CONTENT_FORMAT_OPTION = 12
+URI_QUERY_OPTION = 15
+ECHO_OPTION = 252
 
 
 class CoapCode(IntEnum):

@@ -40,7 +40,13 @@ import cbor2
 from . import cbor, cose
 from .errors import AlgorithmMismatch, MalformedError
 from .keys import MAC_TAG_LENGTH, CoseKey, SymmetricKey
-from .params import CoseTag, HeaderLabel
+from .params import (
+    CONTENT_FORMAT_OPTION,
+    ECHO_OPTION,
+    URI_QUERY_OPTION,
+    CoseTag,
+    HeaderLabel,
+)
 
 try:
     from . import _mac0
@@ -59,6 +65,7 @@ __all__ = [
     "ParsedProof",
     "ProofedRequest",
     "build_proof",
+    "covered",
     "detached_content",
     "encode_piv",
     "mac_proof_check",
@@ -169,6 +176,25 @@ def _tail(payload: bytes, piv: int, echo: bytes | None) -> bytes:
         (b"\x50" + hashlib.sha256(payload).digest()[:_DIGEST_LEN] if payload else _EMPTY_BSTR)
         + (_SMALL_UINT[piv] if piv < 24 else cbor.head(0, piv))
         + (_NULL if echo is None else cbor.bstr(echo))
+    )
+
+
+def covered(
+    code: int, options: dict[int, list[Any]], payload: bytes
+) -> tuple[int, tuple[str, ...], int | None, bytes, bytes | None]:
+    """What a proof covers besides the path (DESIGN "Per-request proof"), as
+    received: method code, Uri-Query, Content-Format, payload; and the Echo
+    value (RFC 9175 §2.3). ``options``: option number -> the request's
+    options of that number, each with a ``value`` (aiocoap's option dict)."""
+    query = options.get(URI_QUERY_OPTION)
+    cf = options.get(CONTENT_FORMAT_OPTION)
+    echo = options.get(ECHO_OPTION)
+    return (
+        int(code),
+        () if query is None else tuple([o.value for o in query]),
+        None if cf is None else int(cf[0].value),
+        payload,
+        None if echo is None else echo[0].value,
     )
 
 
@@ -356,6 +382,14 @@ class MacProofVerifier:
             return None
         return piv
 
+    def check_options(
+        self, option_value: bytes, code: int, path: tuple[str, ...], options: Any, payload: bytes
+    ) -> int | None:
+        """:meth:`check` with the other covered parts read from ``options``
+        as :func:`covered` reads them."""
+        code, query, content_format, payload, echo = covered(code, options, payload)
+        return self.check(option_value, code, path, query, content_format, payload, echo)
+
 
 class MacProofCheck(Protocol):
     """What :func:`mac_proof_check` returns: :class:`MacProofVerifier` or
@@ -370,6 +404,10 @@ class MacProofCheck(Protocol):
         content_format: int | None,
         payload: bytes,
         echo: bytes | None,
+    ) -> int | None: ...
+
+    def check_options(
+        self, option_value: bytes, code: int, path: tuple[str, ...], options: Any, payload: bytes
     ) -> int | None: ...
 
 

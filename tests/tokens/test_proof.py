@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 import pytest
@@ -571,6 +571,46 @@ def test_c_and_python_checks_agree(
     python = _fast_piv(key, data, req, echo, "python")
     assert _fast_piv(key, data, req, echo, "c") == python
     assert python == (piv if flip is None else _general_piv(key, data, req, echo))
+    options = _options(query, content_format, echo)
+    for impl in CHECKS:
+        check = CHECKS[impl](key)
+        assert check.check_options(data, code, path, options, payload) == python
+
+
+class _Option(NamedTuple):
+    value: Any
+
+
+def _options(
+    query: tuple[str, ...], content_format: int | None, echo: bytes | None
+) -> dict[int, list[_Option]]:
+    """An option dict as aiocoap keeps it (number -> options), with an
+    option no proof covers."""
+    options = {11: [_Option("ignored")]}
+    if query:
+        options[15] = [_Option(q) for q in query]
+    if content_format is not None:
+        options[12] = [_Option(content_format)]
+    if echo is not None:
+        options[252] = [_Option(echo)]
+    return options
+
+
+@pytest.mark.parametrize("impl", sorted(CHECKS))
+def test_check_options_reads_query_content_format_and_echo(impl):
+    """check_options finds the covered parts in the option dict: with all
+    of them it verifies; without any one of them, or with one changed, not."""
+    check = CHECKS[impl](HMAC)
+    data = build_proof(HMAC, REQ, 77, b"ech")
+    options = _options(REQ.query, REQ.content_format, b"ech")
+    assert check.check_options(data, Method.PUT, REQ.path, options, REQ.payload) == 77
+    for number in (12, 15, 252):
+        partial = {n: o for n, o in options.items() if n != number}
+        assert check.check_options(data, Method.PUT, REQ.path, partial, REQ.payload) is None
+    swapped = {**options, 15: list(reversed(options[15]))}
+    assert check.check_options(data, Method.PUT, REQ.path, swapped, REQ.payload) is None
+    plain = build_proof(HMAC, ProofedRequest(code=1, path=("a",)), 5)
+    assert check.check_options(plain, 1, ("a",), {}, b"") == 5
 
 
 @pytest.mark.parametrize("impl", sorted(CHECKS))
@@ -594,6 +634,13 @@ def test_c_check_refuses_wrong_argument_types():
         check(b"x", 1, (), (), None, "payload", None)
     with pytest.raises(TypeError):
         check(b"x", 1, (), ())
+    check_options = mac_proof_check(HMAC).check_options
+    with pytest.raises(TypeError):
+        check_options(b"x", 1, (), [], b"")
+    with pytest.raises(TypeError):
+        check_options(b"x", 1, (), {12: "not a list"}, b"")
+    with pytest.raises(AttributeError):
+        check_options(b"x", 1, (), {15: [object()]}, b"")
 
 
 def test_mac_verifier_needs_an_hmac_key_with_a_kid():
