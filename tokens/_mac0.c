@@ -165,6 +165,10 @@ static PyObject *
 verify(MacCheck *self, PyObject *option, PyObject *const *shape_parts, PyObject *payload,
        PyObject *echo)
 {
+    if (self->head == NULL) {
+        PyErr_SetString(PyExc_ValueError, "MacCheck was not initialised");
+        return NULL;
+    }
     if (!PyBytes_Check(option) || !PyBytes_Check(payload) ||
         (echo != Py_None && !PyBytes_Check(echo))) {
         PyErr_SetString(PyExc_TypeError, "option_value, payload, echo must be bytes");

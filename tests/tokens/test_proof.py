@@ -641,6 +641,9 @@ def test_c_check_refuses_wrong_argument_types():
         check_options(b"x", 1, (), {12: "not a list"}, b"")
     with pytest.raises(AttributeError):
         check_options(b"x", 1, (), {15: [object()]}, b"")
+    bare = type(mac_proof_check(HMAC))
+    with pytest.raises(ValueError):  # made without __init__: refused, not a crash
+        bare.__new__(bare).check(b"x", 1, (), (), None, b"", None)
 
 
 def test_mac_verifier_needs_an_hmac_key_with_a_kid():
