@@ -173,8 +173,13 @@ async def start_ready(
 
 def median_ratio(numerators: list[float], denominators: list[float]) -> float:
     """Median over rounds of ``numerator / denominator`` of the same round
-    (rounds with a NaN or zero, e.g. no request done, are left out)."""
-    pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if d and n == n]
+    (rounds with a zero or a non-finite value, e.g. NaN when no request was
+    done, are left out)."""
+    pairs = [
+        n / d
+        for n, d in zip(numerators, denominators, strict=True)
+        if d and math.isfinite(n) and math.isfinite(d)
+    ]
     return statistics.median(pairs) if pairs else math.nan
 
 

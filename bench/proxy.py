@@ -161,7 +161,7 @@ async def _peak_round(
     count: int,
     concurrency: int,
     result: ModeResult,
-    pids: tuple[int, int],
+    upstream_pid: int,
 ) -> None:
     targets = [devices[i % len(devices)] for i in range(count)]
     messages = [proofed(d, PATHS[mode]) for d in targets]  # built before the clock starts
@@ -174,13 +174,13 @@ async def _peak_round(
         else:
             result.failures += 1
 
-    gw0, up0 = await server_cpu(devices[0].session), cpu_seconds(pids[1])
+    gw0, up0 = await server_cpu(devices[0].session), cpu_seconds(upstream_pid)
     started = time.perf_counter()
     await asyncio.wait_for(pool(count, concurrency, one), PHASE_LIMIT)
     elapsed = time.perf_counter() - started
     used = await server_cpu(devices[0].session) - gw0
     result.gateway_cpu += used
-    result.upstream_cpu += cpu_seconds(pids[1]) - up0
+    result.upstream_cpu += cpu_seconds(upstream_pid) - up0
     result.requests += ok
     result.seconds += elapsed
     result.rounds.append(ok / elapsed if elapsed else 0.0)
@@ -238,7 +238,6 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 for client_id, psk in provisioned:
                     session = await probe.connect(client_id.encode(), psk, timeout=30)
                     devices.append(await enroll(session, False))
-                pids = (gateway.pid, upstream.pid)
 
                 warmup = ModeResult("warm-up")
 
@@ -251,7 +250,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     order = MODES if round_no % 2 == 0 else MODES[::-1]
                     for mode in order:
                         await _peak_round(
-                            mode, devices, args.requests, args.concurrency, results[mode], pids
+                            mode,
+                            devices,
+                            args.requests,
+                            args.concurrency,
+                            results[mode],
+                            upstream.pid,
                         )
                 peak = statistics.median(results["proxy"].rounds)
                 rate = max(1.0, peak * LOAD_SHARE)

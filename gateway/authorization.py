@@ -170,13 +170,12 @@ class _Standing:
         #: Uri-Path -> the AIF method mask the scope grants there (RFC 9237 §2.3)
         self.masks: dict[tuple[str, ...], int] = {}
 
-    def methods(self, path: tuple[str, ...]) -> int:
-        """The method mask the token's scope grants on ``path``."""
-        mask = self.masks.get(path)
-        if mask is None:
-            mask = self.token.scope.allowed_methods(path)
-            if len(self.masks) < _MAX_PATHS:
-                self.masks[path] = mask
+    def learn_methods(self, path: tuple[str, ...]) -> int:
+        """The method mask the token's scope grants on ``path``, for a path
+        not in :attr:`masks` yet (callers look there first); remembered."""
+        mask = self.token.scope.allowed_methods(path)
+        if len(self.masks) < _MAX_PATHS:
+            self.masks[path] = mask
         return mask
 
 
@@ -267,7 +266,7 @@ class Authorizer:
                 verifier is None
                 or standing.refused
                 or token.exp <= now
-                or (lockout is not None and lockout.bans)
+                or (lockout is not None and now < lockout.ban_end)
                 or standing.version != self._version()
                 or self.tokens.peek(token.kid) is not token
             ):
@@ -335,7 +334,7 @@ class Authorizer:
         self._limits.take(token.client_id, now, rate=standing.rate)
         mask = standing.masks.get(path)
         if mask is None:
-            mask = standing.methods(path)
+            mask = standing.learn_methods(path)
         if not mask >> (code - 1) & 1:  # AIF bit (RFC 9237 §2.3)
             token.scope.check(path, code)  # raises 4.03 or 4.05, saying which
 
@@ -362,7 +361,7 @@ class Authorizer:
         if identity is None:
             raise MissingToken("protected resources need a DTLS session")
         lockout = self.lockout
-        if lockout is not None and lockout.bans:
+        if lockout is not None and now < lockout.ban_end:
             lockout.check(("identity", identity), now)
             address = getattr(request.remote, "address", None)
             if address:
@@ -380,7 +379,9 @@ class Authorizer:
         token = self.tokens.peek(proof.kid)
         if token is None:
             raise UnknownKey("no token for this key id: get one from the AS")
-        code, query, content_format, payload, echo = _covered(request)
+        code, query, content_format, payload, echo = covered(
+            request.code, request.opt._options, request.payload
+        )
         proof.verify_parts(token.pop_key, code, path, query, content_format, payload, echo)
         self.guard.commit(token.kid, proof.piv, echo, now)
         self.decisions.proofs_verified += 1
@@ -401,6 +402,7 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         ace_limit: Callable[[aiocoap.Message], None] | None = None,
         unprotected: frozenset[tuple[str, ...]] = UNPROTECTED,
         max_body: int = DEFAULT_MAX_BODY,
+        body_limit: Callable[[tuple[str, ...]], int | None] | None = None,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -410,6 +412,8 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self._ace_limit = ace_limit
         self.unprotected = unprotected
         self.max_body = max_body
+        #: Uri-Path -> a tighter limit of the resource there (a proxy route's)
+        self._body_limit = body_limit
         # An audit sink that is off stays off (AuditLog's sink is fixed when
         # it opens; a closed one drops records): no record is built for it.
         self._audit_enabled = bool(getattr(audit, "enabled", True))
@@ -418,15 +422,24 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         return True
 
     def oversized(self, request: aiocoap.Message) -> aiocoap.Message | None:
-        """4.13 with Size1 (RFC 7959 §2.9.3) for a body above ``max_body``,
-        judged before block-wise assembly spools it; None when it fits.
-        Whatever is the root resource calls this first."""
+        """4.13 with Size1 (RFC 7959 §2.9.3) for a body above ``max_body`` or
+        above the limit ``body_limit`` gives its path, judged by Size1 and
+        by where the block ends, before block-wise assembly spools it; None
+        when it fits. Whatever is the root resource calls this first."""
         block1 = request.opt.block1
-        received = len(request.payload)
+        size = len(request.payload)
         if block1 is not None:
-            received += block1.block_number * block1.size
-        if max(request.opt.size1 or 0, received) > self.max_body:
-            return aiocoap.Message(code=Code.REQUEST_ENTITY_TOO_LARGE, size1=self.max_body)
+            size += block1.block_number * block1.size
+        size = max(request.opt.size1 or 0, size)
+        if not size:
+            return None
+        limit = self.max_body
+        if self._body_limit is not None:
+            tighter = self._body_limit(tuple(request.opt.uri_path))
+            if tighter is not None and tighter < limit:
+                limit = tighter
+        if size > limit:
+            return aiocoap.Message(code=Code.REQUEST_ENTITY_TOO_LARGE, size1=limit)
         return None
 
     async def render_to_pipe(self, pipe: Any) -> None:
@@ -516,14 +529,6 @@ class AuthorizingSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         if isinstance(exc, MissingToken | UnknownKey):
             hints = self.authorizer.hints(request)
         return _error(request, exc, hints)
-
-
-def _covered(
-    request: aiocoap.Message,
-) -> tuple[int, tuple[str, ...], int | None, bytes, bytes | None]:
-    """What a proof covers besides the path, and the Echo value
-    (:func:`tokens.proof.covered`), from aiocoap 0.4.17's option dict."""
-    return covered(request.code, request.opt._options, request.payload)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -76,9 +76,10 @@ class Lockout:
     ``window`` seconds. Bans lift automatically."""
 
     __slots__ = (
+        "_bans",
         "_failures",
+        "ban_end",
         "ban_seconds",
-        "bans",
         "bans_total",
         "max_failures",
         "max_keys",
@@ -98,18 +99,20 @@ class Lockout:
         self.ban_seconds = ban_seconds
         self.max_keys = max_keys
         self._failures: OrderedDict[Hashable, deque[float]] = OrderedDict()
-        #: key -> end of its ban (some may have lifted; read-only outside):
-        #: while empty, no key needs :meth:`check`
-        self.bans: dict[Hashable, float] = {}
+        #: key -> end of its ban (some may have lifted)
+        self._bans: dict[Hashable, float] = {}
+        #: the end of the last ban to lift: from then on no key is banned and
+        #: none needs :meth:`check` (one comparison on every request's path)
+        self.ban_end = float("-inf")
         self.bans_total = 0
 
     def banned_until(self, key: Hashable, now: float) -> float | None:
         """The end of ``key``'s ban, or None if it is not banned now."""
-        until = self.bans.get(key)
+        until = self._bans.get(key)
         if until is None:
             return None
         if until <= now:
-            del self.bans[key]
+            del self._bans[key]
             return None
         return until
 
@@ -130,13 +133,14 @@ class Lockout:
         while times and times[0] <= now - self.window:
             times.popleft()
         if len(times) >= self.max_failures and self.banned_until(key, now) is None:
-            self.bans[key] = now + self.ban_seconds
+            until = self._bans[key] = now + self.ban_seconds
+            self.ban_end = max(self.ban_end, until)
             times.clear()
             self.bans_total += 1
             return True
         return False
 
     def active_bans(self, now: float) -> int:
-        for key in [k for k, until in self.bans.items() if until <= now]:
-            del self.bans[key]
-        return len(self.bans)
+        for key in [k for k, until in self._bans.items() if until <= now]:
+            del self._bans[key]
+        return len(self._bans)

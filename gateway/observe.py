@@ -19,7 +19,7 @@ Labels are closed sets only (see :mod:`gateway.metrics`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiocoap
@@ -155,6 +155,9 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self.draining = False
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        # Never called: its only caller is aiocoap's Resource._render_to_pipe,
+        # which render_to_pipe below replaces. Kept because it is abstract in
+        # aiocoap.interfaces.Resource (without it ServiceSite cannot be built).
         return True
 
     async def render_to_pipe(self, pipe: Any) -> None:
@@ -172,7 +175,7 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         if request.opt.block2 is None:
             response = await self.render(request)
             if len(response.payload) > request.remote.maximum_payload_size:
-                response = await self._block2.extract_or_insert(request, _Rendered(response))
+                response = await self._block2.extract_or_insert(request, _rendered(response))
         else:
             response = await self._block2.extract_or_insert(request, lambda: self.render(request))
         response.opt.block1 = request.opt.block1
@@ -210,17 +213,14 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             self._requests.inc(route, code)
 
 
-class _Rendered:
+def _rendered(response: aiocoap.Message) -> Callable[[], Awaitable[aiocoap.Message]]:
     """A response builder for :meth:`aiocoap.blockwise.Block2Cache.extract_or_insert`
     that returns a response already rendered."""
 
-    __slots__ = ("response",)
+    async def build() -> aiocoap.Message:
+        return response
 
-    def __init__(self, response: aiocoap.Message) -> None:
-        self.response = response
-
-    async def __call__(self) -> aiocoap.Message:
-        return self.response
+    return build
 
 
 class MeteredAudit:

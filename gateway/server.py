@@ -268,6 +268,7 @@ class Gateway:
             ace_limit=self._ace_limit,
             unprotected=self.unprotected,
             max_body=self.config.limits.max_body,
+            body_limit=self.proxy.body_limit,
         )
 
     def _creation_hints(self, request: aiocoap.Message) -> CreationHints:

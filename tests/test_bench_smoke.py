@@ -3,6 +3,7 @@ runs are not tests: the machines are shared and noisy)."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -48,3 +49,12 @@ def test_benchmark_tiny_mode(module, keys, tmp_path):
         assert re.fullmatch(r"[0-9.]+", values[key]), (key, values[key])
         assert float(values[key]) > 0
     assert out.read_text().strip().startswith("{")
+
+
+def test_median_ratio_leaves_out_rounds_with_a_nan_or_zero() -> None:
+    from bench._gateway import median_ratio
+
+    assert median_ratio([10, 10, 10], [5, math.nan, 5]) == 2.0  # NaN denominator
+    assert median_ratio([10, math.nan, 10], [5, 5, 5]) == 2.0  # NaN numerator
+    assert median_ratio([10, 10, 10], [5, 0, 5]) == 2.0  # zero denominator
+    assert math.isnan(median_ratio([1.0], [math.nan]))  # no round left

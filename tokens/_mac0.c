@@ -2,9 +2,9 @@
  * tokens._mac0: the gateway's per-request check of a canonical COSE_Mac0
  * Proof option (HMAC 256/64 or HMAC 256/256), in one call.
  *
- * It accepts exactly what tokens.proof.MacProofVerifier.check accepts (the
- * pure-Python reference, kept and tested against this module byte for
- * byte): the proof's bytes up to the Partial IV equal to the key's, a
+ * It accepts exactly what tokens.proof.MacProofVerifier.check_options
+ * accepts (the pure-Python reference, kept and tested against this module
+ * byte for byte): the proof's bytes up to the Partial IV equal to the key's, a
  * shortest-form piv of 1..5 bytes, nil payload, a tag of the key's length
  * that is the HMAC (RFC 2104 §2, RFC 9053 §3.1) of the MAC_structure
  * (RFC 9052 §6.3) over the detached content (DESIGN "Per-request proof").
@@ -243,22 +243,6 @@ verify(MacCheck *self, PyObject *option, PyObject *const *shape_parts, PyObject 
     return PyLong_FromUnsignedLongLong(piv);
 }
 
-PyDoc_STRVAR(check_doc,
-"check(option_value, code, path, query, content_format, payload, echo)\n--\n\n"
-"The proof's piv when option_value is this key's canonical Mac0 proof\n"
-"for the request as received and its MAC verifies (RFC 9052 §6.3);\n"
-"None otherwise.");
-
-static PyObject *
-MacCheck_check(MacCheck *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "check() takes 7 arguments");
-        return NULL;
-    }
-    return verify(self, args[0], args + 1, args[5], args[6]);
-}
-
 /* option number -> the first of its options, borrowed; NULL if absent
  * (no exception) or on an error (exception set). */
 static PyObject *
@@ -278,7 +262,9 @@ static PyObject *URI_QUERY, *CONTENT_FORMAT, *ECHO, *VALUE;
 
 PyDoc_STRVAR(check_options_doc,
 "check_options(option_value, code, path, options, payload)\n--\n\n"
-":meth:`check` with Uri-Query, Content-Format and Echo read from\n"
+"The proof's piv when option_value is this key's canonical Mac0 proof\n"
+"for the request as received and its MAC verifies (RFC 9052 §6.3);\n"
+"None otherwise. Uri-Query, Content-Format and Echo are read from\n"
 "``options`` (option number -> list of options with a ``value``), as\n"
 "tokens.proof.covered reads them.");
 
@@ -351,7 +337,6 @@ done:
 }
 
 static PyMethodDef MacCheck_methods[] = {
-    {"check", (PyCFunction)(void (*)(void))MacCheck_check, METH_FASTCALL, check_doc},
     {"check_options", (PyCFunction)(void (*)(void))MacCheck_check_options, METH_FASTCALL,
      check_options_doc},
     {NULL, NULL, 0, NULL},

@@ -14,16 +14,6 @@ class MacCheck:
         shapes: dict[_ShapeKey, bytes],
         make_shape: Callable[[_ShapeKey], bytes | None],
     ) -> None: ...
-    def check(
-        self,
-        option_value: bytes,
-        code: int,
-        path: tuple[str, ...],
-        query: tuple[str, ...],
-        content_format: int | None,
-        payload: bytes,
-        echo: bytes | None,
-    ) -> int | None: ...
     def check_options(
         self, option_value: bytes, code: int, path: tuple[str, ...], options: Any, payload: bytes
     ) -> int | None: ...

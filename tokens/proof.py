@@ -33,7 +33,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hmac import compare_digest
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cbor2
 
@@ -48,6 +48,9 @@ from .params import (
     HeaderLabel,
 )
 
+if TYPE_CHECKING:
+    from ._mac0 import MacCheck
+
 try:
     from . import _mac0
 except ImportError:  # built by `pip install` (setup.py); the Python check stands in
@@ -60,7 +63,6 @@ __all__ = [
     "ACCELERATED",
     "MAX_PIV",
     "MAX_PROOF_SIZE",
-    "MacProofCheck",
     "MacProofVerifier",
     "ParsedProof",
     "ProofedRequest",
@@ -310,7 +312,8 @@ class ParsedProof(NamedTuple):
 
 class MacProofVerifier:
     """One HMAC PoP key's check of a Proof in the canonical layout, parse and
-    MAC in one call: the gateway's per-request hot path. It accepts exactly
+    MAC in one call: the reference of the gateway's per-request check, whose
+    C twin :func:`mac_proof_check` returns when it is built. It accepts exactly
     what :func:`parse_proof` then :meth:`ParsedProof.verify` accept for this
     key in that layout; anything else (another layout, kid or alg, a bad MAC)
     gets ``None`` and the caller takes the general path, which says why.
@@ -391,30 +394,10 @@ class MacProofVerifier:
         return self.check(option_value, code, path, query, content_format, payload, echo)
 
 
-class MacProofCheck(Protocol):
-    """What :func:`mac_proof_check` returns: :class:`MacProofVerifier` or
-    its C twin, ``tokens._mac0.MacCheck``."""
-
-    def check(
-        self,
-        option_value: bytes,
-        code: int,
-        path: tuple[str, ...],
-        query: tuple[str, ...],
-        content_format: int | None,
-        payload: bytes,
-        echo: bytes | None,
-    ) -> int | None: ...
-
-    def check_options(
-        self, option_value: bytes, code: int, path: tuple[str, ...], options: Any, payload: bytes
-    ) -> int | None: ...
-
-
-def mac_proof_check(key: SymmetricKey) -> MacProofCheck:
+def mac_proof_check(key: SymmetricKey) -> MacProofVerifier | MacCheck:
     """The canonical Mac0 proof check (RFC 9052 §6.3) for ``key``:
-    :meth:`MacProofVerifier.check`, in C when ``tokens._mac0`` is built (it
-    is by ``pip install``; :data:`ACCELERATED` says which). Both accept the
+    :meth:`MacProofVerifier.check_options`, in C when ``tokens._mac0`` is
+    built (it is by ``pip install``; :data:`ACCELERATED` says which). Both accept the
     same proofs, byte for byte (tests/tokens/test_proof.py); the C one
     parses, builds the detached content's tail and computes the HMAC from
     the key's two padded-key SHA-256 states without a Python call, except
@@ -435,11 +418,12 @@ def mac_proof_check(key: SymmetricKey) -> MacProofCheck:
 
 #: Detached-content shapes by (code, path, query, Content-Format); cleared
 #: when full (a gateway sees few distinct shapes).
-_SHAPES: dict[tuple[int, tuple[str, ...], tuple[str, ...], int | None], bytes] = {}
+_ShapeKey = tuple[int, tuple[str, ...], tuple[str, ...], int | None]
+_SHAPES: dict[_ShapeKey, bytes] = {}
 _MAX_SHAPES = 4096
 
 
-def _new_shape(key: tuple[int, tuple[str, ...], tuple[str, ...], int | None]) -> bytes | None:
+def _new_shape(key: _ShapeKey) -> bytes | None:
     """:func:`_shape` of ``key`` remembered in ``_SHAPES``; ``None`` for a
     request that has no detached content (method outside 1..7, Uri-Path or
     Uri-Query not UTF-8). Both checks' miss path."""

@@ -72,6 +72,16 @@ def _maker(number: int) -> Callable[[bytes], Any]:
     return make
 
 
+def _extended(nibble: int, data: bytes, i: int) -> tuple[int, int]:
+    """An option delta or length nibble of 13-15 with its extended bytes at
+    ``i`` (RFC 7252 §3.1): the value and the index after them."""
+    if nibble == 13:
+        return data[i] + 13, i + 1
+    if nibble == 14:
+        return (data[i] << 8 | data[i + 1]) + 269, i + 2
+    raise UnparsableMessage("Option contained partial payload marker.")
+
+
 def decode_message(data: bytes, remote: Any, transport_tuning: Any) -> Message:
     """The message encoded in ``data`` (RFC 7252 §3), received from ``remote``.
 
@@ -107,26 +117,10 @@ def decode_message(data: bytes, remote: Any, transport_tuning: Any) -> Message:
             delta = byte >> 4
             length = byte & 0x0F
             i += 1
-            # extended delta, then length (RFC 7252 §3.1), inline: the
-            # Proof option has both, on every protected request
             if delta >= 13:
-                if delta == 13:
-                    delta = data[i] + 13
-                    i += 1
-                elif delta == 14:
-                    delta = (data[i] << 8 | data[i + 1]) + 269
-                    i += 2
-                else:
-                    raise UnparsableMessage("Option contained partial payload marker.")
+                delta, i = _extended(delta, data, i)
             if length >= 13:
-                if length == 13:
-                    length = data[i] + 13
-                    i += 1
-                elif length == 14:
-                    length = (data[i] << 8 | data[i + 1]) + 269
-                    i += 2
-                else:
-                    raise UnparsableMessage("Option contained partial payload marker.")
+                length, i = _extended(length, data, i)
             number += delta
             end = i + length
             if end > n:

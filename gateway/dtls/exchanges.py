@@ -125,6 +125,7 @@ class CompactMessageManager(MessageManager):  # type: ignore[misc]
     def _send_via_transport(self, message: Any) -> None:
         data = self.message_interface.send(message)
         if data is not None:
+            # also called for each retransmission: it stores the same bytes again (idempotent)
             self.exchanges.store_response((message.remote, message.mid), data)
 
 

@@ -257,24 +257,22 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
     def send(self, message: Message) -> bytes | None:
         """Encode and send ``message`` on its remote's session; returns the
         encoded bytes, or ``None`` when the session has ended (nothing sent)."""
-        remote = message.remote
-        if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
-            self._counters.dropped["closed_session"] += 1
-            log.debug("not sending %r: its DTLS session has ended", message)
-            return None
         data: bytes = message.encode()
-        self._write(remote, data)
-        return data
+        return data if self._write(message.remote, data) else None
 
     def send_encoded(self, remote: object, data: bytes) -> None:
         """Send an already encoded message (a response repeated for a
         duplicate request, RFC 7252 §4.5) on ``remote``'s session."""
-        if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
-            self._counters.dropped["closed_session"] += 1
-            return
         self._write(remote, data)
 
-    def _write(self, remote: DtlsRemote, data: bytes) -> None:
+    def _write(self, remote: object, data: bytes) -> bool:
+        """Hand ``data`` to tinydtls for ``remote``'s session (True); False,
+        counted as dropped ``closed_session``, when that session has ended.
+        The one guard of :meth:`send` and :meth:`send_encoded`."""
+        if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
+            self._counters.dropped["closed_session"] += 1
+            log.debug("not sending %d bytes to %s: its DTLS session has ended", len(data), remote)
+            return False
         session = remote._session
         call = self._begin(session)
         try:
@@ -290,6 +288,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         elif written < 0:
             self._counters.dropped["send_error"] += 1
             log.debug("tinydtls refused to send %d bytes to %s", len(data), remote)
+        return True
 
     async def determine_remote(self, message: Message) -> None:
         # A DTLS server does not initiate sessions.

@@ -85,6 +85,18 @@ class Proxy:
         per route (the prefix and its subtree)."""
         return [entry for route in self.routes for entry in site_entries(route)]
 
+    def body_limit(self, path: Segments) -> int | None:
+        """The ``max_body`` of the route that serves Uri-Path ``path`` (the
+        longest matching prefix, as the Site dispatches); None when no route
+        does. The root refuses a larger body before block-wise assembly
+        spools it (RFC 7959 §2.9.3, :class:`gateway.authorization.AuthorizingSite`)."""
+        best: ProxyRoute | None = None
+        for route in self.routes:
+            n = len(route.prefix)
+            if path[:n] == route.prefix and (best is None or n > len(best.prefix)):
+                best = route
+        return None if best is None else best.config.max_body
+
     async def start(self) -> None:
         """Create the HTTP client sessions (needs the running loop)."""
         for route in self.routes:

@@ -141,10 +141,9 @@ class ResponseParser:
     def feed(self, data: bytes) -> RawResponse | None:
         """Take received bytes; the response once it is complete. Bytes after
         the end of the response make the connection unusable (no pipelining
-        here), not the response invalid."""
+        here: its ``keep_alive`` is False), not the response invalid. Once
+        the response was returned, the parser takes nothing more (``None``)."""
         if self.done:
-            if data:
-                self._keep_alive = False
             return None
         if data:
             self.started = True
@@ -166,13 +165,11 @@ class ResponseParser:
                 return self._finish()
 
     def eof(self) -> RawResponse:
-        """The connection ended: the response if it was complete or ran to the
-        end of the connection; else :class:`ProtocolError`."""
+        """The connection ended before :meth:`feed` returned a response: the
+        response if its body ran to the end of the connection (RFC 9112 §6.3
+        item 8, ``keep_alive`` False); else :class:`ProtocolError`."""
         if self._state == "eof":
-            self._keep_alive = False
             return self._finish()
-        if self.done:
-            raise ProtocolError("response already returned")
         raise ProtocolError("upstream closed the connection before a complete response")
 
     # --- the head ---------------------------------------------------------------

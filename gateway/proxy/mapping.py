@@ -59,6 +59,13 @@ HTTP_METHODS: Mapping[Code, str] = {
     Code.iPATCH: "PATCH",
 }
 
+#: The HTTP methods above (and HEAD, OPTIONS) that are idempotent (RFC 9110
+#: §9.2.2; QUERY: draft-ietf-httpbis-safe-method-w-body, safe hence
+#: idempotent): a request the upstream may not have seen can be sent again.
+#: Named as :data:`HTTP_METHODS` names them, which is what the pool receives.
+#: iPATCH is idempotent in CoAP (RFC 8132 §3) but becomes PATCH, which is not.
+IDEMPOTENT_HTTP_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "QUERY"})
+
 #: Config method names (``RouteConfig.methods``) -> CoAP method codes.
 METHOD_CODES: Mapping[str, Code] = {
     "GET": Code.GET,
@@ -165,8 +172,8 @@ def upstream_url(base: str, segments: Sequence[str], query: Sequence[str]) -> st
     """The upstream URL for the rest of the request path and its query
     (RFC 7252 §6.5 steps 8-9): each Uri-Path value percent-encoded as one
     segment after ``base``, each Uri-Query value percent-encoded (``&``
-    included) and joined with ``&``. The result is already encoded (send it
-    with ``yarl.URL(url, encoded=True)``)."""
+    included) and joined with ``&``. The result is already encoded: its path
+    and query go on the request line as they are (RFC 9112 §3.2.1)."""
     segs = check_segments(segments)
     try:
         path = "".join("/" + quote(s, safe=_PATH_SAFE) for s in segs)
@@ -181,10 +188,14 @@ def upstream_url(base: str, segments: Sequence[str], query: Sequence[str]) -> st
     return url
 
 
+#: The port of an http or https URL that names none (RFC 9110 §4.2.1, §4.2.2).
+DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443}
+
+
 def _origin(parts: object) -> tuple[str, str, int | None]:
     scheme = getattr(parts, "scheme", "")
     host = (getattr(parts, "hostname", "") or "").lower()
-    port = getattr(parts, "port", None) or {"http": 80, "https": 443}.get(scheme)
+    port = getattr(parts, "port", None) or DEFAULT_PORTS.get(scheme)
     return scheme, host, port
 
 
@@ -331,7 +342,8 @@ class EtagCodec:
 # --- freshness ------------------------------------------------------------------
 
 
-#: HTTP headers as aiohttp gives them (case-insensitive, repeatable).
+#: HTTP response headers as :mod:`gateway.proxy.http1` parses them
+#: (case-insensitive, repeatable).
 Headers = CIMultiDictProxy[str]
 
 

@@ -10,9 +10,9 @@ drops those idle for longer than ``idle_timeout``.
 
 A keep-alive connection the upstream closed while it sat idle is found out
 only when a request is written to it: if the connection was reused and no
-byte of a response came back, an idempotent request (RFC 9110 §9.2.2) is
-sent once more on a new connection; others fail (the upstream may have acted
-on them).
+byte of a response came back, an idempotent request (RFC 9110 §9.2.2;
+:data:`~gateway.proxy.mapping.IDEMPOTENT_HTTP_METHODS`) is sent once more on
+a new connection; others fail (the upstream may have acted on them).
 
 The bytes go through :mod:`gateway.proxy.http1`; errors are the exceptions
 of the socket layer, :mod:`ssl`, and :mod:`gateway.proxy.http1`, translated
@@ -27,11 +27,9 @@ import time
 from collections.abc import Callable
 
 from .http1 import RawResponse, ResponseParser, encode_request
+from .mapping import DEFAULT_PORTS, IDEMPOTENT_HTTP_METHODS
 
 __all__ = ["ConnectionPool", "StaleConnection"]
-
-#: Methods safe to repeat on a new connection (RFC 9110 §9.2.2, RFC 8132 §2).
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "FETCH"})
 
 
 class StaleConnection(ConnectionError):
@@ -166,7 +164,7 @@ class ConnectionPool:
                 response = await conn.start(data, ResponseParser(method, max_body=max_body))
             except StaleConnection:
                 conn.close()
-                if fresh or method not in IDEMPOTENT or self._closed:
+                if fresh or method not in IDEMPOTENT_HTTP_METHODS or self._closed:
                     raise
                 retried = True  # the upstream closed an idle connection: once more, on a new one
                 continue
@@ -229,4 +227,4 @@ def _authority(host: str, port: int, tls: bool) -> str:
     """The ``Host`` header value (RFC 9110 §7.2): the port only when it is
     not the scheme's default; IPv6 literals in brackets."""
     name = f"[{host}]" if ":" in host else host
-    return name if port == (443 if tls else 80) else f"{name}:{port}"
+    return name if port == DEFAULT_PORTS["https" if tls else "http"] else f"{name}:{port}"

@@ -3,18 +3,23 @@ entry and the two aiocoap resources that serve it (the prefix itself and
 everything below it).
 
 The authorization layer has already verified every request that reaches
-these resources (token, proof, scope for path and method) and set the
-:class:`~gateway.auth_context.AuthContext`; the route still enforces its own
-``methods`` (4.05) and ``max_body`` (4.13 with Size1, RFC 7959 §2.9.3).
+these resources (token, proof, scope for path and method), removed its Proof
+option and set the :class:`~gateway.auth_context.AuthContext`; the route
+still enforces, on every request, that it is no forward-proxy request (5.05,
+RFC 7252 §5.10.2), its own ``methods`` (4.05) and ``max_body`` (4.13 with
+Size1, RFC 7959 §2.9.3).
 
-Block-wise transfer (RFC 7959): aiocoap reassembles Block1 requests and
-serves Block2 responses from one upstream answer. Before that, each Block1
-request is checked against ``max_body`` (its Size1 and its offset), so a
-device cannot make the gateway buffer more than the route allows. The Proof
-option (each block carries its own) is removed after authorization so that
-aiocoap's block-wise key (which covers every cache-key option) is the same
-for all blocks of one transfer. Responses with a body larger than a block
-carry Size2 (RFC 7959 §4).
+The gateway reaches these resources only through their :meth:`render`: the
+root resource (:class:`gateway.observe.ServiceSite`) runs the block-wise
+flow (RFC 7959) itself, then the authorization layer and aiocoap's Site
+dispatch call ``render`` of the resource found. So Block1 requests arrive
+here reassembled, and the route's ``max_body`` is checked again on the whole
+body: before a block is spooled, the root refuses a transfer above the
+route's ``max_body`` (:meth:`gateway.proxy.Proxy.body_limit`; its Size1 or
+where the block ends: 4.13 at once), which bounds what a device can make the
+gateway buffer. Block2 responses are cut
+from one upstream answer; a response with a body larger than a block carries
+Size2 (RFC 7959 §4).
 """
 
 from __future__ import annotations
@@ -26,11 +31,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiocoap
 import aiocoap.interfaces
-import aiocoap.pipe
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
-
-from tokens.params import PROOF_OPTION
 
 from ..auth_context import AuthContext, current_auth
 from ..config import RouteConfig
@@ -49,7 +51,7 @@ from ..resources import error_response
 from .cache import CacheEntry, CacheKey, ResponseCache
 from .headers import compile_headers, uses_identity
 from .mapping import (
-    MAPPED_REQUEST_HEADERS,
+    DEFAULT_PORTS,
     METHOD_CODES,
     EtagCodec,
     HttpRequest,
@@ -167,7 +169,7 @@ class ProxyRoute:
         self.upstream = Upstream(
             name=config.prefix,
             host=parts.hostname or "",
-            port=parts.port or (443 if parts.scheme == "https" else 80),
+            port=parts.port or DEFAULT_PORTS[parts.scheme],
             timeout=config.timeout,
             max_body=config.max_body,
             pool_size=config.pool_size,
@@ -181,21 +183,19 @@ class ProxyRoute:
         #: The upstream request names the device: cache per device, not per scope only.
         self.cache_per_device = self.auth.per_device or uses_identity(self.templates)
 
-    # --- checks that run before block-wise assembly too ----------------------
+    # --- the route's own checks ----------------------------------------------
 
-    def precheck(self, request: aiocoap.Message, *, assembled: bool) -> None:
-        """Proxy-Uri/-Scheme (5.05), method (4.05) and size (4.13) checks.
-        Before reassembly (``assembled=False``) a Block1 request is measured
-        by its Size1 and by where the block ends (RFC 7959 §2.3, §4)."""
+    def check(self, request: aiocoap.Message) -> None:
+        """The route's checks of every request, bodiless ones included:
+        Proxy-Uri/Proxy-Scheme (5.05: a reverse proxy, not a forward proxy,
+        RFC 7252 §5.7.2, §5.10.2), the route's ``methods`` (4.05) and its
+        ``max_body`` (4.13; the request is reassembled, RFC 7959 §2.9.3)."""
         if request.opt.proxy_uri is not None or request.opt.proxy_scheme is not None:
             raise ProxyingNotSupported("this gateway is not a forward proxy")
         if request.code not in self.methods:
             raise RouteMethodNotAllowed(f"{request.code} is not allowed on this route")
         limit = self.config.max_body
-        block1 = None if assembled else request.opt.block1
-        size1 = None if assembled else request.opt.size1
-        end = len(request.payload) + (block1.start if block1 is not None else 0)
-        if end > limit or (size1 is not None and size1 > limit):
+        if len(request.payload) > limit:
             raise RequestTooLarge(f"request body above {limit} bytes")
 
     # --- one request ----------------------------------------------------------
@@ -240,8 +240,7 @@ class ProxyRoute:
         return msg
 
     async def _handle(self, request: aiocoap.Message) -> aiocoap.Message:
-        if request.payload:  # the rest was checked before block-wise assembly
-            self.precheck(request, assembled=True)
+        self.check(request)
         auth = current_auth()
         segments = tuple(request.opt.uri_path)
         accept = int(request.opt.accept) if request.opt.accept is not None else None
@@ -284,10 +283,8 @@ class ProxyRoute:
         return msg
 
     async def _send(self, http: HttpRequest, auth: AuthContext) -> HttpResponse:
-        headers = {"User-Agent": USER_AGENT}
-        for name, value in http.headers.items():
-            if name.lower() in MAPPED_REQUEST_HEADERS:
-                headers[name] = value
+        # map_request writes only MAPPED_REQUEST_HEADERS (mapping.py)
+        headers = {"User-Agent": USER_AGENT, **http.headers}
         if self.templates:
             values = auth.headers_fields()
             for template in self.templates:
@@ -357,23 +354,13 @@ class ProxyRoute:
 
 
 class RouteResource(aiocoap.resource.Resource):  # type: ignore[misc]
-    """The aiocoap resource at a route's prefix (``/api``)."""
+    """The aiocoap resource at a route's prefix (``/api``). The gateway
+    calls only :meth:`render` (see the module docstring); every check of the
+    route runs there."""
 
     def __init__(self, route: ProxyRoute) -> None:
         super().__init__()
         self.route = route
-
-    async def render_to_pipe(self, pipe: aiocoap.pipe.Pipe) -> None:
-        request = pipe.request
-        # authorized already; drop the per-block proof so all blocks of one
-        # transfer share aiocoap's block-wise key
-        request.opt.delete_option(PROOF_OPTION)
-        try:
-            self.route.precheck(request, assembled=False)
-        except GatewayError as exc:
-            pipe.add_response(self.route.error_response(exc), is_last=True)
-            return
-        await super().render_to_pipe(pipe)
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         response = await self.route.handle(request)

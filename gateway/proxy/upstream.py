@@ -75,7 +75,7 @@ def translate(exc: BaseException) -> GatewayError:
         return UpstreamBadResponse("upstream sent an invalid HTTP response")
     if isinstance(exc, StaleConnection):
         return UpstreamBadResponse("upstream closed the connection")
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+    if isinstance(exc, ssl.SSLError):  # ssl.CertificateError included
         return UpstreamTlsError("upstream TLS failed")
     if isinstance(exc, ConnectionRefusedError | socket.gaierror):
         return UpstreamError("upstream unreachable")
@@ -267,11 +267,20 @@ class Upstream:
         """Send ``request`` with ``headers`` (complete: mapped, route and
         credential headers) and read the response, all within the route's
         timeout. Raises only :class:`~gateway.errors.GatewayError`. Reports
-        each outcome to :attr:`observer` (seconds, error reason or None)."""
+        each outcome to :attr:`observer` (seconds, error reason or None), a
+        request the open breaker refused included (``circuit_open``)."""
         if not self._open:
             raise UpstreamError("proxy not started")
         started = time.perf_counter()
-        probe = self.breaker.admit()
+        try:
+            probe = self.breaker.admit()
+        except CircuitOpen as exc:
+            # outside the try below: nothing was admitted, so there is no
+            # outcome to report to the breaker (release() would end a probe
+            # another request is running)
+            if self.observer is not None:
+                self.observer(0.0, exc.reason)  # nothing was timed
+            raise
         outcome: Callable[[], None] = self.breaker.release
         sent = False
         try:

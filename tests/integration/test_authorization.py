@@ -164,6 +164,42 @@ async def test_warm_requests_skip_the_general_path_and_decide_the_same(gateway, 
     ]
 
 
+async def test_a_lifted_ban_gives_warm_requests_the_one_step_path_back(state_dir, monkeypatch):
+    """While any key is banned, every request takes the general path (it
+    checks bans); once the last ban has lifted, warm requests are decided in
+    one step again, without anything having looked the lifted ban up."""
+    from gateway.authorization import Authorizer
+
+    clock = FakeClock()
+    gw = Gateway(gateway_config(state_dir), clock=clock)
+    gw.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
+    await gw.start()
+    parses = []
+    general = Authorizer._authenticate
+
+    def counting(self, request, identity, path, proof_options, now):
+        parses.append(now)
+        return general(self, request, identity, path, proof_options, now)
+
+    try:
+        async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:
+            pd = await ProofDevice.enroll(dev)
+            await open_window(pd)
+            monkeypatch.setattr(Authorizer, "_authenticate", counting)
+            assert (await dev.request(pd.message())).code == Code.CONTENT
+            assert parses == []
+            for _ in range(gw.lockout.max_failures):  # another peer gets banned
+                gw.lockout.failure(("address", "192.0.2.9"), clock.now)
+            assert (await dev.request(pd.message())).code == Code.CONTENT
+            assert len(parses) == 1
+            clock.now += gw.lockout.ban_seconds + 1
+            assert (await dev.request(pd.message())).code == Code.CONTENT
+            assert len(parses) == 1
+    finally:
+        await gw.stop()
+        gw.registry.close()
+
+
 async def test_expired_revoked_and_disabled(state_dir):
     clock = FakeClock()
     gw = Gateway(gateway_config(state_dir), clock=clock)

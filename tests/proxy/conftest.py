@@ -2,10 +2,16 @@
 records what it received, and the proxy's resources served by a real aiocoap
 server over plain UDP CoAP on 127.0.0.1, driven by an aiocoap client.
 
-The authorization layer is stood in for by :class:`AuthSite`, which sets
-``gateway.auth_context.CURRENT`` to the harness's identity for each request
-(the DTLS and proof layers are tested elsewhere; an end-to-end test through
-DTLS + proofs + libcoap belongs with the authorization layer).
+Requests take the gateway's production path to the proxy's resources: the
+root is the gateway's :class:`~gateway.observe.ServiceSite` (block-wise flow,
+RFC 7959; request metrics), in front of the gateway's
+:class:`~gateway.authorization.AuthorizingSite` (body limit before
+reassembly, critical options, Proof removal, ``CURRENT``), in front of an
+aiocoap Site whose dispatch calls the route resource's ``render``. Only the
+authorizer is stood in for (:class:`StandInAuthorizer`: every request is
+authorized as the harness's identity); the DTLS and proof layers are tested
+elsewhere, and end to end through DTLS + proofs + libcoap in
+tests/integration.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from gateway.auth_context import CURRENT, AuthContext
+from gateway.auth_context import AuthContext
+from gateway.authorization import DEFAULT_MAX_BODY, AuthorizingSite, Decisions
 from gateway.config import parse_config
+from gateway.observe import GatewayMetrics, RouteLabels, ServiceSite, time_upstream
 from gateway.proxy import Proxy
 from gateway.token_store import AccessToken
 from tokens.aif import Scope
@@ -144,20 +152,44 @@ class RecordingUpstream:
 # --- the CoAP side -----------------------------------------------------------------
 
 
-class AuthSite(aiocoap.resource.Site):  # type: ignore[misc]
-    """Test stand-in for the authorization layer: every request is rendered
-    with ``identity()`` as the AuthContext."""
+class StandInAuthorizer:
+    """Stands in for :class:`gateway.authorization.Authorizer` behind the
+    real :class:`AuthorizingSite`: every request is authorized, with
+    ``identity()`` as its AuthContext."""
 
     def __init__(self, identity: Callable[[], AuthContext]) -> None:
-        super().__init__()
         self._identity = identity
+        self.decisions = Decisions()
 
-    async def render_to_pipe(self, pipe: Any) -> None:
-        token = CURRENT.set(self._identity())
-        try:
-            await super().render_to_pipe(pipe)
-        finally:
-            CURRENT.reset(token)
+    def authorize(self, request: aiocoap.Message, path: tuple[str, ...]) -> AuthContext:
+        return self._identity()
+
+
+class NoAudit:
+    """An audit sink that is off (AuthorizingSite then builds no records)."""
+
+    enabled = False
+
+    def __call__(self, **record: Any) -> None:
+        pass
+
+
+def production_root(
+    site: aiocoap.resource.Site,
+    identity: Callable[[], AuthContext],
+    routes: list[str],
+    metrics: GatewayMetrics,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    body_limit: Callable[[tuple[str, ...]], int | None] | None = None,
+) -> ServiceSite:
+    """The root resource as gateway.server builds it (Gateway.site and
+    Gateway.start) around ``site``; ``max_body`` is ``limits.max_body``,
+    ``body_limit`` the proxy's per-route limit."""
+    authorizing = AuthorizingSite(
+        site, StandInAuthorizer(identity), NoAudit(), max_body=max_body, body_limit=body_limit
+    )
+    return ServiceSite(authorizing, metrics, RouteLabels(routes))
 
 
 class ProxyHarness:
@@ -173,6 +205,7 @@ class ProxyHarness:
         clock: Callable[[], float] | None = None,
         monotonic: Callable[[], float] | None = None,
         max_in_flight: int | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         config = parse_config({"routes": routes}, base_dir=base_dir, env={})
         kwargs: dict[str, Any] = {}
@@ -188,17 +221,31 @@ class ProxyHarness:
             **kwargs,
         )
         self.auth = make_auth()
+        #: ``limits.max_body``: the gateway-wide body limit, checked per block
+        self.max_body = max_body
+        self.metrics = GatewayMetrics()
+        for route in self.proxy.routes:  # as Gateway does (gateway.server)
+            time_upstream(route.upstream, route.config.prefix, self.metrics)
+        self.root: ServiceSite | None = None
         self.server: aiocoap.Context | None = None
         self.client: aiocoap.Context | None = None
         self.port = 0
 
     async def start(self) -> ProxyHarness:
-        site = AuthSite(lambda: self.auth)
+        site = aiocoap.resource.Site()
         for path, resource in self.proxy.site_entries():
             site.add_resource(path, resource)
+        self.root = production_root(
+            site,
+            lambda: self.auth,
+            [route.config.prefix for route in self.proxy.routes],
+            self.metrics,
+            max_body=self.max_body,
+            body_limit=self.proxy.body_limit,
+        )
         await self.proxy.start()
         self.server = await aiocoap.Context.create_server_context(
-            site, bind=("127.0.0.1", 0), transports=["udp6"]
+            self.root, bind=("127.0.0.1", 0), transports=["udp6"]
         )
         mi = self.server.request_interfaces[0].token_interface.message_interface
         self.port = mi.transport.get_extra_info("socket").getsockname()[1]

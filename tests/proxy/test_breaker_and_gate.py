@@ -21,8 +21,15 @@ from gateway.errors import (
     UpstreamTooLarge,
 )
 from gateway.proxy.http1 import BodyTooLarge, ProtocolError
+from gateway.proxy.mapping import HttpRequest
 from gateway.proxy.pool import StaleConnection
-from gateway.proxy.upstream import AdmissionGate, BreakerState, CircuitBreaker, translate
+from gateway.proxy.upstream import (
+    AdmissionGate,
+    BreakerState,
+    CircuitBreaker,
+    Upstream,
+    translate,
+)
 
 from .conftest import Clock
 
@@ -80,6 +87,43 @@ def test_breaker_neutral_outcome_frees_the_probe() -> None:
     b.release()  # e.g. the probe was refused by the queue: say nothing about health
     assert b.state is BreakerState.HALF_OPEN
     assert b.admit() is True
+
+
+async def test_refusal_by_the_open_breaker_is_observed() -> None:
+    """The upstream_errors metric counts circuit_open; the refusal leaves
+    the half-open probe that is out alone."""
+    clock = Clock(0.0)
+    breaker = CircuitBreaker(1, 5.0, clock)
+    upstream = Upstream(
+        name="/r",
+        host="127.0.0.1",
+        port=9,  # never connected to: the breaker refuses first
+        timeout=1.0,
+        max_body=1024,
+        pool_size=1,
+        queue_size=0,
+        busy_max_age=1,
+        breaker=breaker,
+    )
+    seen: list[tuple[float, str | None]] = []
+    upstream.observer = lambda seconds, reason: seen.append((seconds, reason))
+    await upstream.start()
+    request = HttpRequest(method="GET", url="http://127.0.0.1:9/x")
+    breaker.admit()
+    breaker.failure()  # open
+    with pytest.raises(CircuitOpen) as info:
+        await upstream.send(request, {})
+    assert info.value.max_age == 5
+    assert seen == [(0.0, "circuit_open")]
+    clock.now = 5.0
+    assert breaker.admit() is True  # the probe is out ...
+    with pytest.raises(CircuitOpen):
+        await upstream.send(request, {})
+    assert seen[-1] == (0.0, "circuit_open") and len(seen) == 2
+    with pytest.raises(CircuitOpen):  # ... and still is: no second probe
+        breaker.admit()
+    assert upstream.pool.opened == 0
+    await upstream.close()
 
 
 def test_breaker_disabled() -> None:
@@ -176,6 +220,8 @@ async def test_gate_waiter_cancelled_after_handover_returns_the_slot() -> None:
         (ConnectionRefusedError(111, "refused 127.0.0.1"), UpstreamError, "5.02"),
         (socket.gaierror(-2, "Name or service not known"), UpstreamError, "5.02"),
         (ssl.SSLCertVerificationError(), UpstreamTlsError, "5.02"),
+        (ssl.CertificateError("hostname mismatch"), UpstreamTlsError, "5.02"),
+        (ssl.SSLError(1, "handshake failure"), UpstreamTlsError, "5.02"),
         (StaleConnection("closed"), UpstreamBadResponse, "5.02"),
         (ProtocolError("truncated"), UpstreamBadResponse, "5.02"),
         (BodyTooLarge("big"), UpstreamTooLarge, "5.02"),

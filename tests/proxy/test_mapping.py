@@ -23,6 +23,8 @@ from gateway.errors import (
 from gateway.proxy.headers import IDENTITY_HEADERS, compile_headers, field_value
 from gateway.proxy.mapping import (
     CONTENT_FORMATS,
+    HTTP_METHODS,
+    IDEMPOTENT_HTTP_METHODS,
     MAPPED_REQUEST_HEADERS,
     EtagCodec,
     content_format_for,
@@ -280,6 +282,41 @@ def test_fetch_and_ipatch_methods() -> None:
     for code, method in ((Code.FETCH, "QUERY"), (Code.iPATCH, "PATCH"), (Code.PATCH, "PATCH")):
         req = map_request(aiocoap.Message(code=code), base="http://h", segments=[], codec=codec)
         assert req.method == method
+
+
+def test_idempotent_http_methods_are_named_as_the_method_map_names_them() -> None:
+    """The pool resends a request on a stale connection by its HTTP method:
+    GET, PUT, DELETE and FETCH (as QUERY) are idempotent (RFC 7252 §5.8,
+    RFC 8132 §2); iPATCH is too in CoAP, but its HTTP PATCH is not."""
+    idempotent = {Code.GET, Code.PUT, Code.DELETE, Code.FETCH}
+    for code, method in HTTP_METHODS.items():
+        assert (method in IDEMPOTENT_HTTP_METHODS) == (code in idempotent), code
+    assert "QUERY" in IDEMPOTENT_HTTP_METHODS and "PATCH" not in IDEMPOTENT_HTTP_METHODS
+
+
+@given(
+    code=st.sampled_from(sorted(HTTP_METHODS)),
+    cf=st.none() | st.sampled_from(sorted(CONTENT_FORMATS)),
+    accept=st.none() | st.sampled_from(sorted(CONTENT_FORMATS)),
+    etags=st.lists(st.binary(min_size=1, max_size=8), max_size=3),
+    if_match=st.lists(st.binary(max_size=8), max_size=3),
+    if_none_match=st.booleans(),
+)
+def test_map_request_writes_only_mapped_headers(
+    code: Code,
+    cf: int | None,
+    accept: int | None,
+    etags: list[bytes],
+    if_match: list[bytes],
+    if_none_match: bool,
+) -> None:
+    """The proxy sends map_request's headers as they are (no filtering)."""
+    msg = aiocoap.Message(code=code, payload=b"x", content_format=cf, accept=accept)
+    msg.opt.etags = etags
+    msg.opt.if_match = if_match
+    msg.opt.if_none_match = if_none_match
+    req = map_request(msg, base="http://h", segments=["a"], codec=EtagCodec(), extra_etags=['"c"'])
+    assert {name.lower() for name in req.headers} <= MAPPED_REQUEST_HEADERS
 
 
 def test_mapped_headers_never_carry_identity() -> None:

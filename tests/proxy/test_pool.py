@@ -386,7 +386,8 @@ def close_second_request_on_conn_0(seen: list[Request]) -> Reply:
     return reply
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "FETCH"])
+# the HTTP method names the pool receives (mapping.HTTP_METHODS: CoAP FETCH is QUERY)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "QUERY"])
 async def test_stale_connection_retried_for_idempotent_methods(
     upstreams, pools, method: str
 ) -> None:
@@ -394,7 +395,7 @@ async def test_stale_connection_retried_for_idempotent_methods(
     up = await upstreams(close_second_request_on_conn_0(seen))
     pool = pools(up.port)
     assert (await get(pool)).body == b"0/0 GET"
-    r = await get(pool, method, body=b"b" if method in ("PUT", "FETCH") else b"")
+    r = await get(pool, method, body=b"b" if method in ("PUT", "QUERY") else b"")
     assert r.status == 200
     assert r.body == (b"" if method == "HEAD" else f"1/0 {method}".encode())
     assert (up.accepted, pool.opened, pool.idle) == (2, 2, 1)
@@ -540,9 +541,8 @@ async def test_close_during_a_request_on_a_reused_connection(upstreams, pools) -
 
 async def test_connection_refused(pools) -> None:
     pool = pools(free_port())
-    with pytest.raises(ConnectionRefusedError) as info:
+    with pytest.raises(ConnectionRefusedError):
         await get(pool)
-    assert isinstance(info.value, OSError)
     assert (pool.opened, pool.idle) == (0, 0)
 
 

@@ -1,5 +1,7 @@
 """Large bodies: block-wise transfer (RFC 7959) in both directions, Size1 and
-Size2, and the route's max_body on requests and upstream responses."""
+Size2, and the body limits (the route's max_body, or the gateway's
+``limits.max_body`` where no route is tighter) on requests, per block before
+reassembly, and on upstream responses."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from tokens.params import PROOF_OPTION
 from .conftest import ProxyHarness, RecordingUpstream
 
 BIG = bytes(i % 251 for i in range(5000))
+#: ``limits.max_body`` of the gateway under test
+GATEWAY_MAX_BODY = 8192
 
 
 @pytest.fixture
@@ -25,7 +29,8 @@ async def proxy(upstream: RecordingUpstream, make_proxy) -> ProxyHarness:
             {"prefix": "/api", "upstream": upstream.url, "max_body": 8192},
             {"prefix": "/small", "upstream": upstream.url, "max_body": 512},
             {"prefix": "/other", "upstream": upstream.url},
-        ]
+        ],
+        max_body=GATEWAY_MAX_BODY,
     )
 
 
@@ -73,7 +78,8 @@ async def test_request_above_max_body_is_413_with_size1(
 ):
     resp = await proxy.request(Code.POST, "/small/x", b"x" * 800)
     assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE and resp.opt.size1 == 512
-    # block-wise: refused at the first block from its Size1 ...
+    # block-wise: refused at the first block from its Size1, before the root
+    # spools anything ...
     msg = proxy.message(Code.POST, "/small/x", b"y" * 256)
     msg.opt.block1 = BlockOption.BlockwiseTuple(0, True, 4)
     msg.opt.size1 = 100_000
@@ -82,7 +88,21 @@ async def test_request_above_max_body_is_413_with_size1(
     # ... and without Size1, at the block that crosses the limit
     resp = await proxy.request(Code.POST, "/small/x", b"z" * 2000)
     assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE and resp.opt.size1 == 512
+    msg = proxy.message(Code.POST, "/small/x", b"y" * 256)
+    msg.opt.block1 = BlockOption.BlockwiseTuple(2, True, 4)  # bytes 512-767
+    resp = await proxy.send(msg, handle_blockwise=False)
+    assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE and resp.opt.size1 == 512
+    # a route with no tighter limit: the gateway's limits.max_body
+    msg = proxy.message(Code.POST, "/other/x", b"y" * 256)
+    msg.opt.block1 = BlockOption.BlockwiseTuple(GATEWAY_MAX_BODY // 256, True, 4)
+    resp = await proxy.send(msg, handle_blockwise=False)
+    assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE
+    assert resp.opt.size1 == GATEWAY_MAX_BODY
     assert upstream.seen == []
+    # and at the limit, the body goes through whole
+    upstream.reply("/x", status=204)
+    assert (await proxy.request(Code.POST, "/small/x", b"w" * 512)).code == Code.CHANGED
+    assert [s.body for s in upstream.seen] == [b"w" * 512]
 
 
 async def test_upstream_body_above_max_body_is_502_not_truncated(
@@ -135,10 +155,12 @@ async def test_10mb_with_content_length_is_refused_before_reading(
     assert time.monotonic() - t0 < 5
 
 
-def _with_proof(msg, n: int):
-    """Each block of a real transfer carries its own Proof option (the
-    authorization layer has verified it before the proxy sees the block)."""
-    msg.opt.add_option(OpaqueOption(PROOF_OPTION, bytes([0xA0, n])))
+def _with_proof(msg):
+    """Each block of a real transfer carries the same Proof option, over the
+    whole body (docs/authorization.md, "Block-wise requests"); the gateway
+    reassembles first, and the authorization layer removes the option
+    before the route sees the request."""
+    msg.opt.add_option(OpaqueOption(PROOF_OPTION, bytes([0xA0, 0x01])))
     return msg
 
 
@@ -147,7 +169,7 @@ async def test_block1_with_a_proof_per_block(proxy: ProxyHarness, upstream: Reco
     chunks = [BIG[i : i + 1024] for i in range(0, len(BIG), 1024)]
     for n, chunk in enumerate(chunks):
         more = n < len(chunks) - 1
-        msg = _with_proof(proxy.message(Code.POST, "/api/up", chunk, content_format=42), n)
+        msg = _with_proof(proxy.message(Code.POST, "/api/up", chunk, content_format=42))
         msg.opt.block1 = BlockOption.BlockwiseTuple(n, more, 6)
         resp = await proxy.send(msg, handle_blockwise=False)
         assert resp.code == (Code.CONTINUE if more else Code.CHANGED), n
@@ -159,7 +181,7 @@ async def test_block2_with_a_proof_per_block(proxy: ProxyHarness, upstream: Reco
     got = b""
     n = 0
     while True:
-        msg = _with_proof(proxy.message(Code.GET, "/api/down"), n)
+        msg = _with_proof(proxy.message(Code.GET, "/api/down"))
         msg.opt.block2 = BlockOption.BlockwiseTuple(n, False, 6)
         resp = await proxy.send(msg, handle_blockwise=False)
         assert resp.code == Code.CONTENT, n
@@ -168,3 +190,25 @@ async def test_block2_with_a_proof_per_block(proxy: ProxyHarness, upstream: Reco
             break
         n += 1
     assert got == BIG and upstream.hits("/down") == 1
+
+
+async def test_body_limit_is_the_longest_matching_routes(upstream: RecordingUpstream, make_proxy):
+    """The root refuses a block by the limit of the route the Site would
+    dispatch to: the longest matching prefix; none for paths no route serves."""
+    harness = await make_proxy(
+        [
+            {"prefix": "/a", "upstream": upstream.url, "max_body": 4096},
+            {"prefix": "/a/b", "upstream": upstream.url, "max_body": 256},
+        ]
+    )
+    limit = harness.proxy.body_limit
+    assert limit(("a",)) == 4096
+    assert limit(("a", "x", "y")) == 4096
+    assert limit(("a", "b")) == limit(("a", "b", "c")) == 256
+    assert limit(("ab",)) is None and limit(()) is None
+    msg = harness.message(Code.POST, "/a/b/c", b"y" * 256)
+    msg.opt.block1 = BlockOption.BlockwiseTuple(0, True, 4)
+    msg.opt.size1 = 300
+    resp = await harness.send(msg, handle_blockwise=False)
+    assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE and resp.opt.size1 == 256
+    assert upstream.seen == []

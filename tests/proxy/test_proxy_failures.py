@@ -214,3 +214,8 @@ async def test_breaker_counts_connection_failures(make_proxy):
     assert (await proxy.request(Code.GET, "/d")).code == Code.BAD_GATEWAY
     resp = await proxy.request(Code.GET, "/d")
     assert resp.code == Code.SERVICE_UNAVAILABLE and resp.opt.max_age == 5
+    # acegw_upstream_errors_total (docs/operations.md) counts each by reason
+    errors = proxy.metrics.upstream_errors
+    assert errors.get("/d", "upstream_unreachable") == 2
+    assert errors.get("/d", "circuit_open") == 1
+    assert proxy.metrics.requests.get("/d", "5.03") == 1

@@ -96,6 +96,17 @@ async def test_route_methods_are_enforced(proxy: ProxyHarness, upstream: Recordi
     assert (await proxy.request(Code.GET, "/ro/x")).code == Code.CONTENT
 
 
+@pytest.mark.parametrize("code", [Code.DELETE, Code.POST, Code.PUT, Code.FETCH])
+@pytest.mark.parametrize("path", ["/ro", "/ro/x"])
+async def test_route_methods_are_enforced_without_a_body(
+    proxy: ProxyHarness, upstream: RecordingUpstream, code: Code, path: str
+):
+    resp = await proxy.request(code, path)
+    assert resp.code == Code.METHOD_NOT_ALLOWED and resp.payload != b""
+    assert resp.opt.max_age == 0
+    assert upstream.seen == []
+
+
 @pytest.mark.parametrize(
     ("cf", "content_type"),
     [
@@ -286,6 +297,22 @@ async def test_identity_headers_from_the_auth_context_only(
 async def test_proxy_uri_is_refused(proxy: ProxyHarness, upstream: RecordingUpstream):
     msg = proxy.message(Code.GET, "/api/x")
     msg.opt.proxy_scheme = "http"
+    resp = await proxy.send(msg)
+    assert resp.code == Code.PROXYING_NOT_SUPPORTED
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/x", "/ro/x"])
+@pytest.mark.parametrize(
+    "option", [("proxy_scheme", "http"), ("proxy_uri", "http://example.com/x")]
+)
+async def test_forward_proxy_requests_are_refused(
+    proxy: ProxyHarness, upstream: RecordingUpstream, option: tuple[str, str], path: str
+):
+    """Proxy-Uri and Proxy-Scheme on a bodiless GET to a route (RFC 7252
+    §5.10.2): 5.05, nothing upstream."""
+    msg = proxy.message(Code.GET, path)
+    setattr(msg.opt, *option)
     resp = await proxy.send(msg)
     assert resp.code == Code.PROXYING_NOT_SUPPORTED
     assert upstream.seen == []
