@@ -1,7 +1,12 @@
-"""The one C extension, ``tokens._mac0`` (the gateway's per-request Mac0
-proof check; see ``tokens/_mac0.c``). Everything else is in pyproject.toml."""
+"""The C extensions, each the twin of a pure-Python reference it is tested
+against: ``tokens._mac0`` (the per-request Mac0 proof check,
+``tokens/_mac0.c``), ``tokens._window`` (the replay window,
+``tokens/_window.c``) and ``gateway._bucket`` (the rate limits' token
+bucket, ``gateway/_bucket.c``). Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
+
+_FLAGS = ["-O2", "-Wall", "-Werror=implicit-function-declaration"]
 
 setup(
     ext_modules=[
@@ -9,7 +14,9 @@ setup(
             "tokens._mac0",
             ["tokens/_mac0.c"],
             libraries=["crypto"],
-            extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
-        )
+            extra_compile_args=_FLAGS,
+        ),
+        Extension("tokens._window", ["tokens/_window.c"], extra_compile_args=_FLAGS),
+        Extension("gateway._bucket", ["gateway/_bucket.c"], extra_compile_args=_FLAGS),
     ]
 )

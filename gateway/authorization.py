@@ -331,7 +331,9 @@ class Authorizer:
         by nothing: device rate limit (4.29), then scope for path and method
         (4.03 / 4.05, RFC 9200 §5.10.2)."""
         token = standing.token
-        self._limits.take(token.client_id, now, rate=standing.rate)
+        wait = self._limits.wait(token.client_id, now, standing.rate)
+        if wait:
+            raise TooManyRequests(wait)
         mask = standing.masks.get(path)
         if mask is None:
             mask = standing.learn_methods(path)

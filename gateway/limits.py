@@ -5,6 +5,11 @@
   token (RFC 8516 §2). Memory is bounded: least recently used keys go first.
 * :class:`Lockout`: repeated failures (bad handshakes, bad proofs) by one key
   within a window lead to a temporary ban that lifts by itself.
+
+:class:`TokenBucket` and :class:`Limiter` (the buckets by key, the base of
+:class:`RateLimiter`) have C twins in ``gateway._bucket``, built by ``pip
+install`` (:data:`ACCELERATED` says which run) and held by the tests to the
+same answers: the device limit is taken on every authorized request.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 from tokens.params import CoapCode
 
@@ -35,40 +41,97 @@ class LockedOut(GatewayError):
     reason = "locked_out"
 
 
-class RateLimiter:
-    """Token buckets by key: ``rate`` tokens per second, at most ``burst``."""
+class TokenBucket:
+    """One key's bucket: ``tokens`` left as of time ``at``."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+
+    def __repr__(self) -> str:
+        return f"<TokenBucket tokens={self.tokens!r} at={self.at!r}>"
+
+    def take(self, now: float, rate: float, burst: float) -> float:
+        """Refill ``rate`` per second since the last take (at most ``burst``
+        tokens), then spend one: 0.0; or, with less than one token, spend
+        nothing and return the seconds until there is one."""
+        tokens = self.tokens
+        if now > self.at:
+            tokens += (now - self.at) * rate
+            if tokens > burst:
+                tokens = burst
+        self.at = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return (1.0 - tokens) / rate
+        self.tokens = tokens - 1.0
+        return 0.0
+
+
+class Limiter:
+    """Token buckets by key, least recently used first, and the one step a
+    request needs (:meth:`wait`): the base of :class:`RateLimiter`.
+    ``gateway._bucket.Limiter`` is its C twin."""
 
     __slots__ = ("_buckets", "burst", "max_keys", "rate")
 
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+        self.rate = 1.0
+        self.burst = 1.0
+        self.max_keys = 1
+
+    def wait(self, key: Hashable, now: float, rate: float | None = None) -> float:
+        """Take one token from ``key``'s bucket (made full for a key not held;
+        the least recently used key goes when ``max_keys`` are held) at
+        ``rate`` tokens per second (the limiter's when None): 0.0; or, with
+        less than one token, the seconds until there is one, spending
+        nothing."""
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            while len(buckets) >= self.max_keys and buckets:
+                buckets.popitem(last=False)
+            bucket = buckets[key] = TokenBucket(float(self.burst), now)
+        else:
+            buckets.move_to_end(key)
+        return bucket.take(now, self.rate if rate is None else rate, self.burst)
+
+
+if TYPE_CHECKING:
+    _Limiter = Limiter
+else:
+    try:
+        from ._bucket import Limiter as _Limiter
+    except ImportError:  # built by `pip install` (setup.py); Python stands in
+        _Limiter = Limiter
+
+#: Whether :class:`RateLimiter` is built on the C twin of :class:`Limiter`.
+ACCELERATED = _Limiter is not Limiter
+
+
+class RateLimiter(_Limiter):
+    """Token buckets by key: ``rate`` tokens per second, at most ``burst``;
+    at most ``max_keys`` keys."""
+
+    __slots__ = ()
+
     def __init__(self, rate: float, burst: int, *, max_keys: int = 100_000) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate must be > 0, burst >= 1 and max_keys >= 1")
+        super().__init__()
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
 
     def take(self, key: Hashable, now: float, *, rate: float | None = None) -> None:
-        """Spend one token for ``key`` or raise :class:`TooManyRequests`."""
-        if rate is None:
-            rate = self.rate
-        buckets = self._buckets
-        entry = buckets.get(key)
-        if entry is None:
-            tokens = float(self.burst)
-            if len(buckets) >= self.max_keys:
-                buckets.popitem(last=False)
-        else:
-            tokens, at = entry
-            if now > at:
-                tokens += (now - at) * rate
-                if tokens > self.burst:
-                    tokens = float(self.burst)
-            buckets.move_to_end(key)
-        if tokens < 1.0:
-            buckets[key] = (tokens, now)
-            raise TooManyRequests((1.0 - tokens) / rate)
-        buckets[key] = (tokens - 1.0, now)
+        """Spend one token for ``key`` or raise :class:`TooManyRequests`
+        (RFC 8516 §2): :meth:`wait` with the answer raised."""
+        wait = self.wait(key, now, rate)
+        if wait:
+            raise TooManyRequests(wait)
 
 
 class Lockout:

@@ -41,11 +41,19 @@ this only sees one more EchoRequired.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from .echo import EchoIssuer
 from .errors import EchoRequired, InvalidEcho, ReplayError
 
-__all__ = ["DEFAULT_MAX_WINDOWS", "WINDOW_SIZE", "FreshnessGuard", "ReplayWindow"]
+__all__ = [
+    "ACCELERATED",
+    "DEFAULT_MAX_WINDOWS",
+    "WINDOW_SIZE",
+    "FreshnessGuard",
+    "ReplayWindow",
+    "Windows",
+]
 
 #: Sequence numbers a window remembers (RFC 8613 §7.4 asks for at least 32).
 WINDOW_SIZE = 64
@@ -118,19 +126,58 @@ class ReplayWindow:
         return True
 
 
-class FreshnessGuard:
+class Windows:
+    """Replay windows by kid, least recently used first, and the commit a
+    request on an open window needs (:meth:`accept`): the base of
+    :class:`FreshnessGuard`. ``tokens._window.Windows`` is its C twin."""
+
+    __slots__ = ("_windows",)
+
+    def __init__(self) -> None:
+        self._windows: OrderedDict[bytes, ReplayWindow] = OrderedDict()
+
+    def accept(self, kid: bytes, piv: int) -> bool:
+        """Commit a verified proof's ``piv`` to the open window of ``kid``;
+        False, with nothing changed, when there is no window or the window
+        refuses it (then :meth:`FreshnessGuard.commit` raises the error that
+        says why)."""
+        windows = self._windows
+        window = windows.get(kid)
+        if window is None or not window.accept(piv):
+            return False
+        windows.move_to_end(kid)
+        return True
+
+
+if TYPE_CHECKING:
+    _Window = ReplayWindow
+    _Windows = Windows
+else:
+    try:
+        from ._window import Window as _Window
+        from ._window import Windows as _Windows
+    except ImportError:  # built by `pip install` (setup.py); Python stands in
+        _Window, _Windows = ReplayWindow, Windows
+
+#: Whether :class:`FreshnessGuard` keeps its windows in C (``tokens._window``,
+#: the twin of :class:`ReplayWindow` and :class:`Windows`, which the tests
+#: hold it to).
+ACCELERATED = _Window is not ReplayWindow
+
+
+class FreshnessGuard(_Windows):
     """Replay windows by kid, started by Echo (see the module docstring for the
     flow). Sans-I/O: ``now`` is passed in, on the same clock as the
     :class:`EchoIssuer`'s."""
 
-    __slots__ = ("_echo", "_floors", "_max_windows", "_windows")
+    __slots__ = ("_echo", "_floors", "_max_windows")
 
     def __init__(self, echo: EchoIssuer, *, max_windows: int = DEFAULT_MAX_WINDOWS) -> None:
         if max_windows < 1:
             raise ValueError("max_windows must be at least 1")
+        super().__init__()
         self._echo = echo
         self._max_windows = max_windows
-        self._windows: OrderedDict[bytes, ReplayWindow] = OrderedDict()
         self._floors = [float("-inf")] * _FLOOR_BUCKETS
 
     def __repr__(self) -> str:
@@ -165,18 +212,7 @@ class FreshnessGuard:
         while len(windows) >= self._max_windows:
             old_kid, old = windows.popitem(last=False)
             self._retire(old_kid, old, now)
-        windows[kid] = ReplayWindow(piv, issued)
-
-    def accept(self, kid: bytes, piv: int) -> bool:
-        """Commit a verified proof's ``piv`` to the open window of ``kid``;
-        False, with nothing changed, when there is no window or the window
-        refuses it (then :meth:`commit` raises the error that says why)."""
-        windows = self._windows
-        window = windows.get(kid)
-        if window is None or not window.accept(piv):
-            return False
-        windows.move_to_end(kid)
-        return True
+        windows[kid] = _Window(piv, issued)
 
     def forget(self, kid: bytes, now: float) -> None:
         """Drop the window of ``kid`` (e.g. its token was superseded or

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.limits import Lockout, RateLimiter, TooManyRequests
+from gateway import _bucket
+from gateway.limits import (
+    ACCELERATED,
+    Limiter,
+    Lockout,
+    RateLimiter,
+    TokenBucket,
+    TooManyRequests,
+)
 
 
 def test_bucket_spends_refills_and_says_how_long_to_wait():
@@ -48,3 +58,85 @@ def test_ban_end_is_the_last_ban_to_lift():
     assert lockout.ban_end == 190.0
     assert lockout.banned_until(("identity", b"a"), 189.0) is None  # a lifted at 160
     assert lockout.banned_until(("identity", b"b"), 189.0) == 190.0
+
+
+def test_the_c_buckets_are_built():
+    """`pip install` builds gateway._bucket; without it every request's rate
+    limit would run the Python reference."""
+    assert ACCELERATED
+    assert RateLimiter.__mro__[1] is _bucket.Limiter
+    limiter = RateLimiter(rate=1.0, burst=3)
+    limiter.take("dev", 0.0)
+    assert type(limiter._buckets["dev"]) is _bucket.Bucket
+
+
+_TIMES = st.floats(0.0, 50.0, allow_nan=False)
+_RATES = st.one_of(st.none(), st.floats(0.01, 100.0, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    burst=st.integers(1, 20),
+    steps=st.lists(st.tuples(_TIMES, st.floats(0.01, 100.0, allow_nan=False)), max_size=80),
+)
+def test_c_bucket_answers_as_the_reference(burst, steps):
+    """Same takes, same waits and the same state, to the last bit."""
+    ours, ref = _bucket.Bucket(float(burst), 0.0), TokenBucket(float(burst), 0.0)
+    now = 0.0
+    for step, rate in steps:
+        now += step if step < 25.0 else -step / 100  # time also goes back a little
+        assert ours.take(now, rate, burst) == ref.take(now, rate, burst)
+        assert (ours.tokens, ours.at) == (ref.tokens, ref.at)
+        assert repr(ours) == repr(ref)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_keys=st.integers(1, 4),
+    burst=st.integers(1, 5),
+    steps=st.lists(st.tuples(st.integers(0, 6), _TIMES, _RATES), max_size=100),
+)
+def test_c_limiter_answers_as_the_reference(max_keys, burst, steps):
+    """RateLimiter's base: the same keys at the same times give the same
+    waits, the same buckets and the same least-recently-used order, keys
+    beyond ``max_keys`` dropped oldest first."""
+    ours, ref = _bucket.Limiter(), Limiter()
+    for limiter in (ours, ref):
+        limiter.rate, limiter.burst, limiter.max_keys = 2.0, burst, max_keys
+    now = 0.0
+    for key, step, rate in steps:
+        now += step / 10
+        assert ours.wait(key, now, rate) == ref.wait(key, now, rate)
+        assert list(ours._buckets) == list(ref._buckets)
+        assert [(b.tokens, b.at) for b in ours._buckets.values()] == [
+            (b.tokens, b.at) for b in ref._buckets.values()
+        ]
+        assert len(ours._buckets) <= max_keys
+
+
+def test_limits_changed_on_a_running_limiter_apply_to_the_next_take():
+    """A configuration reload sets rate and burst on the live limiters."""
+    limiter = RateLimiter(rate=1.0, burst=1)
+    limiter.take("dev", 0.0)
+    with pytest.raises(TooManyRequests):
+        limiter.take("dev", 0.5)
+    limiter.rate, limiter.burst = 10.0, 5
+    for _ in range(5):  # 0.5 + 0.5 s at 10/s, capped at the new burst: 5
+        limiter.take("dev", 1.0)
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.take("dev", 1.0)
+    assert refused.value.max_age == 1
+
+
+def test_limiter_arguments_are_checked():
+    for rate, burst, keys in ((0.0, 1, 1), (1.0, 0, 1), (1.0, 1, 0)):
+        with pytest.raises(ValueError):
+            RateLimiter(rate=rate, burst=burst, max_keys=keys)
+    ours = _bucket.Limiter()
+    with pytest.raises(TypeError):
+        ours.wait("k")
+    with pytest.raises(TypeError):
+        ours.wait("k", "now")
+    ours._buckets["k"] = TokenBucket(1.0, 0.0)
+    with pytest.raises(TypeError):
+        ours.wait("k", 1.0)

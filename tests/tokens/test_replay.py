@@ -18,7 +18,15 @@ from tokens.errors import (
 from tokens.keys import KeySet, SymmetricKey
 from tokens.params import CoapCode, Method
 from tokens.proof import MAX_PIV, ProofedRequest, build_proof, parse_proof
-from tokens.replay import WINDOW_SIZE, FreshnessGuard, ReplayWindow
+from tokens.replay import ACCELERATED, WINDOW_SIZE, FreshnessGuard, ReplayWindow, Windows
+
+try:
+    from tokens import _window
+except ImportError:  # test_the_c_window_is_built says so
+    _window = None  # type: ignore[assignment]
+
+#: the Python reference and, when built, its C twin (which the guard uses)
+WINDOW_CLASSES = [ReplayWindow] + ([_window.Window] if _window is not None else [])
 
 SECRET_A = b"A" * 32
 SECRET_B = b"B" * 32
@@ -39,8 +47,9 @@ def accepted(window: ReplayWindow, piv: int) -> bool:
 # --- ReplayWindow -----------------------------------------------------------
 
 
-def test_window_starts_with_initial_and_all_lower_seen():
-    w = ReplayWindow(100)
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
+def test_window_starts_with_initial_and_all_lower_seen(make):
+    w = make(100)
     assert w.top == 100
     for piv in (100, 99, 37, 36, 0):
         with pytest.raises(ReplayError) as exc_info:
@@ -49,8 +58,9 @@ def test_window_starts_with_initial_and_all_lower_seen():
     assert accepted(w, 101)
 
 
-def test_window_in_order_duplicate_reordered():
-    w = ReplayWindow(0)
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
+def test_window_in_order_duplicate_reordered(make):
+    w = make(0)
     assert accepted(w, 1)
     assert accepted(w, 3)
     assert not accepted(w, 3)  # duplicate
@@ -59,24 +69,27 @@ def test_window_in_order_duplicate_reordered():
     assert w.top == 3
 
 
-def test_window_size_boundary():
-    w = ReplayWindow(0)
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
+def test_window_size_boundary(make):
+    w = make(0)
     w.commit(1000)
     assert accepted(w, 1000 - (WINDOW_SIZE - 1))  # oldest slot still inside
     with pytest.raises(ReplayError, match="below"):
         w.check(1000 - WINDOW_SIZE)
 
 
-def test_window_large_jump_forgets_everything_below():
-    w = ReplayWindow(5)
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
+def test_window_large_jump_forgets_everything_below(make):
+    w = make(5)
     w.commit(MAX_PIV)
     assert w.top == MAX_PIV
     assert not accepted(w, 6)
     assert accepted(w, MAX_PIV - 1)
 
 
-def test_commit_rechecks():
-    w = ReplayWindow(0)
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
+def test_commit_rechecks(make):
+    w = make(0)
     w.check(7)
     w.check(7)  # two concurrent requests with the same piv both pass check ...
     w.commit(7)
@@ -84,20 +97,22 @@ def test_commit_rechecks():
         w.commit(7)  # ... but only one commits
 
 
-def test_window_memory_is_small():
-    assert not hasattr(ReplayWindow(1), "__dict__")
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
+def test_window_memory_is_small(make):
+    assert not hasattr(make(1), "__dict__")
 
 
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
 @settings(max_examples=300)
 @given(
     initial=st.integers(0, 1000),
     pivs=st.lists(st.integers(0, 1200), max_size=200),
 )
-def test_window_matches_reference_model(initial, pivs):
+def test_window_matches_reference_model(make, initial, pivs):
     """Any interleaving (reordered, duplicated): each piv is accepted at most
     once, exactly when it is unseen, above the initial one and within the
     window of the highest piv accepted so far."""
-    w = ReplayWindow(initial)
+    w = make(initial)
     seen: set[int] = set()
     top = initial
     for piv in pivs:
@@ -109,29 +124,113 @@ def test_window_matches_reference_model(initial, pivs):
     assert w.top == top
 
 
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
 @settings(max_examples=100)
 @given(
     initial=st.integers(0, 2**32),
     steps=st.lists(st.integers(1, 2**20), max_size=100),
 )
-def test_in_order_unique_pivs_always_accepted(initial, steps):
-    w = ReplayWindow(initial)
+def test_in_order_unique_pivs_always_accepted(make, initial, steps):
+    w = make(initial)
     piv = initial
     for step in steps:
         piv += step
         assert accepted(w, piv)
 
 
+@pytest.mark.parametrize("make", WINDOW_CLASSES)
 @settings(max_examples=100)
 @given(
     pivs=st.lists(st.integers(1, WINDOW_SIZE - 1), min_size=1, max_size=60).flatmap(
         lambda xs: st.permutations(xs + xs)  # every piv delivered twice, any order
     )
 )
-def test_reordered_duplicates_within_window_accepted_once(pivs):
-    w = ReplayWindow(0)
+def test_reordered_duplicates_within_window_accepted_once(make, pivs):
+    w = make(0)
     winners = [p for p in pivs if accepted(w, p)]
     assert sorted(winners) == sorted(set(pivs))
+
+
+def test_the_c_window_is_built():
+    """`pip install` builds tokens._window; without it every request's replay
+    check would run the Python reference."""
+    assert ACCELERATED
+    assert type(guard()._windows).__name__ == "OrderedDict"
+    assert FreshnessGuard.__mro__[1].__module__ == "tokens._window"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    initial=st.integers(0, 2**64 - 1),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["accept", "check", "commit"]), st.integers(-200, 200)),
+        max_size=120,
+    ),
+    far=st.integers(0, 2**64 - 1),
+)
+def test_c_window_answers_as_the_reference(initial, steps, far):
+    """The same calls on both give the same answers, errors (and messages),
+    ``top`` and ``repr``, across the whole 64-bit range."""
+    ours, ref = _window.Window(initial, 5.0), ReplayWindow(initial, 5.0)
+    for name, offset in [*steps, ("accept", far - initial)]:
+        piv = min(max(ours.top + offset, 0), 2**64 - 1)
+        answers = []
+        for window in (ours, ref):
+            try:
+                answers.append(("ok", getattr(window, name)(piv)))
+            except ReplayError as exc:
+                answers.append(("refused", str(exc)))
+        assert answers[0] == answers[1], (name, piv)
+        assert ours.top == ref.top and repr(ours) == repr(ref)
+    assert ours.opened_at == ref.opened_at == 5.0
+
+
+def test_c_window_refuses_what_it_cannot_hold():
+    with pytest.raises(ValueError, match="negative"):
+        _window.Window(-1)
+    with pytest.raises(OverflowError):
+        _window.Window(2**64)
+    w = _window.Window(10)
+    with pytest.raises(TypeError):
+        w.accept("11")
+    with pytest.raises(ValueError):
+        w.accept(-1)
+    assert w.top == 10 and w.accept(11)
+    # made without __init__: every piv counts as seen
+    blank = _window.Window.__new__(_window.Window)
+    assert not blank.accept(0) and not blank.accept(2**64 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["open", "accept", "drop"]), st.integers(0, 5), st.integers(0, 90)
+        ),
+        max_size=150,
+    )
+)
+def test_c_windows_accept_as_the_reference(ops):
+    """FreshnessGuard's base: the same windows opened, accepted on and dropped
+    give the same answers and the same least-recently-used order."""
+    ours, ref = _window.Windows(), Windows()
+    for op, k, piv in ops:
+        kid = bytes([k])
+        if op == "open":
+            ours._windows[kid], ref._windows[kid] = _window.Window(piv), ReplayWindow(piv)
+        elif op == "drop":
+            ours._windows.pop(kid, None)
+            ref._windows.pop(kid, None)
+        else:
+            assert ours.accept(kid, piv) == ref.accept(kid, piv), (kid, piv)
+        assert list(ours._windows) == list(ref._windows)
+        assert [w.top for w in ours._windows.values()] == [w.top for w in ref._windows.values()]
+    with pytest.raises(TypeError):
+        _window.Windows().accept(b"k")
+    mixed = _window.Windows()
+    mixed._windows[b"k"] = ReplayWindow(1)
+    with pytest.raises(TypeError):
+        mixed.accept(b"k", 2)
 
 
 # --- EchoIssuer ---------------------------------------------------------------

@@ -1,0 +1,314 @@
+/*
+ * gateway._bucket: one key's token bucket (the device and peer rate
+ * limits, RFC 8516), in C.
+ *
+ * Bucket behaves exactly as gateway.limits.TokenBucket, the pure-Python
+ * reference (kept, and tested against this type on the same sequences of
+ * calls): `tokens` left as of time `at`; a take refills (now - at) * rate,
+ * capped at burst, then spends one token or says how long until the next.
+ * The gateway takes once per request; here that allocates nothing but the
+ * returned float.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    double tokens;
+    double at;
+} Bucket;
+
+/* Refill for the time since the last take (at most burst), then spend one
+ * token: 0.0; or, with less than one, spend nothing and return the seconds
+ * until there is one. */
+static double
+spend(Bucket *self, double now, double rate, double burst)
+{
+    double tokens = self->tokens;
+    if (now > self->at) {
+        tokens += (now - self->at) * rate;
+        if (tokens > burst)
+            tokens = burst;
+    }
+    self->at = now;
+    if (tokens < 1.0) {
+        self->tokens = tokens;
+        return (1.0 - tokens) / rate;
+    }
+    self->tokens = tokens - 1.0;
+    return 0.0;
+}
+
+static PyTypeObject BucketType;
+
+static int
+Bucket_init(Bucket *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"tokens", "at", NULL};
+    double tokens, at;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "dd:Bucket", kwlist, &tokens, &at))
+        return -1;
+    self->tokens = tokens;
+    self->at = at;
+    return 0;
+}
+
+PyDoc_STRVAR(take_doc,
+"take(now, rate, burst) -> float\n--\n\n"
+"Refill for the time since the last take (at most burst tokens), then spend\n"
+"one: 0.0; or, with less than one token, spend nothing and return the\n"
+"seconds until there is one.");
+
+static PyObject *
+Bucket_take(Bucket *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "take() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(args[0]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    double rate = PyFloat_AsDouble(args[1]);
+    if (rate == -1.0 && PyErr_Occurred())
+        return NULL;
+    double burst = PyFloat_AsDouble(args[2]);
+    if (burst == -1.0 && PyErr_Occurred())
+        return NULL;
+    return PyFloat_FromDouble(spend(self, now, rate, burst));
+}
+
+static PyObject *
+Bucket_repr(Bucket *self)
+{
+    PyObject *tokens = PyFloat_FromDouble(self->tokens);
+    PyObject *at = PyFloat_FromDouble(self->at);
+    PyObject *text = NULL;
+    if (tokens != NULL && at != NULL)
+        text = PyUnicode_FromFormat("<TokenBucket tokens=%R at=%R>", tokens, at);
+    Py_XDECREF(tokens);
+    Py_XDECREF(at);
+    return text;
+}
+
+static PyMethodDef Bucket_methods[] = {
+    {"take", (PyCFunction)(void (*)(void))Bucket_take, METH_FASTCALL, take_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Bucket_members[] = {
+    {"tokens", T_DOUBLE, offsetof(Bucket, tokens), READONLY, "Tokens left as of at."},
+    {"at", T_DOUBLE, offsetof(Bucket, at), READONLY, "When tokens was last updated."},
+    {NULL},
+};
+
+PyDoc_STRVAR(Bucket_doc,
+"Bucket(tokens, at)\n--\n\n"
+"One key's token bucket; see gateway.limits.TokenBucket.");
+
+static PyTypeObject BucketType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway._bucket.Bucket",
+    .tp_basicsize = sizeof(Bucket),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Bucket_doc,
+    .tp_repr = (reprfunc)Bucket_repr,
+    .tp_methods = Bucket_methods,
+    .tp_members = Bucket_members,
+    .tp_init = (initproc)Bucket_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------------
+ * Limiter: the base of gateway.limits.RateLimiter, holding the buckets by
+ * key (an OrderedDict, least recently used first) and the per-request
+ * spend. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buckets; /* OrderedDict: key -> Bucket */
+    double rate;
+    double burst;
+    Py_ssize_t max_keys;
+} Limiter;
+
+static PyObject *ORDERED_DICT; /* collections.OrderedDict */
+static PyObject *MOVE_TO_END;  /* "move_to_end" */
+static PyObject *POPITEM;      /* "popitem" */
+
+static PyObject *
+Limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Limiter *self = (Limiter *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->rate = 1.0;
+    self->burst = 1.0;
+    self->max_keys = 1;
+    self->buckets = PyObject_CallNoArgs(ORDERED_DICT);
+    if (self->buckets == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+Limiter_traverse(Limiter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->buckets);
+    return 0;
+}
+
+static int
+Limiter_clear(Limiter *self)
+{
+    Py_CLEAR(self->buckets);
+    return 0;
+}
+
+static void
+Limiter_dealloc(Limiter *self)
+{
+    PyObject_GC_UnTrack(self);
+    Limiter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(wait_doc,
+"wait(key, now, rate=None) -> float\n--\n\n"
+"Take one token from key's bucket (made full for a key not held; the least\n"
+"recently used key goes when max_keys are held) at rate tokens per second\n"
+"(the limiter's when None): 0.0; or, with less than one token, the seconds\n"
+"until there is one, spending nothing.");
+
+static PyObject *
+Limiter_wait(Limiter *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 && nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "wait() takes 2 or 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *key = args[0];
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    double rate = self->rate;
+    if (nargs == 3 && args[2] != Py_None) {
+        rate = PyFloat_AsDouble(args[2]);
+        if (rate == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *bucket = PyDict_GetItemWithError(self->buckets, key);
+    if (bucket == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        while (PyDict_GET_SIZE(self->buckets) >= self->max_keys
+               && PyDict_GET_SIZE(self->buckets) > 0) {
+            PyObject *pargs[2] = {self->buckets, Py_False}; /* popitem(last=False) */
+            PyObject *gone = PyObject_VectorcallMethod(POPITEM, pargs, 2, NULL);
+            if (gone == NULL)
+                return NULL;
+            Py_DECREF(gone);
+        }
+        Bucket *made = (Bucket *)BucketType.tp_alloc(&BucketType, 0);
+        if (made == NULL)
+            return NULL;
+        made->tokens = self->burst;
+        made->at = now;
+        if (PyObject_SetItem(self->buckets, key, (PyObject *)made) < 0) {
+            Py_DECREF(made);
+            return NULL;
+        }
+        bucket = (PyObject *)made; /* the new reference */
+    }
+    else {
+        Py_INCREF(bucket);
+        PyObject *moved = PyObject_CallMethodOneArg(self->buckets, MOVE_TO_END, key);
+        if (moved == NULL) {
+            Py_DECREF(bucket);
+            return NULL;
+        }
+        Py_DECREF(moved);
+    }
+    PyObject *wait = NULL;
+    if (Py_IS_TYPE(bucket, &BucketType))
+        wait = PyFloat_FromDouble(spend((Bucket *)bucket, now, rate, self->burst));
+    else
+        PyErr_SetString(PyExc_TypeError, "a Limiter holds only Bucket objects");
+    Py_DECREF(bucket);
+    return wait;
+}
+
+static PyMethodDef Limiter_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))Limiter_wait, METH_FASTCALL, wait_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Limiter_members[] = {
+    {"_buckets", T_OBJECT_EX, offsetof(Limiter, buckets), READONLY,
+     "key -> bucket, least recently used first."},
+    {"rate", T_DOUBLE, offsetof(Limiter, rate), 0, "Tokens per second."},
+    {"burst", T_DOUBLE, offsetof(Limiter, burst), 0, "Most tokens a bucket holds."},
+    {"max_keys", T_PYSSIZET, offsetof(Limiter, max_keys), 0, "Most buckets held."},
+    {NULL},
+};
+
+PyDoc_STRVAR(Limiter_doc,
+"Limiter()\n--\n\n"
+"Token buckets by key with the per-request wait (the base of\n"
+"gateway.limits.RateLimiter; see gateway.limits.Limiter for the reference).");
+
+static PyTypeObject LimiterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway._bucket.Limiter",
+    .tp_basicsize = sizeof(Limiter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = Limiter_doc,
+    .tp_traverse = (traverseproc)Limiter_traverse,
+    .tp_clear = (inquiry)Limiter_clear,
+    .tp_dealloc = (destructor)Limiter_dealloc,
+    .tp_methods = Limiter_methods,
+    .tp_members = Limiter_members,
+    .tp_new = Limiter_new,
+};
+
+static struct PyModuleDef bucket_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gateway._bucket",
+    .m_doc = "One key's token bucket, in C.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__bucket(void)
+{
+    if (PyType_Ready(&BucketType) < 0 || PyType_Ready(&LimiterType) < 0)
+        return NULL;
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL)
+        return NULL;
+    ORDERED_DICT = PyObject_GetAttrString(collections, "OrderedDict");
+    Py_DECREF(collections);
+    MOVE_TO_END = PyUnicode_InternFromString("move_to_end");
+    POPITEM = PyUnicode_InternFromString("popitem");
+    if (ORDERED_DICT == NULL || MOVE_TO_END == NULL || POPITEM == NULL)
+        return NULL;
+    PyObject *module = PyModule_Create(&bucket_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&BucketType);
+    if (PyModule_AddObject(module, "Bucket", (PyObject *)&BucketType) < 0) {
+        Py_DECREF(&BucketType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&LimiterType);
+    if (PyModule_AddObject(module, "Limiter", (PyObject *)&LimiterType) < 0) {
+        Py_DECREF(&LimiterType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
