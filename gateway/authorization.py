@@ -31,7 +31,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiocoap
 import aiocoap.interfaces
@@ -131,6 +131,76 @@ class Decisions:
         self.proofs_rejected[reason] = self.proofs_rejected.get(reason, 0) + 1
 
 
+class Admission:
+    """The one-step path of one held token's canonical Mac0 proofs: the
+    checks after the token's standing, in DESIGN.md's order, with the objects
+    that make them. ``gateway._admission.Admission`` is its C twin (the one
+    used when built), held by the tests to the same answers. :meth:`admit`
+    says what the caller is to do:
+
+    * None: the proof did not verify or the window refused its piv; nothing
+      changed, the general path decides and says why;
+    * 0.0: admitted (piv committed, one token spent, the scope grants the
+      method on the path);
+    * > 0: piv committed, rate limited: 4.29 with this many seconds to wait
+      (RFC 8516 §2);
+    * -1.0: piv committed and token spent, but the scope's answer for the
+      path is not remembered or refuses: ask the scope (4.03 / 4.05)."""
+
+    __slots__ = ("client_id", "kid", "limiter", "masks", "rate", "verifier", "windows")
+
+    def __init__(
+        self,
+        verifier: Any,
+        windows: Any,
+        kid: bytes,
+        limiter: Any,
+        client_id: str,
+        rate: float | None,
+        masks: dict[tuple[str, ...], int],
+    ) -> None:
+        self.verifier = verifier
+        self.windows = windows
+        self.kid = kid
+        self.limiter = limiter
+        self.client_id = client_id
+        self.rate = rate
+        self.masks = masks
+
+    def admit(
+        self,
+        option_value: bytes,
+        code: int,
+        path: tuple[str, ...],
+        options: Any,
+        payload: bytes,
+        now: float,
+    ) -> float | None:
+        code = int(code)
+        piv = self.verifier.check_options(option_value, code, path, options, payload)
+        if piv is None or not self.windows.accept(self.kid, piv):
+            return None
+        wait: float = self.limiter.wait(self.client_id, now, self.rate)
+        if wait:
+            return wait
+        mask = self.masks.get(path)
+        if mask is None or not 1 <= code <= 63 or not mask >> (code - 1) & 1:
+            return -1.0
+        return 0.0
+
+
+if TYPE_CHECKING:
+    _Admission = Admission
+else:
+    try:
+        from ._admission import Admission as _Admission
+    except ImportError:  # built by `pip install` (setup.py); Python stands in
+        _Admission = Admission
+
+#: Whether the one-step path runs in C (``gateway._admission``).
+ACCELERATED = _Admission is not Admission
+
+
 class _Standing:
     """What authorization remembers about one held token between requests:
     the per-token answers (revoked, client enabled, rate) as of a registry
@@ -140,6 +210,7 @@ class _Standing:
     version or the configuration changes."""
 
     __slots__ = (
+        "admission",
         "by_proof",
         "by_session",
         "disabled",
@@ -149,7 +220,6 @@ class _Standing:
         "refused",
         "revoked",
         "token",
-        "verifier",
         "version",
     )
 
@@ -163,12 +233,24 @@ class _Standing:
         self.rate = authorizer._device_rate(token.client_id)
         #: the client identity (not an RFC 9202 one) its proofs verified on
         self.identity: bytes | None = None
-        key = token.pop_key
-        self.verifier = mac_proof_check(key) if isinstance(key, SymmetricKey) else None
         self.by_proof = _context(token, "proof")
         self.by_session = _context(token, "session")
         #: Uri-Path -> the AIF method mask the scope grants there (RFC 9237 §2.3)
         self.masks: dict[tuple[str, ...], int] = {}
+        #: the one-step path of its Mac0 proofs; None when it has none (an
+        #: asymmetric PoP key) or every request of it is refused anyway
+        self.admission: Admission | _Admission | None = None
+        key = token.pop_key
+        if isinstance(key, SymmetricKey) and not self.refused:
+            self.admission = _Admission(
+                mac_proof_check(key),
+                authorizer.guard,
+                token.kid,
+                authorizer._limits,
+                token.client_id,
+                self.rate,
+                self.masks,
+            )
 
     def learn_methods(self, path: tuple[str, ...]) -> int:
         """The method mask the token's scope grants on ``path``, for a path
@@ -260,23 +342,24 @@ class Authorizer:
         standing = self._by_identity.get(identity) if len(proofs) == 1 else None  # type: ignore[arg-type]
         if standing is not None:
             token = standing.token
-            verifier = standing.verifier
+            admission = standing.admission  # None: not a Mac0 key, or refused
             lockout = self.lockout
             if not (
-                verifier is None
-                or standing.refused
+                admission is None
                 or token.exp <= now
                 or (lockout is not None and now < lockout.ban_end)
                 or standing.version != self._version()
                 or self.tokens.peek(token.kid) is not token
             ):
-                code = int(request.code)
-                piv = verifier.check_options(
-                    proofs[0].value, code, path, request.opt._options, request.payload
+                verdict = admission.admit(
+                    proofs[0].value, request.code, path, request.opt._options, request.payload, now
                 )
-                if piv is not None and self.guard.accept(token.kid, piv):
+                if verdict is not None:
                     self.decisions.proofs_verified += 1
-                    self._pass(standing, path, code, now)  # exp, refused: checked above
+                    if verdict:
+                        if verdict > 0:
+                            raise TooManyRequests(verdict)
+                        self._scope(standing, path, int(request.code))
                     return standing.by_proof
         return self._authorize(request, identity, path, proofs, now)
 
@@ -328,17 +411,20 @@ class Authorizer:
 
     def _pass(self, standing: _Standing, path: tuple[str, ...], code: int, now: float) -> None:
         """The last checks, for a token that is current, held and refused
-        by nothing: device rate limit (4.29), then scope for path and method
-        (4.03 / 4.05, RFC 9200 §5.10.2)."""
-        token = standing.token
-        wait = self._limits.wait(token.client_id, now, standing.rate)
+        by nothing: device rate limit (4.29), then :meth:`_scope`."""
+        wait = self._limits.wait(standing.token.client_id, now, standing.rate)
         if wait:
             raise TooManyRequests(wait)
+        self._scope(standing, path, code)
+
+    @staticmethod
+    def _scope(standing: _Standing, path: tuple[str, ...], code: int) -> None:
+        """The scope for path and method (4.03 / 4.05, RFC 9200 §5.10.2)."""
         mask = standing.masks.get(path)
         if mask is None:
             mask = standing.learn_methods(path)
         if not mask >> (code - 1) & 1:  # AIF bit (RFC 9237 §2.3)
-            token.scope.check(path, code)  # raises 4.03 or 4.05, saying which
+            standing.token.scope.check(path, code)  # raises 4.03 or 4.05, saying which
 
     def _prune(self) -> None:
         held = self.tokens.peek

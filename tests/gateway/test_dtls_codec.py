@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from aiocoap import Message
 from aiocoap.error import UnparsableMessage
@@ -14,11 +16,22 @@ from aiocoap.optiontypes import BlockOption, OpaqueOption
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.dtls import codec
 from gateway.dtls.codec import decode_message
 from tokens.params import PROOF_OPTION
 
 TUNING = TransportTuning()
 REMOTE = object()
+
+
+def _python_decode(data: bytes, remote: object, tuning: TransportTuning) -> Message:
+    """decode_message with the Python options loop (the C one's reference)."""
+    with mock.patch.object(codec, "_parse_options", codec.parse_options):
+        return decode_message(data, remote, tuning)
+
+
+#: the gateway's decoder (C options loop) and its Python reference
+DECODERS = [pytest.param(decode_message, id="c"), pytest.param(_python_decode, id="python")]
 
 
 def _theirs(data: bytes) -> Message:
@@ -63,6 +76,7 @@ _OPTIONS = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.parametrize("decode", DECODERS)
 @settings(max_examples=400, deadline=None)
 @given(
     code=st.integers(0, 255),
@@ -73,7 +87,7 @@ _OPTIONS = st.fixed_dictionaries(
     proof=st.lists(st.binary(max_size=300), max_size=2),
     payload=st.binary(max_size=300),
 )
-def test_decodes_what_aiocoap_decodes(code, mtype, mid, token, options, proof, payload):
+def test_decodes_what_aiocoap_decodes(decode, code, mtype, mid, token, options, proof, payload):
     message = Message(code=code, payload=payload)
     message.mtype, message.mid, message.token = mtype, mid, token
     for name, value in options.items():
@@ -85,16 +99,17 @@ def test_decodes_what_aiocoap_decodes(code, mtype, mid, token, options, proof, p
     data = message.encode()
     if code == 0 and len(data) > 4:  # an Empty message with content (RFC 7252 §4.1)
         with pytest.raises(UnparsableMessage):
-            decode_message(data, REMOTE, TUNING)
+            decode(data, REMOTE, TUNING)
         return
-    _same(decode_message(data, REMOTE, TUNING), _theirs(data))
+    _same(decode(data, REMOTE, TUNING), _theirs(data))
 
 
+@pytest.mark.parametrize("decode", DECODERS)
 @settings(max_examples=1500, deadline=None)
 @given(st.binary(max_size=64).map(lambda b: b"\x40\x01\x00\x01" + b))
-def test_any_bytes_decode_as_aiocoap_or_are_a_format_error(data):
+def test_any_bytes_decode_as_aiocoap_or_are_a_format_error(decode, data):
     try:
-        ours = decode_message(data, REMOTE, TUNING)
+        ours = decode(data, REMOTE, TUNING)
     except (UnparsableMessage, UnicodeDecodeError):
         ours = None
     try:
@@ -110,6 +125,7 @@ def test_any_bytes_decode_as_aiocoap_or_are_a_format_error(data):
         _same(ours, theirs)
 
 
+@pytest.mark.parametrize("decode", DECODERS)
 @pytest.mark.parametrize(
     "data",
     [
@@ -128,22 +144,24 @@ def test_any_bytes_decode_as_aiocoap_or_are_a_format_error(data):
         b"\x40\x00\x00\x01\xffx",  # Empty message with a payload
     ],
 )
-def test_message_format_errors_are_refused(data):
+def test_message_format_errors_are_refused(decode, data):
     with pytest.raises(UnparsableMessage):
-        decode_message(data, REMOTE, TUNING)
+        decode(data, REMOTE, TUNING)
 
 
-def test_an_empty_message_decodes():
-    message = decode_message(b"\x70\x00\x12\x34", REMOTE, TUNING)  # RST
+@pytest.mark.parametrize("decode", DECODERS)
+def test_an_empty_message_decodes(decode):
+    message = decode(b"\x70\x00\x12\x34", REMOTE, TUNING)  # RST
     assert (message.mtype, message.code, message.mid) == (Type.RST, Code.EMPTY, 0x1234)
     assert message.token == b"" and message.payload == b"" and not message.opt._options
 
 
-def test_a_proofed_request_decodes_with_its_options_typed():
+@pytest.mark.parametrize("decode", DECODERS)
+def test_a_proofed_request_decodes_with_its_options_typed(decode):
     request = Message(code=Code.PUT, uri_path=("sensors", "t"), payload=b"{}", content_format=50)
     request.mtype, request.mid, request.token = Type.CON, 7, b"\x01\x02"
     request.opt.add_option(OpaqueOption(PROOF_OPTION, b"\x84" * 20))
-    message = decode_message(request.encode(), REMOTE, TUNING)
+    message = decode(request.encode(), REMOTE, TUNING)
     assert message.opt.uri_path == ("sensors", "t")
     assert message.opt.get_option(PROOF_OPTION)[0].value == b"\x84" * 20
     assert (message.code, message.mtype, message.mid, message.token) == (
@@ -154,3 +172,49 @@ def test_a_proofed_request_decodes_with_its_options_typed():
     )
     assert message.remote is REMOTE and message.transport_tuning is TUNING
     assert "PUT" in repr(message)
+
+
+def test_the_c_options_loop_is_built():
+    """`pip install` builds gateway.dtls._codec; without it every request's
+    options would be decoded by the Python loop."""
+    assert codec.ACCELERATED
+    assert codec._parse_options.__module__ == "gateway.dtls._codec"
+
+
+def test_the_c_options_loop_refuses_bad_arguments():
+    from gateway.dtls._codec import parse_options
+
+    data = b"\x40\x01\x00\x01\xb1a"
+    with pytest.raises(TypeError):
+        parse_options(data, 4, {})
+    with pytest.raises(TypeError):
+        parse_options(bytearray(data), 4, {}, codec.spec_of)
+    with pytest.raises(ValueError):
+        parse_options(data, 7, {}, codec.spec_of)
+    with pytest.raises(TypeError):
+        parse_options(data, 4, {11: "not a spec"}, codec.spec_of)
+    with pytest.raises(ValueError):
+        parse_options(data, 4, {11: (9, str, 11)}, codec.spec_of)
+    options, payload = parse_options(data, 4, {}, codec.spec_of)
+    assert [o.value for o in options[OptionNumber.URI_PATH]] == ["a"] and payload == b""
+
+
+def _outcome(parse: object, data: bytes, specs: dict) -> object:
+    try:
+        options, payload = parse(data, 4, specs, codec.spec_of)  # type: ignore[operator]
+    except (UnparsableMessage, UnicodeDecodeError) as exc:
+        return type(exc), str(exc)
+    listed = [(type(o), o.number, o.value, vars(o)) for k in options for o in options[k]]
+    return listed, [type(k) for k in options], payload
+
+
+@settings(max_examples=1500, deadline=None)
+@given(tail=st.binary(max_size=80), cached=st.booleans())
+def test_the_c_options_loop_answers_as_the_reference(tail, cached):
+    """Same options (class, number, value, attributes), same order, same
+    payload, same error and message, for any bytes after the header."""
+    from gateway.dtls._codec import parse_options
+
+    data = b"\x40\x01\x00\x01" + tail
+    specs = codec._SPECS if cached else {}
+    assert _outcome(parse_options, data, specs) == _outcome(codec.parse_options, data, specs)
