@@ -19,6 +19,14 @@ typedef struct {
     double at;
 } Bucket;
 
+/* `arg` as a double in *out: 0; -1 with an exception set. */
+static int
+as_double(PyObject *arg, double *out)
+{
+    *out = PyFloat_AsDouble(arg);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* Refill for the time since the last take (at most burst), then spend one
  * token: 0.0; or, with less than one, spend nothing and return the seconds
  * until there is one. */
@@ -67,14 +75,9 @@ Bucket_take(Bucket *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "take() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    double now = PyFloat_AsDouble(args[0]);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
-    double rate = PyFloat_AsDouble(args[1]);
-    if (rate == -1.0 && PyErr_Occurred())
-        return NULL;
-    double burst = PyFloat_AsDouble(args[2]);
-    if (burst == -1.0 && PyErr_Occurred())
+    double now, rate, burst;
+    if (as_double(args[0], &now) < 0 || as_double(args[1], &rate) < 0
+        || as_double(args[2], &burst) < 0)
         return NULL;
     return PyFloat_FromDouble(spend(self, now, rate, burst));
 }
@@ -191,15 +194,10 @@ Limiter_wait(Limiter *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *key = args[0];
-    double now = PyFloat_AsDouble(args[1]);
-    if (now == -1.0 && PyErr_Occurred())
+    double now, rate = self->rate;
+    if (as_double(args[1], &now) < 0 || (nargs == 3 && args[2] != Py_None
+                                          && as_double(args[2], &rate) < 0))
         return NULL;
-    double rate = self->rate;
-    if (nargs == 3 && args[2] != Py_None) {
-        rate = PyFloat_AsDouble(args[2]);
-        if (rate == -1.0 && PyErr_Occurred())
-            return NULL;
-    }
     PyObject *bucket = PyDict_GetItemWithError(self->buckets, key);
     if (bucket == NULL) {
         if (PyErr_Occurred())

@@ -18,6 +18,11 @@ A request is authorized by exactly one of (DESIGN.md "Per-request proof"):
   Proof option (one there is refused with 4.00), then the same checks from
   "token exp" on.
 
+A warm request (a canonical Mac0 proof of the token whose proofs verified
+on this session before, its standing current) is decided in one step: its
+:class:`Admission` (in C when ``gateway._admission`` is built) runs the proof
+check, the window, the rate limit and the remembered scope mask in one call.
+
 The sequence number is committed once the proof verified and the window
 accepts it, before the policy checks, so even a refused request's proof
 cannot be replayed. NON requests that fail a security check get no response
@@ -649,4 +654,4 @@ def _error(
     return error_response(exc, ace_body=False)
 
 
-__all__ = ["UNPROTECTED", "Authorizer", "AuthorizingSite", "Decisions"]
+__all__ = ["ACCELERATED", "UNPROTECTED", "Admission", "Authorizer", "AuthorizingSite", "Decisions"]

@@ -54,6 +54,17 @@ status(const Window *self, unsigned long long piv)
     return (self->seen >> distance) & 1 ? 1 : 0;
 }
 
+/* The status of the piv in `arg` (see status()), the piv in *piv; -1 with
+ * an exception set when `arg` is not a piv. */
+static int
+status_of(const Window *self, PyObject *arg, unsigned long long *piv)
+{
+    *piv = piv_of(arg);
+    if (*piv == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    return status(self, *piv);
+}
+
 /* Mark a fresh piv (status 0) as seen, sliding the window forward if it is
  * the new highest. */
 static void
@@ -106,22 +117,33 @@ PyDoc_STRVAR(accept_doc,
 static PyObject *
 Window_accept(Window *self, PyObject *arg)
 {
-    unsigned long long piv = piv_of(arg);
-    if (piv == (unsigned long long)-1 && PyErr_Occurred())
+    unsigned long long piv;
+    int why = status_of(self, arg, &piv);
+    if (why < 0)
         return NULL;
-    if (status(self, piv) != 0)
+    if (why != 0)
         Py_RETURN_FALSE;
     mark(self, piv);
     Py_RETURN_TRUE;
 }
 
-/* Raise ReplayError saying why `piv` is refused; NULL. */
+/* check() and, when `commit`, commit(): ReplayError saying why a piv seen
+ * or below the window is refused; else None, the piv marked if `commit`. */
 static PyObject *
-refuse(int why)
+judge(Window *self, PyObject *arg, int commit)
 {
-    PyErr_SetString(ReplayError, why == 2 ? "sequence number below the replay window"
-                                          : "sequence number already seen");
-    return NULL;
+    unsigned long long piv;
+    int why = status_of(self, arg, &piv);
+    if (why < 0)
+        return NULL;
+    if (why != 0) {
+        PyErr_SetString(ReplayError, why == 2 ? "sequence number below the replay window"
+                                              : "sequence number already seen");
+        return NULL;
+    }
+    if (commit)
+        mark(self, piv);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(check_doc,
@@ -132,13 +154,7 @@ PyDoc_STRVAR(check_doc,
 static PyObject *
 Window_check(Window *self, PyObject *arg)
 {
-    unsigned long long piv = piv_of(arg);
-    if (piv == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    int why = status(self, piv);
-    if (why != 0)
-        return refuse(why);
-    Py_RETURN_NONE;
+    return judge(self, arg, 0);
 }
 
 PyDoc_STRVAR(commit_doc,
@@ -149,14 +165,7 @@ PyDoc_STRVAR(commit_doc,
 static PyObject *
 Window_commit(Window *self, PyObject *arg)
 {
-    unsigned long long piv = piv_of(arg);
-    if (piv == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    int why = status(self, piv);
-    if (why != 0)
-        return refuse(why);
-    mark(self, piv);
-    Py_RETURN_NONE;
+    return judge(self, arg, 1);
 }
 
 static PyObject *
@@ -283,17 +292,13 @@ Windows_accept(Windows *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "a Windows holds only Window objects");
         return NULL;
     }
-    Py_INCREF(window);
-    unsigned long long piv = piv_of(args[1]);
-    int ok = piv == (unsigned long long)-1 && PyErr_Occurred() ? -1
-             : status((Window *)window, piv) == 0;
-    if (ok == 1)
-        mark((Window *)window, piv);
-    Py_DECREF(window);
-    if (ok < 0)
+    unsigned long long piv;
+    int why = status_of((Window *)window, args[1], &piv);
+    if (why < 0)
         return NULL;
-    if (!ok)
+    if (why != 0)
         Py_RETURN_FALSE;
+    mark((Window *)window, piv);
     PyObject *moved = PyObject_CallMethodOneArg(self->windows, MOVE_TO_END, kid);
     if (moved == NULL)
         return NULL;

@@ -36,6 +36,11 @@ open a new window; so each eviction raises an "echo floor" for the kid's
 bucket (one of 64, by a per-process hash): Echo values issued at or before the
 evicted window's opening Echo are refused from then on. An honest device hit by
 this only sees one more EchoRequired.
+
+The gateway commits a piv on every request: when ``pip install`` built
+``tokens._window`` (:data:`ACCELERATED`), the windows and the guard's base
+are its ``Window`` and ``Windows``, C twins of :class:`ReplayWindow` and
+:class:`Windows` that the tests hold to the same answers.
 """
 
 from __future__ import annotations
