@@ -17,6 +17,7 @@ typedef struct {
     PyObject_HEAD
     double tokens;
     double at;
+    char used; /* taken from since the limiter last passed over it */
 } Bucket;
 
 /* `arg` as a double in *out: 0; -1 with an exception set. */
@@ -33,6 +34,7 @@ as_double(PyObject *arg, double *out)
 static double
 spend(Bucket *self, double now, double rate, double burst)
 {
+    self->used = 1;
     double tokens = self->tokens;
     if (now > self->at) {
         tokens += (now - self->at) * rate;
@@ -103,6 +105,8 @@ static PyMethodDef Bucket_methods[] = {
 static PyMemberDef Bucket_members[] = {
     {"tokens", T_DOUBLE, offsetof(Bucket, tokens), READONLY, "Tokens left as of at."},
     {"at", T_DOUBLE, offsetof(Bucket, at), READONLY, "When tokens was last updated."},
+    {"used", T_BOOL, offsetof(Bucket, used), 0,
+     "Taken from since the limiter last passed over it."},
     {NULL},
 };
 
@@ -125,8 +129,9 @@ static PyTypeObject BucketType = {
 
 /* ------------------------------------------------------------------------
  * Limiter: the base of gateway.limits.RateLimiter, holding the buckets by
- * key (an OrderedDict, least recently used first) and the per-request
- * spend. */
+ * key (an OrderedDict, oldest first; a key beyond max_keys evicts the
+ * oldest not taken from since last passed over, a second chance for the
+ * others) and the per-request spend. */
 
 typedef struct {
     PyObject_HEAD
@@ -137,7 +142,6 @@ typedef struct {
 } Limiter;
 
 static PyObject *ORDERED_DICT; /* collections.OrderedDict */
-static PyObject *MOVE_TO_END;  /* "move_to_end" */
 static PyObject *POPITEM;      /* "popitem" */
 
 static PyObject *
@@ -181,10 +185,10 @@ Limiter_dealloc(Limiter *self)
 
 PyDoc_STRVAR(wait_doc,
 "wait(key, now, rate=None) -> float\n--\n\n"
-"Take one token from key's bucket (made full for a key not held; the least\n"
-"recently used key goes when max_keys are held) at rate tokens per second\n"
-"(the limiter's when None): 0.0; or, with less than one token, the seconds\n"
-"until there is one, spending nothing.");
+"Take one token from key's bucket at rate tokens per second (the\n"
+"limiter's when None): 0.0; or, with less than one token, the seconds until\n"
+"there is one, spending nothing. A key not held gets a full bucket; when\n"
+"max_keys are held, the oldest not taken from since last passed over goes.");
 
 static PyObject *
 Limiter_wait(Limiter *self, PyObject *const *args, Py_ssize_t nargs)
@@ -198,7 +202,7 @@ Limiter_wait(Limiter *self, PyObject *const *args, Py_ssize_t nargs)
     if (as_double(args[1], &now) < 0 || (nargs == 3 && args[2] != Py_None
                                           && as_double(args[2], &rate) < 0))
         return NULL;
-    PyObject *bucket = PyDict_GetItemWithError(self->buckets, key);
+    PyObject *bucket = PyDict_GetItemWithError(self->buckets, key); /* borrowed */
     if (bucket == NULL) {
         if (PyErr_Occurred())
             return NULL;
@@ -208,35 +212,33 @@ Limiter_wait(Limiter *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject *gone = PyObject_VectorcallMethod(POPITEM, pargs, 2, NULL);
             if (gone == NULL)
                 return NULL;
+            PyObject *old = PyTuple_GET_ITEM(gone, 1);
+            int kept = 0;
+            if (Py_IS_TYPE(old, &BucketType) && ((Bucket *)old)->used) {
+                /* taken from since last passed over: a second chance */
+                ((Bucket *)old)->used = 0;
+                kept = PyObject_SetItem(self->buckets, PyTuple_GET_ITEM(gone, 0), old) < 0 ? -1 : 1;
+            }
             Py_DECREF(gone);
+            if (kept < 0)
+                return NULL;
         }
         Bucket *made = (Bucket *)BucketType.tp_alloc(&BucketType, 0);
         if (made == NULL)
             return NULL;
         made->tokens = self->burst;
         made->at = now;
-        if (PyObject_SetItem(self->buckets, key, (PyObject *)made) < 0) {
-            Py_DECREF(made);
+        int failed = PyObject_SetItem(self->buckets, key, (PyObject *)made);
+        Py_DECREF(made); /* the dict holds it */
+        if (failed < 0)
             return NULL;
-        }
-        bucket = (PyObject *)made; /* the new reference */
+        bucket = (PyObject *)made;
     }
-    else {
-        Py_INCREF(bucket);
-        PyObject *moved = PyObject_CallMethodOneArg(self->buckets, MOVE_TO_END, key);
-        if (moved == NULL) {
-            Py_DECREF(bucket);
-            return NULL;
-        }
-        Py_DECREF(moved);
-    }
-    PyObject *wait = NULL;
-    if (Py_IS_TYPE(bucket, &BucketType))
-        wait = PyFloat_FromDouble(spend((Bucket *)bucket, now, rate, self->burst));
-    else
+    if (!Py_IS_TYPE(bucket, &BucketType)) {
         PyErr_SetString(PyExc_TypeError, "a Limiter holds only Bucket objects");
-    Py_DECREF(bucket);
-    return wait;
+        return NULL;
+    }
+    return PyFloat_FromDouble(spend((Bucket *)bucket, now, rate, self->burst));
 }
 
 static PyMethodDef Limiter_methods[] = {
@@ -246,7 +248,7 @@ static PyMethodDef Limiter_methods[] = {
 
 static PyMemberDef Limiter_members[] = {
     {"_buckets", T_OBJECT_EX, offsetof(Limiter, buckets), READONLY,
-     "key -> bucket, least recently used first."},
+     "key -> bucket, oldest first."},
     {"rate", T_DOUBLE, offsetof(Limiter, rate), 0, "Tokens per second."},
     {"burst", T_DOUBLE, offsetof(Limiter, burst), 0, "Most tokens a bucket holds."},
     {"max_keys", T_PYSSIZET, offsetof(Limiter, max_keys), 0, "Most buckets held."},
@@ -289,9 +291,8 @@ PyInit__bucket(void)
         return NULL;
     ORDERED_DICT = PyObject_GetAttrString(collections, "OrderedDict");
     Py_DECREF(collections);
-    MOVE_TO_END = PyUnicode_InternFromString("move_to_end");
     POPITEM = PyUnicode_InternFromString("popitem");
-    if (ORDERED_DICT == NULL || MOVE_TO_END == NULL || POPITEM == NULL)
+    if (ORDERED_DICT == NULL || POPITEM == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&bucket_module);
     if (module == NULL)

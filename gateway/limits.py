@@ -2,7 +2,10 @@
 
 * :class:`RateLimiter`: a token bucket per key (device, peer address),
   answered with 4.29 Too Many Requests and Max-Age = seconds until the next
-  token (RFC 8516 §2). Memory is bounded: least recently used keys go first.
+  token (RFC 8516 §2). Memory is bounded: when a key beyond ``max_keys``
+  comes, the oldest key not used since it was last passed over goes (a
+  second chance, "CLOCK": least-recently-used eviction without reordering
+  anything per request).
 * :class:`Lockout`: repeated failures (bad handshakes, bad proofs) by one key
   within a window lead to a temporary ban that lifts by itself.
 
@@ -44,11 +47,13 @@ class LockedOut(GatewayError):
 class TokenBucket:
     """One key's bucket: ``tokens`` left as of time ``at``."""
 
-    __slots__ = ("at", "tokens")
+    __slots__ = ("at", "tokens", "used")
 
     def __init__(self, tokens: float, at: float) -> None:
         self.tokens = tokens
         self.at = at
+        #: taken from since the limiter last passed over it
+        self.used = False
 
     def __repr__(self) -> str:
         return f"<TokenBucket tokens={self.tokens!r} at={self.at!r}>"
@@ -57,6 +62,7 @@ class TokenBucket:
         """Refill ``rate`` per second since the last take (at most ``burst``
         tokens), then spend one: 0.0; or, with less than one token, spend
         nothing and return the seconds until there is one."""
+        self.used = True
         tokens = self.tokens
         if now > self.at:
             tokens += (now - self.at) * rate
@@ -71,7 +77,7 @@ class TokenBucket:
 
 
 class Limiter:
-    """Token buckets by key, least recently used first, and the one step a
+    """Token buckets by key, oldest first, and the one step a
     request needs (:meth:`wait`): the base of :class:`RateLimiter`.
     ``gateway._bucket.Limiter`` is its C twin."""
 
@@ -84,19 +90,20 @@ class Limiter:
         self.max_keys = 1
 
     def wait(self, key: Hashable, now: float, rate: float | None = None) -> float:
-        """Take one token from ``key``'s bucket (made full for a key not held;
-        the least recently used key goes when ``max_keys`` are held) at
-        ``rate`` tokens per second (the limiter's when None): 0.0; or, with
-        less than one token, the seconds until there is one, spending
-        nothing."""
+        """Take one token from ``key``'s bucket at ``rate`` tokens per second
+        (the limiter's when None): 0.0; or, with less than one token, the
+        seconds until there is one, spending nothing. A key not held gets a
+        full bucket; when ``max_keys`` are held, the oldest not taken from
+        since last passed over goes first (see the module docstring)."""
         buckets = self._buckets
         bucket = buckets.get(key)
         if bucket is None:
             while len(buckets) >= self.max_keys and buckets:
-                buckets.popitem(last=False)
+                old_key, old = buckets.popitem(last=False)
+                if old.used:  # taken from since last passed over: a second chance
+                    old.used = False
+                    buckets[old_key] = old
             bucket = buckets[key] = TokenBucket(float(self.burst), now)
-        else:
-            buckets.move_to_end(key)
         return bucket.take(now, self.rate if rate is None else rate, self.burst)
 
 

@@ -22,6 +22,7 @@ typedef struct {
     unsigned long long top;
     unsigned long long seen; /* bit d: top - d was seen */
     double opened_at;
+    char used; /* a piv was committed since the guard last passed over it */
 } Window;
 
 static PyObject *ReplayError; /* tokens.errors.ReplayError */
@@ -78,6 +79,7 @@ mark(Window *self, unsigned long long piv)
     else {
         self->seen |= 1ULL << (self->top - piv);
     }
+    self->used = 1;
 }
 
 /* A window made without __init__ counts every piv as seen (refuses all). */
@@ -106,6 +108,7 @@ Window_init(Window *self, PyObject *args, PyObject *kwds)
     self->top = piv;
     self->seen = ~0ULL;
     self->opened_at = opened_at;
+    self->used = 0;
     return 0;
 }
 
@@ -190,6 +193,8 @@ static PyMethodDef Window_methods[] = {
 static PyMemberDef Window_members[] = {
     {"opened_at", T_DOUBLE, offsetof(Window, opened_at), 0,
      "When the Echo that opened this window was issued."},
+    {"used", T_BOOL, offsetof(Window, used), 0,
+     "A piv was committed since the guard last passed over this window."},
     {NULL},
 };
 
@@ -219,8 +224,8 @@ static PyTypeObject WindowType = {
 
 /* ------------------------------------------------------------------------
  * Windows: the base of tokens.replay.FreshnessGuard, holding its windows by
- * kid (an OrderedDict, least recently used first) and the per-request
- * accept. */
+ * kid (an OrderedDict, oldest first; the guard evicts with a second chance
+ * for windows used since) and the per-request accept. */
 
 typedef struct {
     PyObject_HEAD
@@ -228,7 +233,6 @@ typedef struct {
 } Windows;
 
 static PyObject *ORDERED_DICT; /* collections.OrderedDict */
-static PyObject *MOVE_TO_END;  /* "move_to_end" */
 
 static PyObject *
 Windows_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -268,9 +272,9 @@ Windows_dealloc(Windows *self)
 
 PyDoc_STRVAR(Windows_accept_doc,
 "accept(kid, piv) -> bool\n--\n\n"
-"Commit a verified proof's piv to the open window of kid (which becomes the\n"
-"most recently used); False, with nothing changed, when there is no window\n"
-"or the window refuses it.");
+"Commit a verified proof's piv to the open window of kid (marking it used);\n"
+"False, with nothing changed, when there is no window or the window\n"
+"refuses it.");
 
 static PyObject *
 Windows_accept(Windows *self, PyObject *const *args, Py_ssize_t nargs)
@@ -279,10 +283,9 @@ Windows_accept(Windows *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "accept() takes 2 arguments (%zd given)", nargs);
         return NULL;
     }
-    PyObject *kid = args[0];
-    /* reading an OrderedDict with the dict API is safe; writes go through
-     * its methods */
-    PyObject *window = PyDict_GetItemWithError(self->windows, kid);
+    /* reading an OrderedDict with the dict API is safe (writes would have
+     * to go through its methods) */
+    PyObject *window = PyDict_GetItemWithError(self->windows, args[0]);
     if (window == NULL) {
         if (PyErr_Occurred())
             return NULL;
@@ -299,10 +302,6 @@ Windows_accept(Windows *self, PyObject *const *args, Py_ssize_t nargs)
     if (why != 0)
         Py_RETURN_FALSE;
     mark((Window *)window, piv);
-    PyObject *moved = PyObject_CallMethodOneArg(self->windows, MOVE_TO_END, kid);
-    if (moved == NULL)
-        return NULL;
-    Py_DECREF(moved);
     Py_RETURN_TRUE;
 }
 
@@ -313,7 +312,7 @@ static PyMethodDef Windows_methods[] = {
 
 static PyMemberDef Windows_members[] = {
     {"_windows", T_OBJECT_EX, offsetof(Windows, windows), READONLY,
-     "kid -> window, least recently used first."},
+     "kid -> window, oldest first."},
     {NULL},
 };
 
@@ -353,8 +352,7 @@ PyInit__window(void)
         return NULL;
     ORDERED_DICT = PyObject_GetAttrString(collections, "OrderedDict");
     Py_DECREF(collections);
-    MOVE_TO_END = PyUnicode_InternFromString("move_to_end");
-    if (ORDERED_DICT == NULL || MOVE_TO_END == NULL)
+    if (ORDERED_DICT == NULL)
         return NULL;
     PyObject *errors = PyImport_ImportModule("tokens.errors");
     if (errors == NULL)

@@ -29,13 +29,17 @@ honest device repeats with the new Echo and its next piv, which opens the
 window above every piv it used before; the captured proof is then below the
 window or marked seen.
 
-Bounded memory: at most ``max_windows`` windows, least recently used evicted
-first. Evicting (or :meth:`FreshnessGuard.forget`-ing) a window that was
-opened with a still-fresh Echo would let that opening request be replayed to
-open a new window; so each eviction raises an "echo floor" for the kid's
-bucket (one of 64, by a per-process hash): Echo values issued at or before the
-evicted window's opening Echo are refused from then on. An honest device hit by
-this only sees one more EchoRequired.
+Bounded memory: at most ``max_windows`` windows; when one more is opened,
+the oldest window not used since it was last passed over goes (a second
+chance, "CLOCK": a window used since is kept and becomes the newest), which
+is least-recently-used eviction without reordering anything per request.
+
+Evicting (or :meth:`FreshnessGuard.forget`-ing) a window that was opened
+with a still-fresh Echo would let that opening request be replayed to open a
+new window; so each eviction raises an "echo floor" for the kid's bucket
+(one of 64, by a per-process hash): Echo values issued at or before the
+evicted window's opening Echo are refused from then on. An honest device hit
+by this only sees one more EchoRequired.
 
 The gateway commits a piv on every request: when ``pip install`` built
 ``tokens._window`` (:data:`ACCELERATED`), the windows and the guard's base
@@ -77,7 +81,7 @@ class ReplayWindow:
     ``initialize_from_freshlyseen``).
     """
 
-    __slots__ = ("_seen", "_top", "opened_at")
+    __slots__ = ("_seen", "_top", "opened_at", "used")
 
     def __init__(self, initial_piv: int, opened_at: float = 0.0) -> None:
         if initial_piv < 0:
@@ -86,6 +90,8 @@ class ReplayWindow:
         self._seen = _FULL
         #: When the Echo that opened this window was issued.
         self.opened_at = opened_at
+        #: a piv was committed since the guard last passed over this window
+        self.used = False
 
     def __repr__(self) -> str:
         return f"<ReplayWindow top={self._top}>"
@@ -123,16 +129,18 @@ class ReplayWindow:
             shift = piv - top
             self._seen = ((self._seen << shift) | 1) & _FULL if shift < WINDOW_SIZE else 1
             self._top = piv
+            self.used = True
             return True
         distance = top - piv
         if distance >= WINDOW_SIZE or (self._seen >> distance) & 1:
             return False
         self._seen |= 1 << distance
+        self.used = True
         return True
 
 
 class Windows:
-    """Replay windows by kid, least recently used first, and the commit a
+    """Replay windows by kid, oldest first, and the commit a
     request on an open window needs (:meth:`accept`): the base of
     :class:`FreshnessGuard`. ``tokens._window.Windows`` is its C twin."""
 
@@ -146,12 +154,8 @@ class Windows:
         False, with nothing changed, when there is no window or the window
         refuses it (then :meth:`FreshnessGuard.commit` raises the error that
         says why)."""
-        windows = self._windows
-        window = windows.get(kid)
-        if window is None or not window.accept(piv):
-            return False
-        windows.move_to_end(kid)
-        return True
+        window = self._windows.get(kid)
+        return window is not None and window.accept(piv)
 
 
 if TYPE_CHECKING:
@@ -211,12 +215,15 @@ class FreshnessGuard(_Windows):
         window = windows.get(kid)
         if window is not None:
             window.commit(piv)
-            windows.move_to_end(kid)
             return
         issued = self._fresh_echo(kid, echo, now)
         while len(windows) >= self._max_windows:
             old_kid, old = windows.popitem(last=False)
-            self._retire(old_kid, old, now)
+            if old.used:  # used since last passed over: a second chance
+                old.used = False
+                windows[old_kid] = old
+            else:
+                self._retire(old_kid, old, now)
         windows[kid] = _Window(piv, issued)
 
     def forget(self, kid: bytes, now: float) -> None:

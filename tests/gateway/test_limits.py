@@ -86,7 +86,7 @@ def test_c_bucket_answers_as_the_reference(burst, steps):
     for step, rate in steps:
         now += step if step < 25.0 else -step / 100  # time also goes back a little
         assert ours.take(now, rate, burst) == ref.take(now, rate, burst)
-        assert (ours.tokens, ours.at) == (ref.tokens, ref.at)
+        assert (ours.tokens, ours.at, ours.used) == (ref.tokens, ref.at, ref.used)
         assert repr(ours) == repr(ref)
 
 
@@ -108,8 +108,8 @@ def test_c_limiter_answers_as_the_reference(max_keys, burst, steps):
         now += step / 10
         assert ours.wait(key, now, rate) == ref.wait(key, now, rate)
         assert list(ours._buckets) == list(ref._buckets)
-        assert [(b.tokens, b.at) for b in ours._buckets.values()] == [
-            (b.tokens, b.at) for b in ref._buckets.values()
+        assert [(b.tokens, b.at, b.used) for b in ours._buckets.values()] == [
+            (b.tokens, b.at, b.used) for b in ref._buckets.values()
         ]
         assert len(ours._buckets) <= max_keys
 
@@ -140,3 +140,24 @@ def test_limiter_arguments_are_checked():
     ours._buckets["k"] = TokenBucket(1.0, 0.0)
     with pytest.raises(TypeError):
         ours.wait("k", 1.0)
+
+
+def test_keys_beyond_max_keys_evict_the_oldest_unused_first():
+    """Takes reorder nothing; a new key beyond ``max_keys`` evicts the oldest
+    key not taken from since last passed over (a second chance, CLOCK), and
+    an evicted key comes back with a full bucket."""
+    limiter = RateLimiter(rate=1.0, burst=2, max_keys=3)
+    for key in "abc":
+        limiter.take(key, 0.0)
+    for bucket in limiter._buckets.values():
+        bucket.used = False  # as after a pass
+    limiter.take("a", 0.0)
+    limiter.take("d", 0.0)  # b is the oldest unused: gone
+    assert list(limiter._buckets) == ["c", "a", "d"]
+    limiter.take("c", 0.0)  # c is empty now
+    with pytest.raises(TooManyRequests):
+        limiter.take("c", 0.0)
+    limiter.take("e", 0.0)  # c used since: passed over; a not since its pass: gone
+    assert list(limiter._buckets) == ["d", "c", "e"]
+    limiter.take("a", 0.0)  # back, full
+    limiter.take("a", 0.0)

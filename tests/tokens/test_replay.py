@@ -182,6 +182,7 @@ def test_c_window_answers_as_the_reference(initial, steps, far):
                 answers.append(("refused", str(exc)))
         assert answers[0] == answers[1], (name, piv)
         assert ours.top == ref.top and repr(ours) == repr(ref)
+        assert ours.used == ref.used
     assert ours.opened_at == ref.opened_at == 5.0
 
 
@@ -224,7 +225,9 @@ def test_c_windows_accept_as_the_reference(ops):
         else:
             assert ours.accept(kid, piv) == ref.accept(kid, piv), (kid, piv)
         assert list(ours._windows) == list(ref._windows)
-        assert [w.top for w in ours._windows.values()] == [w.top for w in ref._windows.values()]
+        assert [(w.top, w.used) for w in ours._windows.values()] == [
+            (w.top, w.used) for w in ref._windows.values()
+        ]
     with pytest.raises(TypeError):
         _window.Windows().accept(b"k")
     mixed = _window.Windows()
@@ -382,6 +385,25 @@ def test_guard_two_requests_with_one_echo_open_one_window():
     g.commit(KID, 5, echo, T0)
     with pytest.raises(ReplayError):
         g.commit(KID, 4, echo, T0)  # below the window the first one opened
+
+
+def test_guard_eviction_gives_used_windows_a_second_chance():
+    """Requests on an open window reorder nothing; when a window beyond
+    ``max_windows`` opens, the oldest one not used since it was last passed
+    over goes, and a used one is kept as the newest (CLOCK)."""
+    g = guard(max_windows=3)
+    for n, kid in enumerate((b"a", b"b", b"c")):
+        open_window(g, kid, 0, T0 + n)
+    assert g.accept(b"a", 2) and g.accept(b"c", 2)  # b was not used
+    open_window(g, b"d", 0, T0 + 3)
+    assert list(g._windows) == [b"c", b"a", b"d"]  # a passed over, b gone, c untouched
+    assert [w.used for w in g._windows.values()] == [True, False, False]
+    open_window(g, b"e", 0, T0 + 4)  # c was used: kept; a was not since: gone
+    assert list(g._windows) == [b"d", b"c", b"e"]
+    assert not g.accept(b"a", 3) and not g.accept(b"b", 3)
+    g.commit(b"d", 3, None, T0 + 5)  # the general path marks use the same way
+    open_window(g, b"f", 0, T0 + 6)  # d passed over (kept as newest), c gone
+    assert list(g._windows) == [b"e", b"d", b"f"]
 
 
 def test_guard_lru_bound():
