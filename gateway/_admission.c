@@ -159,8 +159,13 @@ Admission_admit(Admission *self, PyObject *const *args, Py_ssize_t nargs)
         return ASK_SCOPE;
     }
     long bits = PyLong_AsLong(mask);
-    if (bits == -1 && PyErr_Occurred())
-        return NULL;
+    if (bits == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear(); /* a mask wider than a long: the scope answers */
+        Py_INCREF(ASK_SCOPE);
+        return ASK_SCOPE;
+    }
     PyObject *answer = code_value >= 1 && code_value <= 63 && (bits >> (code_value - 1)) & 1
                            ? ADMITTED
                            : ASK_SCOPE;

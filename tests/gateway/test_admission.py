@@ -96,6 +96,12 @@ def test_verdicts():
     assert admit(Code.GET, ("whoami",), 15, 100.0) == pytest.approx(0.5)  # burst 4 spent
     assert admit(Code.GET, ("whoami",), 16, 100.5) == 0.0  # refilled at 2/s
     assert list(limiter._buckets) == ["client"]
+    wide_mask = {("whoami",): 1 << 70 | 1}  # wider than a C long
+    verifier = mac_proof_check(KEY)
+    wide = _admission.Admission(verifier, guard, KID, limiter, "client", None, wide_mask)
+    message, proof = _request(Code.GET, ("whoami",), 17, KEY)
+    args = (proof, Code.GET, ("whoami",), message.opt._options, message.payload, 101.0)
+    assert wide.admit(*args) == -1.0  # the scope answers
 
 
 def test_the_c_admission_is_built_and_checks_its_arguments():
