@@ -32,6 +32,7 @@ typedef struct {
 
 static PyObject *CHECK_OPTIONS, *ACCEPT, *WAIT; /* method names */
 static PyObject *ADMITTED, *ASK_SCOPE;          /* 0.0, -1.0 */
+static PyObject *ONE;                           /* 1 */
 
 static int
 Admission_init(Admission *self, PyObject *args, PyObject *kwds)
@@ -158,17 +159,34 @@ Admission_admit(Admission *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(ASK_SCOPE);
         return ASK_SCOPE;
     }
-    long bits = PyLong_AsLong(mask);
-    if (bits == -1 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-            return NULL;
-        PyErr_Clear(); /* a mask wider than a long: the scope answers */
+    if (code_value < 1 || code_value > 63) {
         Py_INCREF(ASK_SCOPE);
         return ASK_SCOPE;
     }
-    PyObject *answer = code_value >= 1 && code_value <= 63 && (bits >> (code_value - 1)) & 1
-                           ? ADMITTED
-                           : ASK_SCOPE;
+    int granted;
+    long bits = PyLong_AsLong(mask);
+    if (bits != -1 || !PyErr_Occurred()) {
+        granted = (bits >> (code_value - 1)) & 1;
+    }
+    else { /* a mask wider than a long: the same bit test on Python ints */
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        PyObject *shift = PyLong_FromLong(code_value - 1);
+        PyObject *shifted = shift ? PyNumber_Rshift(mask, shift) : NULL;
+        Py_XDECREF(shift);
+        if (shifted == NULL)
+            return NULL;
+        PyObject *bit = PyNumber_And(shifted, ONE);
+        Py_DECREF(shifted);
+        if (bit == NULL)
+            return NULL;
+        granted = PyObject_IsTrue(bit);
+        Py_DECREF(bit);
+        if (granted < 0)
+            return NULL;
+    }
+    PyObject *answer = granted ? ADMITTED : ASK_SCOPE;
     Py_INCREF(answer);
     return answer;
 }
@@ -213,8 +231,9 @@ PyInit__admission(void)
     WAIT = PyUnicode_InternFromString("wait");
     ADMITTED = PyFloat_FromDouble(0.0);
     ASK_SCOPE = PyFloat_FromDouble(-1.0);
+    ONE = PyLong_FromLong(1);
     if (CHECK_OPTIONS == NULL || ACCEPT == NULL || WAIT == NULL || ADMITTED == NULL
-        || ASK_SCOPE == NULL)
+        || ASK_SCOPE == NULL || ONE == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&admission_module);
     if (module == NULL)
