@@ -181,6 +181,7 @@ class Admission:
         payload: bytes,
         now: float,
     ) -> float | None:
+        """The verdict for one request (see the class docstring)."""
         code = int(code)
         piv = self.verifier.check_options(option_value, code, path, options, payload)
         if piv is None or not self.windows.accept(self.kid, piv):
@@ -417,9 +418,7 @@ class Authorizer:
     def _pass(self, standing: _Standing, path: tuple[str, ...], code: int, now: float) -> None:
         """The last checks, for a token that is current, held and refused
         by nothing: device rate limit (4.29), then :meth:`_scope`."""
-        wait = self._limits.wait(standing.token.client_id, now, standing.rate)
-        if wait:
-            raise TooManyRequests(wait)
+        self._limits.take(standing.token.client_id, now, rate=standing.rate)
         self._scope(standing, path, code)
 
     @staticmethod
