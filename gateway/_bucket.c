@@ -2,12 +2,13 @@
  * gateway._bucket: one key's token bucket (the device and peer rate
  * limits, RFC 8516), in C.
  *
- * Bucket behaves exactly as gateway.limits.TokenBucket, the pure-Python
- * reference (kept, and tested against this type on the same sequences of
- * calls): `tokens` left as of time `at`; a take refills (now - at) * rate,
- * capped at burst, then spends one token or says how long until the next.
- * The gateway takes once per request; here that allocates nothing but the
- * returned float.
+ * Limiter (the base of gateway.limits.RateLimiter) and its Bucket behave
+ * exactly as gateway.limits.Limiter and TokenBucket, the pure-Python
+ * references (kept, and tested against these types on the same sequences of
+ * calls): a bucket holds `tokens` left as of time `at`; a take refills
+ * (now - at) * rate, capped at burst, then spends one token or says how long
+ * until the next. The gateway takes once per request; here that allocates
+ * nothing but the returned float.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -52,38 +53,6 @@ spend(Bucket *self, double now, double rate, double burst)
 
 static PyTypeObject BucketType;
 
-static int
-Bucket_init(Bucket *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"tokens", "at", NULL};
-    double tokens, at;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "dd:Bucket", kwlist, &tokens, &at))
-        return -1;
-    self->tokens = tokens;
-    self->at = at;
-    return 0;
-}
-
-PyDoc_STRVAR(take_doc,
-"take(now, rate, burst) -> float\n--\n\n"
-"Refill for the time since the last take (at most burst tokens), then spend\n"
-"one: 0.0; or, with less than one token, spend nothing and return the\n"
-"seconds until there is one.");
-
-static PyObject *
-Bucket_take(Bucket *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "take() takes 3 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    double now, rate, burst;
-    if (as_double(args[0], &now) < 0 || as_double(args[1], &rate) < 0
-        || as_double(args[2], &burst) < 0)
-        return NULL;
-    return PyFloat_FromDouble(spend(self, now, rate, burst));
-}
-
 static PyObject *
 Bucket_repr(Bucket *self)
 {
@@ -97,11 +66,6 @@ Bucket_repr(Bucket *self)
     return text;
 }
 
-static PyMethodDef Bucket_methods[] = {
-    {"take", (PyCFunction)(void (*)(void))Bucket_take, METH_FASTCALL, take_doc},
-    {NULL, NULL, 0, NULL},
-};
-
 static PyMemberDef Bucket_members[] = {
     {"tokens", T_DOUBLE, offsetof(Bucket, tokens), READONLY, "Tokens left as of at."},
     {"at", T_DOUBLE, offsetof(Bucket, at), READONLY, "When tokens was last updated."},
@@ -111,8 +75,8 @@ static PyMemberDef Bucket_members[] = {
 };
 
 PyDoc_STRVAR(Bucket_doc,
-"Bucket(tokens, at)\n--\n\n"
-"One key's token bucket; see gateway.limits.TokenBucket.");
+"One key's token bucket, made and taken from by a Limiter; see\n"
+"gateway.limits.TokenBucket.");
 
 static PyTypeObject BucketType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -121,10 +85,7 @@ static PyTypeObject BucketType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = Bucket_doc,
     .tp_repr = (reprfunc)Bucket_repr,
-    .tp_methods = Bucket_methods,
     .tp_members = Bucket_members,
-    .tp_init = (initproc)Bucket_init,
-    .tp_new = PyType_GenericNew,
 };
 
 /* ------------------------------------------------------------------------

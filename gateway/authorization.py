@@ -223,7 +223,6 @@ class _Standing:
         "identity",
         "masks",
         "rate",
-        "refused",
         "revoked",
         "token",
         "version",
@@ -234,8 +233,6 @@ class _Standing:
         self.version = version
         self.revoked = authorizer._is_revoked(token.cti)
         self.disabled = not authorizer._client_enabled(token.client_id)
-        #: revoked or disabled: every request of this token is refused
-        self.refused = self.revoked or self.disabled
         self.rate = authorizer._device_rate(token.client_id)
         #: the client identity (not an RFC 9202 one) its proofs verified on
         self.identity: bytes | None = None
@@ -247,7 +244,7 @@ class _Standing:
         #: asymmetric PoP key) or every request of it is refused anyway
         self.admission: Admission | _Admission | None = None
         key = token.pop_key
-        if isinstance(key, SymmetricKey) and not self.refused:
+        if isinstance(key, SymmetricKey) and not (self.revoked or self.disabled):
             self.admission = _Admission(
                 mac_proof_check(key),
                 authorizer.guard,

@@ -45,8 +45,11 @@ _PAYLOAD_MARKER = 0xFF
 
 #: how an option is built from its raw value (see :func:`spec_of`)
 _OPAQUE, _STRING, _UINT, _CALL = 0, 1, 2, 3
-_KINDS = {optiontypes.OpaqueOption: _OPAQUE, optiontypes.StringOption: _STRING}
-_KINDS[optiontypes.UintOption] = _UINT
+_KINDS = {
+    optiontypes.OpaqueOption: _OPAQUE,
+    optiontypes.StringOption: _STRING,
+    optiontypes.UintOption: _UINT,
+}
 #: option number -> its spec, filled on first use
 _SPECS: dict[int, tuple[int, Any, Any]] = {}
 

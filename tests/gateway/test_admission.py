@@ -92,7 +92,9 @@ def test_verdicts(implementation):
         return admission.admit(proof, code, path, message.opt._options, message.payload, now)
 
     assert admit(Code.GET, ("whoami",), 11, 100.0) == 0.0  # admitted
+    left = limiter._buckets["client"].tokens
     assert admit(Code.GET, ("whoami",), 11, 100.0) is None  # replayed: nothing spent
+    assert limiter._buckets["client"].tokens == left
     assert admit(Code.GET, ("whoami",), 12, 100.0, OTHER) is None  # bad MAC
     assert guard._windows[KID].top == 11
     assert admit(Code.DELETE, ("whoami",), 12, 100.0) == -1.0  # method: ask the scope
