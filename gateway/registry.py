@@ -199,18 +199,25 @@ class Client:
     generation: int
 
 
+#: Change kinds after which a client's live sessions may go on.
+_NO_CUT = frozenset({"add", "enable"})
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What changed after a change stamp (:meth:`Registry.changes_since`).
 
     ``complete`` is false when the change log no longer reaches back to the
     given stamp; the caller must then treat every client as changed.
+    ``cut_off``: the clients among ``client_ids`` whose live sessions must
+    end (updated, disabled, re-keyed or deleted; not added or enabled).
     """
 
     stamp: int
     client_ids: frozenset[str]
     revocations: bool
     complete: bool
+    cut_off: frozenset[str] = frozenset()
 
 
 class Registry:
@@ -697,6 +704,7 @@ class Registry:
             client_ids=frozenset(r[2] for r in rows if r[2] is not None),
             revocations=any(r[1] in ("revoke", "purge") for r in rows),
             complete=complete,
+            cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in _NO_CUT),
         )
 
     def refresh(self) -> Changes:

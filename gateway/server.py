@@ -188,6 +188,8 @@ class Gateway:
         #: identities (psk_identity bytes) of sessions bound to each token kid
         self._bound: dict[bytes, set[bytes]] = {}
         self._policies: dict[str, tuple[int, ClientPolicy]] = {}
+        #: the registry change :meth:`housekeeping` has applied up to
+        self._applied_stamp = self.registry.change_stamp()
         #: kid of the AS key that signed or encrypted each held token (by PoP kid)
         self._token_key: dict[bytes, bytes] = {}
         self.context: aiocoap.Context | None = None
@@ -621,8 +623,14 @@ class Gateway:
     def housekeeping(self, now: float) -> None:
         """Apply registry changes from any process and expire tokens: close
         the sessions of disabled, deleted or re-keyed clients and of tokens
-        that ended (RFC 9202 §5)."""
-        changes = self.registry.refresh()
+        that ended (RFC 9202 §5).
+
+        Its own cursor into the change log: the registry's caches are
+        refreshed by whichever call polls first (a request's, a handshake's),
+        which must not hide a change from the sessions it ends."""
+        self.registry.refresh()
+        changes = self.registry.changes_since(self._applied_stamp)
+        self._applied_stamp = changes.stamp
         if changes.client_ids or not changes.complete:
             affected = (
                 set(changes.client_ids)
@@ -631,7 +639,8 @@ class Gateway:
             )
             for client_id in affected:
                 self._policies.pop(client_id, None)
-                if self.dtls is not None:
+                cut = client_id in changes.cut_off or not changes.complete
+                if cut and self.dtls is not None:
                     self.dtls.close_identity(client_id.encode())
                 if self.client_for_identity(client_id.encode()) is None:
                     for token in self.tokens.remove_client(client_id):

@@ -433,10 +433,16 @@ def test_change_stamps_chain_without_gaps(db_path: Path, key: MasterKey) -> None
         admin.add("b", scope="/a:GET")
         first = worker.changes_since(0)
         assert first.client_ids == {"a", "b"} and first.stamp == worker.change_stamp()
+        assert first.cut_off == frozenset()  # added clients' sessions go on
         admin.disable("a")
         second = worker.changes_since(first.stamp)
         assert second.client_ids == {"a"} and second.stamp > first.stamp
+        assert second.cut_off == {"a"}
         assert worker.changes_since(second.stamp).client_ids == frozenset()
         admin.revoke(b"\x07", 10.0)
         third = worker.changes_since(second.stamp)
         assert third.revocations and third.client_ids == frozenset()
+        admin.enable("a")
+        admin.rotate_psk("b")
+        fourth = worker.changes_since(third.stamp)
+        assert fourth.client_ids == {"a", "b"} and fourth.cut_off == {"b"}

@@ -377,6 +377,24 @@ async def test_disable_cuts_off_100_live_sessions_within_a_second(gateway, state
             await ctx.__aexit__(None, None, None)
 
 
+async def test_a_change_polled_by_a_request_still_ends_sessions(gateway):
+    """The registry's caches are refreshed by whichever call polls first (a
+    request's freshness check, a handshake's PSK lookup); housekeeping reads
+    the change log from its own cursor, so a disable polled that way still
+    cuts the client's sessions off and drops its tokens."""
+    gateway.registry.add("fleet-2", psk=b"fleet-2-psk-abcd", scope="/whoami:GET")
+    async with device(gateway, b"fleet-2", b"fleet-2-psk-abcd") as dev:
+        assert (await dev.post("/authz-info", b"\x01")).code == Code.BAD_REQUEST
+        gateway.housekeeping(gateway.clock())
+        assert len(gateway.dtls.remotes(b"fleet-2")) == 1  # an added client goes on
+        other = Registry.from_config(gateway.config)
+        other.disable("fleet-2")
+        other.close()
+        gateway.registry.refresh()  # as a request's poll would, first
+        gateway.housekeeping(gateway.clock())
+        assert gateway.dtls.remotes(b"fleet-2") == []
+
+
 async def test_bodies_above_the_limit_are_refused_before_assembly(state_dir):
     gateway = Gateway(gateway_config(state_dir, ACEGW_LIMITS_MAX_BODY="4096"))
     gateway.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
