@@ -11,7 +11,7 @@ plus ``/bench-cpu``, the process's CPU time in nanoseconds (finer than the
 10 ms ticks of /proc, so that short interleaved rounds can be measured). It
 prints ``READY <port>`` and runs until its standard input is closed.
 
-The device flow follows DESIGN.md: ``POST /token`` (RFC 9200 §5.8),
+The device flow follows docs/design.md: ``POST /token`` (RFC 9200 §5.8),
 ``POST /authz-info`` (§5.10.1), then a first proofed request answered 4.01
 with an Echo option (RFC 9175 §2.4), repeated with the Echo inside the proof.
 """
@@ -230,7 +230,7 @@ def proofed(device: Device, path: tuple[str, ...] = ("bench",)) -> aiocoap.Messa
 def with_proof(
     device: Device, piv: int, echo: bytes | None, path: tuple[str, ...] = ("bench",)
 ) -> aiocoap.Message:
-    """A GET of ``path`` carrying the Proof option (DESIGN.md) for ``piv``."""
+    """A GET of ``path`` carrying the Proof option (docs/design.md "Wire formats") for ``piv``."""
     proof = build_proof(device.key, ProofedRequest(code=1, path=path), piv, echo)
     msg = aiocoap.Message(code=aiocoap.GET, uri_path=path)
     if echo is not None:

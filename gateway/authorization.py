@@ -6,7 +6,7 @@ the site dispatches it, and hands the result to the resource through
 :data:`gateway.auth_context.CURRENT`. The ACE endpoints (/token,
 /introspect, /authz-info) and /.well-known/core are not protected.
 
-A request is authorized by exactly one of (DESIGN.md "Per-request proof"):
+A request is authorized by exactly one of (docs/design.md "Wire formats"):
 
 * a valid Proof option (65001) on a client's DTLS session, checked in this
   order: parse (4.00) -> token by kid (4.01 with AS Request Creation Hints,
@@ -26,7 +26,7 @@ check, the window, the rate limit and the remembered scope mask in one call.
 The sequence number is committed once the proof verified and the window
 accepts it, before the policy checks, so even a refused request's proof
 cannot be replayed. NON requests that fail a security check get no response
-(RFC 7967 No-Response semantics, DESIGN.md "Errors"). Block-wise requests
+(RFC 7967 No-Response semantics, docs/design.md "Errors"). Block-wise requests
 are reassembled first: the proof covers the whole body (docs/authorization.md).
 """
 
@@ -138,7 +138,7 @@ class Decisions:
 
 class Admission:
     """The one-step path of one held token's canonical Mac0 proofs: the
-    checks after the token's standing, in DESIGN.md's order, with the objects
+    checks after the token's standing, in the order in docs/authorization.md, with the objects
     that make them. ``gateway._admission.Admission`` is its C twin (the one
     used when built), held by the tests to the same answers. :meth:`admit`
     says what the caller is to do:
@@ -374,7 +374,7 @@ class Authorizer:
         proof_options: Any,
         now: float,
     ) -> AuthContext:
-        """The general path: every check in DESIGN.md's order, each failure
+        """The general path: every check in the order in docs/authorization.md, each failure
         raised with its reason."""
         try:
             token, by_proof = self._authenticate(request, identity, path, proof_options, now)
@@ -387,7 +387,7 @@ class Authorizer:
         seen = standing is not None and standing.token is token and identity == standing.identity
         if by_proof and not seen and self._session_client(identity) != token.client_id:  # type: ignore[arg-type]
             raise SessionMismatch("token not issued to this session's client")
-        # exp, revocation, client enabled (RFC 9200 §5.10.1.1 / DESIGN order)
+        # exp, revocation, client enabled (RFC 9200 §5.10.1.1 / docs/authorization.md order)
         version = self._version()
         if standing is None or standing.token is not token or standing.version != version:
             standing = self._standing[token.kid] = _Standing(token, version, self)
@@ -402,7 +402,7 @@ class Authorizer:
         return standing.by_proof if by_proof else standing.by_session
 
     def _admit(self, standing: _Standing, path: tuple[str, ...], code: int, now: float) -> None:
-        """The checks after authentication, in DESIGN.md's order: exp,
+        """The checks after authentication, in the order in docs/authorization.md: exp,
         revocation, client enabled (4.01), then :meth:`_pass`."""
         if standing.token.exp <= now:
             raise Expired("token expired")
@@ -445,7 +445,7 @@ class Authorizer:
         now: float,
     ) -> tuple[AccessToken, bool]:
         """Who is asking: the token of a token-bound session, or the token a
-        verified, fresh Proof option names (DESIGN.md order of checks); and
+        verified, fresh Proof option names (the order in docs/authorization.md); and
         whether a proof said so."""
         if identity is None:
             raise MissingToken("protected resources need a DTLS session")

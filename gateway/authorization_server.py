@@ -5,7 +5,7 @@ client that the DTLS layer authenticated and ``now``; it returns the token
 response or raises a :class:`~tokens.errors.TokenError` that knows its ACE
 error and CoAP code. The CoAP resource around it only decodes and encodes.
 
-Token shapes (DESIGN.md "Tokens"):
+Token shapes (docs/design.md "Wire formats"):
 
 * symmetric PoP (no ``req_cnf``): the AS mints a fresh HMAC 256/64 key, puts
   it in the token's ``cnf`` and in the response's ``cnf``; the token is a

@@ -3,7 +3,7 @@
 Tokens are kept in memory by PoP key id (the ``kid`` that proofs and RFC 9202
 psk_identities name), evicted when they expire, capped per client (the oldest
 goes first), and a new token for the same PoP key supersedes the old one
-(RFC 9200 §5.10.1, DESIGN.md "Flow" step 5). Sans-I/O: ``now`` is passed in.
+(RFC 9200 §5.10.1, docs/design.md "The device's flow" step 5). Sans-I/O: ``now`` is passed in.
 """
 
 from __future__ import annotations

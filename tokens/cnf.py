@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Algorithm given to a symmetric COSE_Key that carries no ``alg``: the
-#: per-request Proof's default MAC (see DESIGN.md "Per-request proof").
+#: per-request Proof's default MAC (see docs/design.md "Wire formats").
 DEFAULT_SYMMETRIC_ALG = Alg.HMAC_256_64
 
 _COSE_KEY = int(Cnf.COSE_KEY)

@@ -1,5 +1,5 @@
 """The per-request Proof option: a COSE proof of possession over the CoAP
-request as received (DESIGN "Per-request proof").
+request as received (docs/design.md "Wire formats").
 
 Every request to a protected resource carries option 65001 whose value is an
 untagged COSE_Mac0 (RFC 9052 §6.2) or COSE_Sign1 (RFC 9052 §4.2)::
@@ -16,7 +16,7 @@ detached content, so the unprotected header cannot be changed without
 breaking the MAC/signature.
 
 Device side: :func:`build_proof`. Gateway side, split so that the gateway can
-interleave its own look-ups in DESIGN's verification order (parse -> token by
+interleave its own look-ups in the verification order of docs/authorization.md (parse -> token by
 kid -> MAC/signature -> replay window -> exp/revocation -> scope):
 :func:`parse_proof` (4.00 on garbage), then :meth:`ParsedProof.verify`
 (4.01), then the replay window of :mod:`tokens.replay`.
@@ -104,7 +104,7 @@ _SMALL_TEXT = [bytes((0x60 | n,)) for n in range(24)]
 
 
 def detached_content(request: ProofedRequest, piv: int, echo: bytes | None) -> bytes:
-    """The Proof's detached payload (DESIGN "Per-request proof"): the CBOR array
+    """The Proof's detached payload (docs/design.md "Wire formats"): the CBOR array
     ``[1, code, [path...], [query...], content_format / null,
     sha256(payload)[:16] / h'', piv, echo / null]`` (the leading 1 is the
     layout version), hand-encoded so that it is
@@ -184,7 +184,7 @@ def _tail(payload: bytes, piv: int, echo: bytes | None) -> bytes:
 def covered(
     code: int, options: dict[int, list[Any]], payload: bytes
 ) -> tuple[int, tuple[str, ...], int | None, bytes, bytes | None]:
-    """What a proof covers besides the path (DESIGN "Per-request proof"), as
+    """What a proof covers besides the path (docs/design.md "Wire formats"), as
     received: method code, Uri-Query, Content-Format, payload; and the Echo
     value (RFC 9175 §2.3). ``options``: option number -> the request's
     options of that number, each with a ``value`` (aiocoap's option dict)."""

@@ -3,7 +3,7 @@ device's sequence numbers (like OSCORE's, RFC 8613 §7.4) and the Echo-based
 start of a window (RFC 9175 §2.4 item 3; RFC 8613 Appendix B.1.2).
 
 The gateway's flow, after the proof's MAC/signature verified
-(DESIGN "Per-request proof", verification order)::
+(docs/design.md "Wire formats"; order of checks in docs/authorization.md)::
 
     guard.check(kid, piv, echo, now)    # EchoRequired / ReplayError, 4.01
     ... token exp / revocation, scope ...

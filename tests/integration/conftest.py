@@ -106,7 +106,7 @@ async def device(gw: Gateway, identity: bytes, psk: bytes) -> AsyncIterator[Devi
 
 class ProofDevice:
     """A device holding a symmetric PoP token, making proof-bearing requests
-    (DESIGN.md "Per-request proof") over its DTLS session."""
+    (docs/design.md "Wire formats") over its DTLS session."""
 
     def __init__(self, dev: Device, key, token: bytes) -> None:
         self.dev = dev

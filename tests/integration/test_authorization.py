@@ -1,4 +1,4 @@
-"""The authorization layer over real DTLS (DESIGN.md "Per-request proof"):
+"""The authorization layer over real DTLS (docs/design.md "Wire formats"):
 every rejection path with its exact code, Echo recovery, restarts, rate
 limits, lockout, revocation and disabling clients with live sessions."""
 

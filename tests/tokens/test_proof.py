@@ -1,4 +1,4 @@
-"""The Proof option (DESIGN "Per-request proof"): detached content, COSE_Mac0 /
+"""The Proof option (docs/design.md "Wire formats"): detached content, COSE_Mac0 /
 COSE_Sign1 with detached payload (RFC 9052 §4.4, §6.3), the parse rules and
 every way a proof must fail."""
 

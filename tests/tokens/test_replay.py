@@ -461,7 +461,7 @@ REQ = ProofedRequest(Method.POST, ("actuators", "valve"), (), 60, b"\xf5")
 
 
 def gateway_accepts(g: FreshnessGuard, option: bytes, echo: bytes | None, now: float) -> None:
-    """DESIGN's order: parse -> key by kid -> proof -> replay/freshness -> commit."""
+    """docs/authorization.md's order: parse -> key by kid -> proof -> replay/freshness -> commit."""
     proof = parse_proof(option)
     key = KEYS.get(proof.kid)
     proof.verify(key, REQ, echo)
