@@ -265,6 +265,8 @@ def build() -> dict[str, Any]:
         random=draws_sym,
     )
     request_sym = TokenRequest(scope=scope_aif).encode()
+    request_text = TokenRequest(scope=str(scope)).encode()
+    assert TokenRequest.decode(request_text).aif_scope() == scope
     issued = as_sym.issue(TokenRequest.decode(request_sym), policy, NOW)
     iv = fixed("encrypt0-iv", 13)
     token_sym = mint(issued.claims, keys.as_rs, iv=iv)
@@ -307,6 +309,15 @@ def build() -> dict[str, Any]:
         "token_request": {
             **shown(request_sym, "token_request"),
             "coap_request": token_req_msg,
+        },
+        "token_request_text_scope": {
+            "description": (
+                "The same request with the scope in its text form (a CBOR text string "
+                "instead of the AIF byte string): the AS reads both to the same scope "
+                "and the token carries it as AIF."
+            ),
+            "scope_text": str(scope),
+            **shown(request_text, "token_request"),
         },
         "claims": shown(plaintext, "claims"),
         "token": {
@@ -503,6 +514,12 @@ def build() -> dict[str, Any]:
         "audience": AUDIENCE,
         "token_lifetime": LIFETIME,
         "scope_text": SCOPE_TEXT,
+        "scope_text_canonical": str(scope),
+        "scope_order": (
+            "A scope may list its entries in any order; the AS merges repeated paths and "
+            "sorts the entries by path, comparing bytes, and that canonical form is what "
+            "tokens and responses carry (scope_aif, scope_text_canonical)."
+        ),
         "scope_aif": shown(scope_aif, "aif"),
         "keys": keys_out,
         "as_random_draws": {
