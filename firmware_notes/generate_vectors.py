@@ -241,6 +241,71 @@ def _public_cose_key(key: CoseKey) -> bytes:
 # --- the vectors ----------------------------------------------------------------
 
 
+#: Client ids and scopes the token sizes are sampled at: the shortest and
+#: longest ids (1 and MAX_CLIENT_ID_LEN bytes, and 24 where the CBOR head
+#: grows), scopes from one entry to 64 entries of 1 KiB.
+_SIZE_IDS = (1, 11, 23, 24, 32)
+_SIZE_SCOPES = (
+    "/a:GET",
+    SCOPE_TEXT,
+    " ".join(f"/p{i:02d}:GET" for i in range(20)),
+    " ".join(f"/path/number{i:03d}:GET,PUT" for i in range(64)),
+)
+
+
+def _token_sizes(keys: Keys) -> dict[str, Any]:
+    """Token and token response lengths as they grow with the client id and
+    the scope: the overhead beyond ``len(client id) + len(AIF scope)`` is at
+    most ``overhead`` bytes (the sample includes every CBOR head size that a
+    client id of at most 32 bytes and a token under 64 KiB can have)."""
+    rows = []
+    for id_len in _SIZE_IDS:
+        for text in _SIZE_SCOPES:
+            scope = Scope.parse(text)
+            policy = ClientPolicy(
+                client_id="x" * id_len,
+                allowed_scope=scope,
+                default_scope=None,
+                audiences=(),
+                public_key=None,
+            )
+            server = AuthorizationServer(
+                issuer=ISSUER,
+                audiences=(AUDIENCE,),
+                lifetime=LIFETIME,
+                signing_key=lambda: keys.as_signing,
+                as_rs_key=lambda: keys.as_rs,
+                random=Draws("token-sizes"),
+            )
+            row: dict[str, int] = {"client_id": id_len, "scope": len(scope.encode())}
+            for kind, req_cnf in (
+                ("symmetric", None),
+                ("asymmetric", {1: keys.device_es256.public().to_cose()}),
+            ):
+                request = TokenRequest(scope=scope.encode(), req_cnf=req_cnf).encode()
+                issued = server.issue(TokenRequest.decode(request), policy, NOW)
+                row[f"{kind}_token"] = len(issued.response.access_token)
+                row[f"{kind}_response"] = len(issued.response.encode())
+            rows.append(row)
+    overhead = {
+        key: max(r[key] - r["client_id"] - r["scope"] for r in rows)
+        for key in (
+            "symmetric_token",
+            "symmetric_response",
+            "asymmetric_token",
+            "asymmetric_response",
+        )
+    }
+    return {
+        "description": (
+            "Lengths of tokens and token responses by client id length and AIF scope length "
+            f"(issuer and audience {ISSUER!r}): each is at most overhead + client id + scope."
+        ),
+        "overhead": overhead,
+        "samples": rows,
+    }
+
+
 def build() -> dict[str, Any]:
     """Every vector file's content, by file name."""
     keys = make_keys()
@@ -338,6 +403,7 @@ def build() -> dict[str, Any]:
             ),
         },
         "pop_key": {"kid_hex": pop.kid.hex(), "k_hex": pop.secret.hex(), "alg": "HMAC 256/64"},
+        "token_sizes": _token_sizes(keys),
         "authz_info": {
             "description": "POST /authz-info, payload = the access_token bytes as received",
             "coap_request": authz_msg,

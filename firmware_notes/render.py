@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiocoap
@@ -377,6 +378,30 @@ def _ram_table(vectors: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _token_sizes(vectors: dict[str, Any]) -> str:
+    sizes = vectors["token_symmetric.json"]["token_sizes"]
+    over = sizes["overhead"]
+    names = {
+        "symmetric_token": "Encrypt0 token (symmetric PoP)",
+        "symmetric_response": "token response, symmetric",
+        "asymmetric_token": "Sign1 token (ES256 device key)",
+        "asymmetric_response": "token response, asymmetric",
+    }
+    rows = [
+        "| item | at most (bytes) | "
+        + " | ".join(f"id {r['client_id']}, scope {r['scope']}" for r in sizes["samples"][::5])
+        + " |",
+        "|---|---|" + "---|" * len(sizes["samples"][::5]),
+    ]
+    for key, name in names.items():
+        rows.append(
+            f"| {name} | {over[key]} + id + scope | "
+            + " | ".join(str(r[key]) for r in sizes["samples"][::5])
+            + " |"
+        )
+    return "\n".join(rows)
+
+
 def _message_index(vectors: dict[str, Any]) -> str:
     sym = vectors["token_symmetric.json"]
     asym = vectors["token_asymmetric.json"]
@@ -392,6 +417,17 @@ def _message_index(vectors: dict[str, Any]) -> str:
         f"| token response, asymmetric | {asym['token_response']['length']} |",
     ]
     return "\n".join(rows)
+
+
+C_DIR = Path(__file__).resolve().parent / "c"
+
+
+def _c_excerpt(ref: str) -> str:
+    file, _, label = ref.partition("#")
+    text = (C_DIR / file).read_text()
+    begin, end = f"/* notes:begin {label} */\n", f"/* notes:end {label} */"
+    start = text.index(begin) + len(begin)
+    return "```c\n" + text[start : text.index(end, start)].rstrip("\n") + "\n```"
 
 
 def _resolve(vectors: dict[str, Any], dotted: str) -> Any:
@@ -411,9 +447,14 @@ def render_block(name: str, vectors: dict[str, Any], wire: dict[str, Any] | None
     * ``request:NAME`` / ``option:NAME`` - its CoAP message / its option value;
     * ``table:proofs``, ``table:messages``, ``table:ram``, ``table:sizes``,
       ``table:handshake-tinydtls``, ``table:handshake-libcoap``;
-    * ``value:FILE.PATH`` - a scalar, inline.
+    * ``value:FILE.PATH`` - a scalar, inline;
+    * ``c:FILE#NAME`` - the C library's code between ``/* notes:begin NAME */``
+      and ``/* notes:end NAME */`` in ``c/FILE`` (compiled and tested code,
+      never a hand-copied sketch).
     """
     kind, _, arg = name.partition(":")
+    if kind == "c":
+        return _c_excerpt(arg)
     if kind == "cbor":
         return _cbor_block(_resolve(vectors, arg))
     if kind == "coap":
@@ -436,6 +477,7 @@ def render_block(name: str, vectors: dict[str, Any], wire: dict[str, Any] | None
         "messages": lambda: _budget_messages(vectors, wire),
         "ram": lambda: _ram_table(vectors),
         "sizes": lambda: _message_index(vectors),
+        "token-sizes": lambda: _token_sizes(vectors),
         "handshake-tinydtls": lambda: _handshake_table(wire, "tinydtls"),
         "handshake-libcoap": lambda: _handshake_table(wire, "libcoap"),
     }
