@@ -8,6 +8,9 @@
 ``GET /keys``          the AS verification keys as a COSE_KeySet (RFC 9052 §7,
                        ``application/cose-key-set``): public keys only, for
                        resource servers that verify this AS's tokens
+``GET /bans``          the lockout bans in force on every worker, as JSON
+                       (``acegw bans list``); lifting goes through the
+                       registry (``acegw bans lift``), not this port
 =====================  =========================================================
 
 ``/.well-known/ace-keys`` is the same key set (the CoAP side serves it at the
@@ -35,15 +38,24 @@ COSE_KEY_SET_TYPE = "application/cose-key-set"
 MetricsText = Callable[[], Awaitable[str]]
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 KeySetBytes = Callable[[], bytes]
+BanList = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 class AdminHttp:
-    """The HTTP server; the three callables supply its answers."""
+    """The HTTP server; the callables supply its answers."""
 
-    def __init__(self, *, metrics: MetricsText, ready: Readiness, key_set: KeySetBytes) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: MetricsText,
+        ready: Readiness,
+        key_set: KeySetBytes,
+        bans: BanList | None = None,
+    ) -> None:
         self._metrics = metrics
         self._ready = ready
         self._key_set = key_set
+        self._bans = bans
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -54,6 +66,8 @@ class AdminHttp:
         app.router.add_get("/readyz", self._get_readyz)
         app.router.add_get("/keys", self._get_keys)
         app.router.add_get("/.well-known/ace-keys", self._get_keys)
+        if self._bans is not None:
+            app.router.add_get("/bans", self._get_bans)
         return app
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -96,6 +110,11 @@ class AdminHttp:
         return web.Response(
             status=200 if ready else 503, text=body, content_type="application/json"
         )
+
+    async def _get_bans(self, request: web.Request) -> web.Response:
+        assert self._bans is not None
+        body = json.dumps({"bans": await self._bans()}, separators=(",", ":")) + "\n"
+        return web.Response(text=body, content_type="application/json")
 
     async def _get_keys(self, request: web.Request) -> web.Response:
         try:

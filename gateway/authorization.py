@@ -61,7 +61,8 @@ from tokens.replay import FreshnessGuard
 
 from .auth_context import CURRENT, AuthContext
 from .errors import GatewayError
-from .limits import Lockout, RateLimiter, TooManyRequests
+from .limits import RateLimiter, TooManyRequests
+from .lockout import Lockout
 from .resources import error_response, peer_of
 from .token_store import AccessToken, TokenStore
 
@@ -451,10 +452,8 @@ class Authorizer:
             raise MissingToken("protected resources need a DTLS session")
         lockout = self.lockout
         if lockout is not None and now < lockout.ban_end:
-            lockout.check(("identity", identity), now)
             address = getattr(request.remote, "address", None)
-            if address:
-                lockout.check(("address", address[0]), now)
+            lockout.check(identity, address[0] if address else None, now)
         bound_kid = _bound_kid(identity)
         if bound_kid is not None and bound_kid in self.tokens:
             if proof_options:

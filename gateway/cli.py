@@ -1,5 +1,5 @@
 """The ``acegw`` command: set up a gateway directory, run the service, and
-administer clients, revocations and keys.
+administer clients, revocations, keys and lockout bans.
 
 Exit status: 0 on success, 2 for usage and configuration errors, 1 for other
 errors. Results go to stdout, messages to stderr; expected errors print one
@@ -21,15 +21,19 @@ import csv
 import importlib
 import inspect
 import io
+import ipaddress
 import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from tokens.cnf import psk_identity_for_kid
 from tokens.errors import TokenError
 
 from .config import CONFIG_FILE_NAME, Config, load_config
@@ -462,6 +466,86 @@ def cmd_keys_export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _ban_identity(args: argparse.Namespace) -> bytes | None:
+    """The PSK identity ``--client ID`` or ``--kid HEX`` (RFC 9202) names."""
+    if args.client is not None:
+        return str(args.client).encode("utf-8")
+    if args.kid is not None:
+        return psk_identity_for_kid(_hex(args.kid, "KID"))
+    return None
+
+
+def cmd_bans_list(args: argparse.Namespace, out: TextIO) -> int:
+    """The lockout bans in force on the running gateway (every worker), read
+    from its HTTP port (``GET /bans``)."""
+    config = _config(args)
+    if not config.metrics.enabled:
+        raise ConfigError(
+            "bans list reads the running gateway's HTTP port; [metrics] listen is off"
+        )
+    host = config.metrics.host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.metrics.port}/bans"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            bans = json.loads(response.read())["bans"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GatewayError(f"cannot read {url} (is acegw serve running?): {reason}") from None
+    if args.json:
+        json.dump(bans, out, indent=2)
+        out.write("\n")
+        return 0
+    if not bans:
+        print("no bans in force", file=out)
+        return 0
+    print(f"{'scope':8} {'address':40} {'identity':34} {'until (UTC)':26} worker", file=out)
+    for ban in bans:
+        who = ban.get("client_id") or (
+            f"kid:{ban['kid']}" if "kid" in ban else ban.get("identity_len", "-")
+        )
+        if ban["scope"] == "address":
+            who = "(identities not trusted there)"
+        print(
+            f"{ban['scope']:8} {ban['address']:40} {who:34} {_ts(ban['until']):26} "
+            f"{ban.get('worker', '-')}",
+            file=out,
+        )
+    return 0
+
+
+def cmd_bans_lift(args: argparse.Namespace, out: TextIO) -> int:
+    """Lift lockout bans on every worker of the running gateway: recorded in
+    the registry's change log, applied within ``registry.poll_interval``."""
+    identity = _ban_identity(args)
+    if not args.all and args.address is None and identity is None:
+        raise InvalidArgument("name what to lift: --address A, --client ID, --kid HEX, or --all")
+    if args.all and (args.address is not None or identity is not None):
+        raise InvalidArgument("--all lifts every ban; give no --address, --client or --kid")
+    if args.address is not None:
+        try:
+            args.address = str(ipaddress.ip_address(args.address))
+        except ValueError:
+            raise InvalidArgument(f"--address {args.address!r} is not an IP address") from None
+    with _registry(args) as registry:
+        registry.lift_bans(args.address, identity)
+    what = (
+        "every ban"
+        if args.all
+        else "bans matching "
+        + " and ".join(
+            part
+            for part in (
+                f"address {args.address}" if args.address else "",
+                f"client {args.client}" if args.client else "",
+                f"kid {args.kid}" if args.kid else "",
+            )
+            if part
+        )
+    )
+    print(f"lift of {what} recorded; running workers apply it within a second", file=out)
+    return 0
+
+
 # --- the parser ------------------------------------------------------------------------
 
 
@@ -559,6 +643,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = ts.add_parser("decode", help="show a token's content (not verified)")
     s.add_argument("token", metavar="TOKEN_HEX_OR_FILE")
     s.set_defaults(func=cmd_token_decode)
+
+    bans = sub.add_parser("bans", help="lockout bans of the running gateway")
+    bs = bans.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    s = bs.add_parser("list", parents=[where], help="bans in force on every worker")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bans_list)
+    s = bs.add_parser("lift", parents=[where], help="lift bans on every worker")
+    s.add_argument("--address", metavar="A", help="an address: its ban and its pair bans")
+    who = s.add_mutually_exclusive_group()
+    who.add_argument("--client", metavar="ID", help="a client id: its pair bans")
+    who.add_argument("--kid", metavar="HEX", help="an RFC 9202 key id identity: its pair bans")
+    s.add_argument("--all", action="store_true", help="every ban")
+    s.set_defaults(func=cmd_bans_lift)
 
     keys = sub.add_parser("keys", help="AS signing and AS-RS keys")
     ks = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -232,6 +232,13 @@ class DtlsConfig:
         min=1,
         max=100_000,
     )
+    address_handshake_share: float = _opt(
+        0.2,
+        "Share of max_handshakes one source address may hold half-open at once (at least 1): "
+        "one address cannot fill the table, and a NAT with many devices still gets 100 of 500.",
+        min=0.001,
+        max=1,
+    )
     handshake_timeout: float = _opt(
         10.0, "Seconds a handshake may take before its state is dropped.", min=0.1, max=600
     )
@@ -389,12 +396,13 @@ class LimitsConfig:
     )
     ace_rate: float = _opt(
         5.0,
-        "Requests per second per peer address to /token, /authz-info and /introspect.",
+        "Requests per second per authenticated identity (the DTLS session's PSK identity) to "
+        "/token, /authz-info and /introspect; devices sharing an address do not share it.",
         min=0.001,
         max=1_000_000,
     )
     ace_burst: int = _opt(
-        10, "Token bucket size per peer for the ACE endpoints.", min=1, max=1_000_000
+        10, "Token bucket size per identity for the ACE endpoints.", min=1, max=1_000_000
     )
     max_body: int = _opt(
         1024 * 1024,
@@ -404,15 +412,36 @@ class LimitsConfig:
     )
     lockout_failures: int = _opt(
         10,
-        "Failed handshakes or proofs by one identity or address that start a ban.",
+        "Failed handshakes or proofs naming one identity from one address that ban that "
+        "(identity, address) pair; the identity keeps working from its other addresses.",
+        min=1,
+        max=1_000_000,
+    )
+    lockout_identities: int = _opt(
+        5,
+        "Different identities failing from one address that ban the address (credential "
+        "stuffing); identities that authenticated from it within lockout_trust are still let in.",
         min=1,
         max=1_000_000,
     )
     lockout_window: float = _opt(
-        60.0, "Seconds within which lockout_failures must occur.", min=1, max=86400
+        60.0,
+        "Seconds within which lockout_failures (or lockout_identities) must occur.",
+        min=1,
+        max=86400,
     )
     lockout_seconds: float = _opt(
-        300.0, "How long a ban lasts; it lifts by itself.", min=1, max=86400 * 7
+        300.0,
+        "How long a ban lasts; it lifts by itself (or: acegw bans lift).",
+        min=1,
+        max=86400 * 7,
+    )
+    lockout_trust: float = _opt(
+        86400.0,
+        "Seconds an identity stays trusted at an address after a completed handshake from it "
+        "(an address ban does not refuse it).",
+        min=0,
+        max=86400 * 365,
     )
 
 

@@ -52,6 +52,14 @@ class MasterKeyError(ConfigError):
     reason = "master_key"
 
 
+class PortInUse(GatewayError):
+    """The UDP port is already served by another process (a second
+    ``acegw serve`` on it would take part of its traffic)."""
+
+    reason = "port_in_use"
+    exit_status = 2
+
+
 class InvalidArgument(GatewayError):
     """A command-line or admin argument is malformed (bad hex, bad id)."""
 

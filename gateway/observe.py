@@ -294,6 +294,12 @@ def collect(gateway: Any) -> list[m.Family]:
                 + [({**const, "outcome": k}, v) for k, v in sorted(st.handshake_failures.items())],
             ),
             m.family(
+                "acegw_dtls_handshakes_displaced_total",
+                "counter",
+                "Stalled half-open handshakes dropped to admit a new one at dtls.max_handshakes.",
+                [(const, st.handshakes_displaced)],
+            ),
+            m.family(
                 "acegw_dtls_sessions",
                 "gauge",
                 "DTLS sessions now, established or handshaking.",
@@ -359,20 +365,21 @@ def collect(gateway: Any) -> list[m.Family]:
         m.family(
             "acegw_locked_out_total",
             "counter",
-            "Requests refused because their identity or address is banned.",
+            "Requests refused because their (identity, address) pair is banned.",
             [(const, decisions.refused.get("locked_out", 0))],
         ),
         m.family(
             "acegw_lockout_bans_total",
             "counter",
-            "Bans started after repeated failed handshakes or proofs.",
-            [(const, gateway.lockout.bans_total)],
+            "Bans started after repeated failed handshakes or proofs, by scope (pair: one "
+            "identity from one address; address: credential stuffing from one address).",
+            [({**const, "scope": str(k)}, v) for k, v in gateway.lockout.bans_total.items()],
         ),
         m.family(
             "acegw_lockout_active",
             "gauge",
-            "Identities and addresses banned now.",
-            [(const, gateway.lockout.active_bans(now))],
+            "Bans in force now, by scope.",
+            [({**const, "scope": str(k)}, v) for k, v in gateway.lockout.active_bans(now).items()],
         ),
         m.family(
             "acegw_tokens_held",

@@ -108,6 +108,11 @@ CREATE TABLE IF NOT EXISTS changelog (
     client_id TEXT,
     at        REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ban_lifts (
+    seq      INTEGER PRIMARY KEY,  -- the changelog row of the lift ('lift')
+    address  TEXT,                 -- NULL: any address
+    identity BLOB                  -- NULL: any identity
+);
 """
 
 _INSERT = f"INSERT INTO clients VALUES ({', '.join('?' * 10)}) ON CONFLICT (client_id) DO NOTHING"
@@ -218,6 +223,9 @@ class Changes:
     revocations: bool
     complete: bool
     cut_off: frozenset[str] = frozenset()
+    #: Operator lifts of lockout bans, in order: ``(address, identity)``,
+    #: None meaning any (``acegw bans lift``).
+    lifts: tuple[tuple[str | None, bytes | None], ...] = ()
 
 
 class Registry:
@@ -643,6 +651,19 @@ class Registry:
             self._revoked.add(cti)
         self.version += 1
 
+    def lift_bans(self, address: str | None = None, identity: bytes | None = None) -> int:
+        """Record an operator's lift of lockout bans (``acegw bans lift``):
+        every running worker lifts the matching bans when it next polls the
+        change log. None matches anything. Returns the change stamp."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO changelog (kind, client_id, at) VALUES ('lift', NULL, ?)",
+                (self._clock(),),
+            )
+            seq = int(cur.lastrowid or 0)
+            db.execute("INSERT INTO ban_lifts VALUES (?, ?, ?)", (seq, address, identity))
+        return seq
+
     def is_revoked(self, cti: bytes) -> bool:
         """Whether the token id is on the revocation list (from memory)."""
         self.current_version()  # picks up other processes' changes when due
@@ -668,6 +689,7 @@ class Registry:
             ).fetchone()
             if row[0] is not None:
                 db.execute("DELETE FROM changelog WHERE seq <= ?", (row[0],))
+                db.execute("DELETE FROM ban_lifts WHERE seq <= ?", (row[0],))
                 db.execute(
                     "INSERT INTO meta VALUES ('pruned_through', ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -699,12 +721,23 @@ class Registry:
         pruned_through = int(pruned[0][0]) if pruned else 0
         complete = pruned_through <= stamp
         new_stamp = max([stamp, *(r[0] for r in rows), 0 if complete else pruned_through])
+        lifts: tuple[tuple[str | None, bytes | None], ...] = ()
+        if any(r[1] == "lift" for r in rows):
+            lifts = tuple(
+                (a, None if i is None else bytes(i))
+                for a, i in self._read(
+                    "SELECT address, identity FROM ban_lifts WHERE seq > ? AND seq <= ? "
+                    "ORDER BY seq",
+                    (stamp, new_stamp),
+                )
+            )
         return Changes(
             stamp=new_stamp,
             client_ids=frozenset(r[2] for r in rows if r[2] is not None),
             revocations=any(r[1] in ("revoke", "purge") for r in rows),
             complete=complete,
             cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in _NO_CUT),
+            lifts=lifts,
         )
 
     def refresh(self) -> Changes:

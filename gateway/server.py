@@ -60,12 +60,14 @@ from .dtls import (
     DtlsRemote,
     DtlsServer,
     DtlsServerConfig,
+    HandshakeFailure,
     HandshakeOutcome,
     create_server_context,
 )
 from .errors import GatewayError
 from .keystore import Keystore, load_key_set
-from .limits import Lockout, RateLimiter
+from .limits import RateLimiter
+from .lockout import Ban, Lockout
 from .logs import setup_logging
 from .observe import (
     GatewayMetrics,
@@ -75,6 +77,7 @@ from .observe import (
     collect,
     time_upstream,
 )
+from .port_claim import PortClaim
 from .proxy import Proxy
 from .registry import Registry
 from .resource_server import TokenIntake, TrustedIssuer
@@ -166,8 +169,10 @@ class Gateway:
         self.guard = FreshnessGuard(self.echo)
         self.lockout = Lockout(
             max_failures=limits.lockout_failures,
+            max_identities=limits.lockout_identities,
             window=limits.lockout_window,
             ban_seconds=limits.lockout_seconds,
+            trust_seconds=limits.lockout_trust,
         )
         self.ace_limits = RateLimiter(limits.ace_rate, limits.ace_burst)
         self.device_limits = RateLimiter(limits.device_rate, limits.device_burst)
@@ -288,24 +293,81 @@ class Gateway:
             return None
 
     def _ace_limit(self, request: aiocoap.Message) -> None:
-        """Per-peer rate limit of the ACE endpoints (4.29)."""
-        address = getattr(request.remote, "address", None)
-        key = address[0] if address else None
-        self.ace_limits.take(("ace", key), self.clock())
+        """Rate limit of the ACE endpoints (4.29), per authenticated identity:
+        they are only reached inside a DTLS session, whose PSK identity the
+        handshake proved. Devices behind one NAT share an address, not a
+        bucket. (A remote without an identity falls back to its address.)"""
+        identity = getattr(request.remote, "psk_identity", None)
+        if identity is None:
+            address = getattr(request.remote, "address", None)
+            key: tuple[str, Any] = ("address", address[0] if address else None)
+        else:
+            key = ("identity", identity)
+        self.ace_limits.take(key, self.clock())
 
     def _request_failed(self, request: aiocoap.Message, reason: str) -> None:
-        """A failed proof counts towards the lockout of identity and address,
-        except a bad MAC on a request carrying an Echo value this process
-        issued for that very kid: a client library repeating a 4.01 + Echo on
-        its own with the old proof (libcoap does), not a forger."""
+        """A failed proof counts towards the lockout of the session's
+        (identity, address) pair (:mod:`gateway.lockout`), except a bad MAC on
+        a request carrying an Echo value this process issued for that very
+        kid: a client library repeating a 4.01 + Echo on its own with the old
+        proof (libcoap does), not a forger."""
         now = self.clock()
         if reason == "bad_signature" and self._echoed_by_us(request, now):
             return
         identity = getattr(request.remote, "psk_identity", None)
         address = getattr(request.remote, "address", None)
-        for key in (("identity", identity), ("address", address[0] if address else None)):
-            if key[1] is not None and self.lockout.failure(key, now):
-                self.audit(event="lockout", decision="ban", reason=reason, **_lock_label(key))
+        if identity is not None and address:
+            self._failed(identity, str(address[0]), reason, now)
+
+    def _failed(self, identity: bytes, address: str, reason: str, now: float) -> None:
+        for ban in self.lockout.failure(identity, address, now):
+            self.audit(
+                event="lockout",
+                decision="ban",
+                reason=reason,
+                scope=str(ban.scope),
+                until=round(ban.until, 3),
+                **ban_label(ban),
+            )
+            log.warning(
+                "lockout: %s banned for %g s after repeated failures (%s)",
+                describe_ban(ban),
+                ban.until - ban.since,
+                reason,
+            )
+
+    def admit_identity(self, identity: bytes, sockaddr: Any) -> bool:
+        """Whether a handshake naming ``identity`` from ``sockaddr`` may go on
+        to its PSK lookup: not if the lockout refuses the pair."""
+        return self.lockout.refuses(identity, str(sockaddr[0]), self.clock()) is None
+
+    def bans(self) -> list[dict[str, Any]]:
+        """The bans in force on this worker, for ``acegw bans list``."""
+        now = self.clock()
+        return [
+            {
+                "scope": str(ban.scope),
+                **ban_label(ban),
+                "since": round(ban.since, 3),
+                "until": round(ban.until, 3),
+                "worker": self.worker,
+            }
+            for ban in self.lockout.bans(now)
+        ]
+
+    async def bans_list(self) -> list[dict[str, Any]]:
+        return self.bans()
+
+    def lift_bans(self, address: str | None, identity: bytes | None, by: str) -> int:
+        """Lift matching bans (an operator's ``acegw bans lift``); audited."""
+        lifted = self.lockout.lift(self.clock(), address=address, identity=identity)
+        for ban in lifted:
+            self.audit(
+                event="lockout", decision="lift", reason=by, scope=str(ban.scope), **ban_label(ban)
+            )
+        if lifted:
+            log.info("lockout: %d ban(s) lifted (%s)", len(lifted), by)
+        return len(lifted)
 
     def _echoed_by_us(self, request: aiocoap.Message, now: float) -> bool:
         echo = request.opt.echo
@@ -414,9 +476,8 @@ class Gateway:
 
     def psk_lookup(self, identity: bytes) -> bytes | None:
         """PSK for a DTLS psk_identity (see the module docstring); None for
-        unknown identities and for ones locked out after repeated failures."""
-        if self.lockout.banned_until(("identity", identity), self.clock()) is not None:
-            return None
+        unknown identities. (Lockouts are judged before, per address, by
+        :meth:`admit_identity`.)"""
         psk = self.registry.psk_for(identity)
         if psk is not None:
             return psk
@@ -449,6 +510,7 @@ class Gateway:
             reuse_port=self.config.server.workers != 1,
             max_sessions=self.config.dtls.max_sessions,
             max_handshakes=min(self.config.dtls.max_handshakes, self.config.dtls.max_sessions),
+            address_handshake_share=self.config.dtls.address_handshake_share,
             idle_timeout=self.config.dtls.idle_timeout,
             handshake_timeout=self.config.dtls.handshake_timeout,
             inherited_fd=self._udp_fd,
@@ -466,6 +528,7 @@ class Gateway:
             self.psk_lookup,
             on_session_closed=self._session_closed,
             on_handshake=self._handshake_done,
+            admit_identity=self.admit_identity,
         )
         self.registry.refresh()
         self._housekeeping = asyncio.create_task(self._housekeep())
@@ -549,8 +612,10 @@ class Gateway:
         self.device_limits.rate, self.device_limits.burst = limits.device_rate, limits.device_burst
         self.ace_limits.rate, self.ace_limits.burst = limits.ace_rate, limits.ace_burst
         self.lockout.max_failures = limits.lockout_failures
+        self.lockout.max_identities = limits.lockout_identities
         self.lockout.window = limits.lockout_window
         self.lockout.ban_seconds = limits.lockout_seconds
+        self.lockout.trust_seconds = limits.lockout_trust
         self.authorizer.forget()  # per-client rates may have changed
         logging.getLogger().setLevel(getattr(logging, config.logging.level, logging.INFO))
         if self.root is not None:
@@ -594,13 +659,14 @@ class Gateway:
                     fields["client_id"] = identity.decode("utf-8")
                 except UnicodeDecodeError:
                     fields["identity_len"] = len(identity)
-        if not outcome.ok:
-            now = self.clock()
-            for key in (("identity", identity), ("address", outcome.address[0])):
-                if key[1] is not None and self.lockout.failure(key, now):
-                    self.audit(
-                        event="lockout", decision="ban", reason="handshake", **_lock_label(key)
-                    )
+        address = str(outcome.address[0])
+        if identity is not None:
+            if outcome.ok:
+                self.lockout.success(identity, address, self.clock())
+            elif outcome.failure is not HandshakeFailure.LOCKED_OUT:
+                # a refusal by a ban is no new failure; a handshake that failed
+                # before naming anyone guessed no credential
+                self._failed(identity, address, str(outcome.failure), self.clock())
         self.audit(
             event="handshake",
             decision="established" if outcome.ok else "deny",
@@ -631,6 +697,8 @@ class Gateway:
         self.registry.refresh()
         changes = self.registry.changes_since(self._applied_stamp)
         self._applied_stamp = changes.stamp
+        for address, identity in changes.lifts:
+            self.lift_bans(address, identity, "operator")
         if changes.client_ids or not changes.complete:
             affected = (
                 set(changes.client_ids)
@@ -689,18 +757,34 @@ class Gateway:
         return m.render(self.collect())
 
 
-def _lock_label(key: tuple[str, Any]) -> dict[str, str]:
-    """Audit fields naming a lockout key (identity as text or length only)."""
-    kind, value = key
-    if kind == "address":
-        return {"address": str(value)}
-    kid = cnf_mod.parse_psk_identity(value)
+def identity_fields(identity: bytes) -> dict[str, str]:
+    """Fields naming a PSK identity without its bytes: the client id, the
+    kid of an RFC 9202 identity, or (a whole token, anything else) its length
+    only."""
+    kid = cnf_mod.parse_psk_identity(identity)
     if kid is not None:
         return {"kid": kid.hex()}
+    if identity[:1] and identity[0] >> 5 in (4, 6):  # a CBOR array or tag: a token
+        return {"identity_len": str(len(identity))}
     try:
-        return {"client_id": value.decode("utf-8")}
+        return {"client_id": identity.decode("utf-8")}
     except UnicodeDecodeError:
-        return {"identity_len": str(len(value))}
+        return {"identity_len": str(len(identity))}
+
+
+def ban_label(ban: Ban) -> dict[str, str]:
+    """Audit and listing fields naming a ban: its address and, for a pair,
+    the identity (:func:`identity_fields`)."""
+    fields = {"address": ban.address}
+    if ban.identity is not None:
+        fields.update(identity_fields(ban.identity))
+    return fields
+
+
+def describe_ban(ban: Ban) -> str:
+    label = ban_label(ban)
+    who = label.get("client_id") or label.get("kid") or label.get("identity_len")
+    return f"{who} from {ban.address}" if ban.identity is not None else f"address {ban.address}"
 
 
 async def serve_gateway(
@@ -743,6 +827,7 @@ async def serve_gateway(
                 metrics=gateway.metrics_text,
                 ready=gateway.readiness,
                 key_set=gateway.keystore.export_public,
+                bans=gateway.bans_list,
             )
             await http.start(config.metrics.host, config.metrics.port)
         if ready is not None:
@@ -829,12 +914,14 @@ def serve(config: Config, *, log_level: str | None = None) -> int:
     supervisor with ``server.workers`` worker processes."""
     setup_logging(log_level or config.logging.level, json_lines=config.logging.json)
     workers = worker_count(config)
-    if workers == 1:
-        asyncio.run(run(config))
-        return 0
-    from .workers import supervise
+    # one instance per port: refused (PortInUse, exit 2) before anything binds
+    with PortClaim(config.server.bind, config.server.port):
+        if workers == 1:
+            asyncio.run(run(config))
+            return 0
+        from .workers import supervise
 
-    return supervise(config, workers, log_level=log_level)
+        return supervise(config, workers, log_level=log_level)
 
 
 __all__ = ["Gateway", "KeySetResource", "reload_from_file", "run", "serve", "serve_gateway"]

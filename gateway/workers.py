@@ -36,7 +36,8 @@ registry's change log and the key directory's manifest every 0.25 s.
 
 The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
-``ready``, ``token`` (both ways) and ``metrics``. It never leaves the host;
+``ready``, ``token`` (both ways), ``metrics`` and ``bans`` (the lockout bans
+in force, for ``GET /bans``). It never leaves the host;
 no message is logged.
 """
 
@@ -97,6 +98,7 @@ class WorkerSlot:
     restarts: int = 0
     backoff: float = BACKOFF_FIRST
     pending: dict[int, asyncio.Future[list[m.Family]]] = field(default_factory=dict)
+    pending_bans: dict[int, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -156,7 +158,10 @@ class Supervisor:
         try:
             if self.config.metrics.enabled:
                 self._http = AdminHttp(
-                    metrics=self.metrics_text, ready=self.readiness, key_set=self.key_set
+                    metrics=self.metrics_text,
+                    ready=self.readiness,
+                    key_set=self.key_set,
+                    bans=self.bans,
                 )
                 await self._http.start(self.config.metrics.host, self.config.metrics.port)
             for slot in self.slots:
@@ -236,10 +241,11 @@ class Supervisor:
         if slot.writer is not None:
             slot.writer.close()
             slot.writer = None
-        for future in slot.pending.values():
-            if not future.done():
-                future.set_result([])
-        slot.pending.clear()
+        for waiting in (slot.pending, slot.pending_bans):
+            for future in waiting.values():
+                if not future.done():
+                    future.set_result([])
+            waiting.clear()
         if self.stopping:
             return
         ran = time.monotonic() - slot.started_at
@@ -338,6 +344,10 @@ class Supervisor:
             future = slot.pending.pop(int(message["id"]), None)
             if future is not None and not future.done():
                 future.set_result([m.Family.from_json(f) for f in message["families"]])
+        elif kind == "bans":
+            waiting = slot.pending_bans.pop(int(message["id"]), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(list(message["bans"]))
 
     def _share(self, origin: WorkerSlot, token: bytes, exp: float) -> None:
         if len(self._shared) >= MAX_SHARED_TOKENS:
@@ -369,6 +379,25 @@ class Supervisor:
             except TimeoutError:
                 continue
         return m.render(m.merge([*snapshots, self.collect()]))
+
+    async def bans(self) -> list[dict[str, Any]]:
+        """Every ready worker's bans in force (each keeps its own lockout)."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[list[dict[str, Any]]]] = []
+        for slot in self.slots:
+            if slot.ready:
+                self._next_id += 1
+                future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+                slot.pending_bans[self._next_id] = future
+                slot.send({"t": "bans?", "id": self._next_id})
+                waits.append(future)
+        found: list[dict[str, Any]] = []
+        for future in waits:
+            try:
+                found += await asyncio.wait_for(future, METRICS_TIMEOUT)
+            except TimeoutError:
+                continue
+        return found
 
     def collect(self) -> list[m.Family]:
         const = {"worker": "supervisor"}
@@ -457,6 +486,8 @@ async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gatewa
             elif kind == "metrics?":
                 families = [f.to_json() for f in gateway.collect()]
                 channel.send({"t": "metrics", "id": message["id"], "families": families})
+            elif kind == "bans?":
+                channel.send({"t": "bans", "id": message["id"], "bans": gateway.bans()})
         except Exception:  # keep the channel alive; the supervisor times out
             log.exception("cannot handle a control message")
 

@@ -32,6 +32,18 @@ class DtlsServerConfig:
     #: Half-open handshakes allowed at once; further ClientHellos that carry a
     #: cookie are dropped (the peer retransmits later).
     max_handshakes: int = 500
+    #: Share of ``max_handshakes`` one source address may hold half-open at
+    #: once (at least 1): one address cannot fill the table.
+    address_handshake_share: float = 0.2
+    #: Seconds after which a half-open handshake whose peer sent nothing
+    #: since the server's first flight may be displaced by a new one when
+    #: ``max_handshakes`` are half-open (None: a quarter of
+    #: ``handshake_timeout``).
+    handshake_stall: float | None = None
+    #: Bytes a peer may send while its handshake is half-open; more are
+    #: dropped before tinydtls (an honest PSK handshake needs well under 2 kB,
+    #: retransmissions included).
+    handshake_bytes: int = 16 * 1024
     #: Seconds without an authenticated datagram before a session is closed.
     idle_timeout: float = 300.0
     #: Seconds a handshake may take before its state is dropped.
@@ -57,6 +69,8 @@ class DtlsServerConfig:
             ("server.port", 0 <= self.port <= 65535),
             ("dtls.max_sessions", self.max_sessions >= 1),
             ("dtls.max_handshakes", 1 <= self.max_handshakes <= self.max_sessions),
+            ("dtls.address_handshake_share", 0 < self.address_handshake_share <= 1),
+            ("dtls.handshake_bytes", self.handshake_bytes >= 1024),
             ("dtls.idle_timeout", self.idle_timeout > 0),
             ("dtls.handshake_timeout", self.handshake_timeout > 0),
             ("dtls.receive_buffer", self.receive_buffer >= 0),
@@ -65,6 +79,11 @@ class DtlsServerConfig:
         for key, ok in checks:
             if not ok:
                 raise ConfigError("value out of range", key=key)
+
+    @property
+    def max_handshakes_per_address(self) -> int:
+        """Half-open handshakes one source address may hold at once."""
+        return max(1, int(self.max_handshakes * self.address_handshake_share))
 
     @property
     def is_wildcard(self) -> bool:

@@ -69,6 +69,9 @@ TUNING = GatewayTuning()
 PskLookup = Callable[[bytes], bytes | None]
 #: Called once for every established session that ends.
 SessionClosedHook = Callable[[DtlsRemote, CloseReason], None]
+#: ``admit_identity(identity, address)``: False refuses a handshake naming
+#: ``identity`` from ``address`` before its PSK is looked up (lockout).
+IdentityCheck = Callable[[bytes, SockAddr], bool]
 
 #: Retransmission polling interval when tinydtls' clock cannot be read.
 _RETRANSMIT_POLL = 0.5
@@ -118,6 +121,7 @@ class _Call:
         "connected",
         "failed",
         "identity",
+        "identity_refused",
         "identity_rejected",
         "plaintexts",
         "server_hello",
@@ -137,6 +141,7 @@ class _Call:
         self.alert: tuple[int, int] | None = None
         self.identity: bytes | None = None
         self.identity_rejected = False
+        self.identity_refused = False
         self.plaintexts: list[bytes] = []
 
 
@@ -152,18 +157,22 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         *,
         on_session_closed: SessionClosedHook | None = None,
         on_handshake: HandshakeHook | None = None,
+        admit_identity: IdentityCheck | None = None,
     ) -> None:
         self._mman: interfaces.MessageManager | None = mman
         self._config = config
         self._psk_lookup = psk_lookup
         self._on_session_closed = on_session_closed
         self._on_handshake = on_handshake
+        self._admit_identity = admit_identity
         self._loop = asyncio.get_running_loop()
         self._table = SessionTable(
             max_sessions=config.max_sessions,
             max_handshakes=config.max_handshakes,
+            max_handshakes_per_address=config.max_handshakes_per_address,
             idle_timeout=config.idle_timeout,
             handshake_timeout=config.handshake_timeout,
+            stall_after=config.handshake_stall,
         )
         self._by_dtls_key: dict[tuple[str, int], _PeerSession] = {}
         self._counters = Counters()
@@ -198,6 +207,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         *,
         on_session_closed: SessionClosedHook | None = None,
         on_handshake: HandshakeHook | None = None,
+        admit_identity: IdentityCheck | None = None,
     ) -> DtlsServer:
         """Bind the socket and start serving (aiocoap message-interface
         constructor)."""
@@ -207,6 +217,7 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             psk_lookup,
             on_session_closed=on_session_closed,
             on_handshake=on_handshake,
+            admit_identity=admit_identity,
         )
         self._udp.open()
         return self
@@ -346,10 +357,24 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         )
         if session.state is SessionState.ESTABLISHED and not client_hello:
             self._established_datagram(session, data, local)
-        else:
-            if local is not None:
-                session.local = local
-            self._handshake_datagram(session, data)
+            return
+        if session.state is SessionState.HANDSHAKING:
+            # Bounded work and memory per half-open peer (records.screen_half_open).
+            session.handshake_bytes += len(data)
+            if session.handshake_bytes > self._config.handshake_bytes:
+                self._counters.dropped["handshake_bytes"] += 1
+                return
+            reason, session.next_seq = records.screen_half_open(data, session.next_seq)
+            if reason is not None:
+                self._counters.dropped[reason] += 1
+                return
+            session.progressed = True
+        elif records.client_hello_cookie_length(data) is None:
+            self._counters.dropped["malformed"] += 1
+            return
+        if local is not None:
+            session.local = local
+        self._handshake_datagram(session, data)
 
     def _from_unknown_peer(self, data: bytes, sockaddr: SockAddr, local: Cmsg | None) -> None:
         """Only a ClientHello may come from an address without a session. A
@@ -362,19 +387,29 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         if not self.accepting:
             self._counters.dropped["not_accepting"] += 1
             return
-        if cookie_length and not self._table.may_start_handshake():
-            self._counters.dropped["handshake_cap"] += 1
-            return
-        session = _PeerSession(sockaddr, self._loop.time(), local)
+        now = self._loop.time()
+        if cookie_length:
+            refused = self._table.admission(sockaddr[0], now)
+            if refused is not None:
+                self._counters.dropped[refused] += 1
+                return
+        session = _PeerSession(sockaddr, now, local)
         call = self._handle(session, data)
         if not call.server_hello:
             # Stateless HelloVerifyRequest (or nothing): tinydtls kept no peer.
             if cookie_length:
                 self._reset_peer(session)
             return
+        session.next_seq = (records.handshake_seq(data) or 0) + 1
+        session.handshake_bytes = len(data)
         self._table.add(session)
         self._by_dtls_key[session.dtls_key] = session
         log.debug("handshake started with %s", sockaddr)
+        stalled = self._table.handshake_victim(now)
+        if stalled is not None:
+            assert isinstance(stalled, _PeerSession)
+            self._counters.handshakes_displaced += 1
+            self._end(stalled, CloseReason.EVICTED, HandshakeFailure.TIMEOUT)
         victim = self._table.eviction_victim()
         if victim is not None:
             assert isinstance(victim, _PeerSession)
@@ -393,6 +428,8 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         if was_established:
             if call.server_hello:
                 self._rehandshake(session, now)
+                session.next_seq = (records.handshake_seq(data) or 0) + 1
+                session.handshake_bytes = len(data)
             else:
                 self._process_established(session, call, now)
                 return
@@ -404,6 +441,8 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         elif call.connected:
             # tinydtls never connects without asking for a PSK.
             self._end(session, CloseReason.CLOSED, HandshakeFailure.UNKNOWN_IDENTITY)
+        elif call.identity_refused:
+            self._end(session, CloseReason.CLOSED, HandshakeFailure.LOCKED_OUT)
         elif call.identity_rejected:
             self._end(session, CloseReason.CLOSED, HandshakeFailure.UNKNOWN_IDENTITY)
         elif call.alert is not None or call.failed:
@@ -612,6 +651,16 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         call = self._call
         if not call.active:
             return None
+        if self._admit_identity is not None and call.session is not None:
+            try:
+                admitted = self._admit_identity(identity, call.session.sockaddr)
+            except Exception:
+                log.exception("admit_identity failed for identity %s", identity_label(identity))
+                admitted = False
+            if not admitted:
+                call.identity = identity
+                call.identity_rejected = call.identity_refused = True
+                return None
         try:
             psk = self._psk_lookup(identity)
         except Exception:
@@ -681,6 +730,7 @@ async def create_server_context(
     *,
     on_session_closed: SessionClosedHook | None = None,
     on_handshake: HandshakeHook | None = None,
+    admit_identity: IdentityCheck | None = None,
     loggername: str = "coap-server",
 ) -> tuple[aiocoap.Context, DtlsServer]:
     """An aiocoap server context whose only transport is a :class:`DtlsServer`
@@ -702,6 +752,7 @@ async def create_server_context(
             psk_lookup,
             on_session_closed=on_session_closed,
             on_handshake=on_handshake,
+            admit_identity=admit_identity,
         )
         servers.append(server)
         return server

@@ -9,8 +9,15 @@ Policy (RFC 6347 §4.2.1 and §4.2.8 leave it to the server):
 
 - a peer is *handshaking* (half-open) from the moment the DTLS library keeps
   state for it (after a valid cookie) until its handshake completes; at most
-  ``max_handshakes`` of those exist at once, and each gets
+  ``max_handshakes`` of those exist at once, at most
+  ``max_handshakes_per_address`` of them from one source address (the cookie
+  proved the address: one address cannot fill the table), and each gets
   ``handshake_timeout`` seconds;
+- at the global cap a new handshake may only take the place of the oldest
+  half-open one that *stalled*: no datagram from its peer since the server's
+  first flight for ``stall_after`` seconds. Handshakes that are progressing are
+  never displaced, so under a flood from many addresses the ones under way
+  finish first;
 - an *established* session lives until ``idle_timeout`` seconds pass without
   a datagram from the peer;
 - when more than ``max_sessions`` sessions exist, the established session that
@@ -65,6 +72,8 @@ class HandshakeFailure(StrEnum):
     ALERT = "alert"
     #: The gateway closed it (identity closed, eviction, shutdown).
     CLOSED = "closed"
+    #: The identity is banned from this address (:mod:`gateway.lockout`).
+    LOCKED_OUT = "locked_out"
 
 
 class Expiry(Enum):
@@ -82,15 +91,34 @@ class Session:
     the peer's ClientKeyExchange has been processed).
     """
 
-    __slots__ = ("created", "identity", "last_active", "peer", "pending_identity", "state")
+    __slots__ = (
+        "address",
+        "created",
+        "handshake_bytes",
+        "identity",
+        "last_active",
+        "next_seq",
+        "peer",
+        "pending_identity",
+        "progressed",
+        "state",
+    )
 
     def __init__(self, peer: Hashable, now: float) -> None:
         self.peer = peer
+        #: The source address without the port: what the cookie proved.
+        self.address: Hashable = peer[0] if isinstance(peer, tuple) else peer
         self.state = SessionState.HANDSHAKING
         self.created = now
         self.last_active = now
         self.identity: bytes | None = None
         self.pending_identity: bytes | None = None
+        #: Bytes the peer sent while half-open (bounded by the server).
+        self.handshake_bytes = 0
+        #: The handshake message_seq the peer should send next (RFC 6347 §4.2.2).
+        self.next_seq = 0
+        #: A datagram arrived after the server's first flight.
+        self.progressed = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer!r} {self.state.value}>"
@@ -106,11 +134,17 @@ class SessionTable:
         max_handshakes: int,
         idle_timeout: float,
         handshake_timeout: float,
+        max_handshakes_per_address: int | None = None,
+        stall_after: float | None = None,
     ) -> None:
         self.max_sessions = max_sessions
         self.max_handshakes = max_handshakes
+        self.max_handshakes_per_address = max_handshakes_per_address or max_handshakes
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        self.stall_after = handshake_timeout / 4 if stall_after is None else stall_after
+        #: Half-open handshakes by source address.
+        self._half_open: dict[Hashable, int] = {}
         self._all: dict[Hashable, Session] = {}
         #: Established sessions, least recently active first.
         self._established: OrderedDict[Hashable, Session] = OrderedDict()
@@ -140,6 +174,36 @@ class SessionTable:
     def may_start_handshake(self) -> bool:
         """True if one more half-open handshake is allowed."""
         return len(self._handshaking) < self.max_handshakes
+
+    def admission(self, address: Hashable, now: float) -> str | None:
+        """None if a new half-open handshake from ``address`` may start now;
+        otherwise why not: ``address_handshake_cap`` (the address holds its
+        share) or ``handshake_cap`` (the table is full and no handshake in it
+        stalled)."""
+        if len(self._handshaking) >= self.max_handshakes and self.stalled(now) is None:
+            return "handshake_cap"
+        if self._half_open.get(address, 0) >= self.max_handshakes_per_address:
+            return "address_handshake_cap"
+        return None
+
+    def stalled(self, now: float) -> Session | None:
+        """The oldest half-open handshake if its peer sent nothing since the
+        server's first flight for ``stall_after`` seconds, else None."""
+        oldest = next(iter(self._handshaking.values()), None)
+        if oldest is None or oldest.progressed or oldest.created + self.stall_after > now:
+            return None
+        return oldest
+
+    def handshake_victim(self, now: float) -> Session | None:
+        """While more than ``max_handshakes`` are half-open, the stalled one
+        to drop (see :meth:`stalled`)."""
+        if len(self._handshaking) <= self.max_handshakes:
+            return None
+        return self.stalled(now)
+
+    def half_open(self, address: Hashable) -> int:
+        """Half-open handshakes from ``address`` now."""
+        return self._half_open.get(address, 0)
 
     def with_identity(self, identity: bytes) -> list[Session]:
         """Established sessions authenticated as ``identity`` and handshakes
@@ -189,11 +253,13 @@ class SessionTable:
         session.state = SessionState.HANDSHAKING
         self._all[session.peer] = session
         self._handshaking[session.peer] = session
+        self._count_half_open(session, 1)
 
     def establish(self, session: Session, identity: bytes, now: float) -> None:
         """The handshake of ``session`` completed with ``identity``."""
         self._unindex(session)
-        self._handshaking.pop(session.peer, None)
+        if self._handshaking.pop(session.peer, None) is not None:
+            self._count_half_open(session, -1)
         session.state = SessionState.ESTABLISHED
         session.identity = identity
         session.pending_identity = None
@@ -207,13 +273,16 @@ class SessionTable:
         old epoch is gone; it is half-open again."""
         self._unindex(session)
         self._established.pop(session.peer, None)
+        if self._handshaking.pop(session.peer, None) is None:
+            self._count_half_open(session, 1)
         session.state = SessionState.HANDSHAKING
         session.identity = None
         session.pending_identity = None
         session.created = now
         session.last_active = now
+        session.handshake_bytes = 0
+        session.progressed = False
         self._handshaking[session.peer] = session
-        self._handshaking.move_to_end(session.peer)
 
     def touch(self, session: Session, now: float) -> None:
         """A datagram from the peer arrived."""
@@ -227,8 +296,16 @@ class SessionTable:
             return
         del self._all[session.peer]
         self._established.pop(session.peer, None)
-        self._handshaking.pop(session.peer, None)
+        if self._handshaking.pop(session.peer, None) is not None:
+            self._count_half_open(session, -1)
         self._unindex(session)
+
+    def _count_half_open(self, session: Session, delta: int) -> None:
+        count = self._half_open.get(session.address, 0) + delta
+        if count > 0:
+            self._half_open[session.address] = count
+        else:
+            self._half_open.pop(session.address, None)
 
     def _unindex(self, session: Session) -> None:
         if session.identity is None:

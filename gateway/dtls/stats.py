@@ -20,6 +20,8 @@ class DtlsStats:
     handshakes_ok: int
     #: Handshakes that did not complete since start (sum of the reasons).
     handshakes_failed: int
+    #: Stalled half-open handshakes dropped to admit a new one at the cap.
+    handshakes_displaced: int
     #: Failed handshakes by :class:`~gateway.dtls.session.HandshakeFailure`.
     handshake_failures: Mapping[str, int]
     #: Ended sessions by :class:`~gateway.dtls.session.CloseReason`.
@@ -31,7 +33,11 @@ class DtlsStats:
     #: while at ``max_handshakes``; ``send_queue``/``send_error``: outgoing
     #: datagrams lost; ``closed_session``: message for an ended session;
     #: ``coap_unparsable``: decrypted payload not a CoAP message;
-    #: ``not_accepting``: ClientHello while the server drains).
+    #: ``not_accepting``: ClientHello while the server drains;
+    #: ``address_handshake_cap``: ClientHello with cookie from an address that
+    #: holds its share of ``max_handshakes``; ``handshake_window``,
+    #: ``handshake_bytes``, ``malformed``: screened out while half-open, see
+    #: :func:`gateway.dtls.records.screen_half_open`).
     dropped: Mapping[str, int]
 
 
@@ -40,6 +46,7 @@ class Counters:
     """The mutable counters behind :class:`DtlsStats`."""
 
     handshakes_ok: int = 0
+    handshakes_displaced: int = 0
     handshake_failures: Counter[str] = field(default_factory=Counter)
     sessions_closed: Counter[str] = field(default_factory=Counter)
     datagrams_received: int = 0
@@ -52,6 +59,7 @@ class Counters:
             handshaking=handshaking,
             handshakes_ok=self.handshakes_ok,
             handshakes_failed=sum(self.handshake_failures.values()),
+            handshakes_displaced=self.handshakes_displaced,
             handshake_failures=MappingProxyType(dict(self.handshake_failures)),
             sessions_closed=MappingProxyType(dict(self.sessions_closed)),
             datagrams_received=self.datagrams_received,

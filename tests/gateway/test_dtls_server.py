@@ -235,7 +235,9 @@ async def test_server_retransmits_its_flight_to_a_silent_client(
 async def test_half_open_cap_drops_cookie_hellos_until_handshakes_time_out(
     dtls_harness: DtlsHarnessFactory, dtls_raw_peers
 ) -> None:
-    h = await dtls_harness(max_handshakes=2, handshake_timeout=0.5)
+    h = await dtls_harness(
+        max_handshakes=2, handshake_timeout=0.5, address_handshake_share=1.0, handshake_stall=60.0
+    )
     for _ in range(2):
         await dtls_raw_peers(h.target()).until_server_hello_done()
     assert h.server.stats().handshaking == 2
