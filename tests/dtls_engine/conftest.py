@@ -221,3 +221,7 @@ class ClientDriver:
 
     def close(self) -> None:
         self._close_socket()
+
+
+#: A confirmable CoAP GET /x (RFC 7252 §3) the responder answers with 2.05 "ok".
+GET_REQUEST = bytes((0x42, 0x01, 0x12, 0x34, 0xAB, 0xCD, 0xB1)) + b"x"

@@ -135,6 +135,9 @@ class DtlsClient:
         message = wire.handshake_message(HandshakeType.CLIENT_HELLO, self._message_seq, body)
         self._message_seq += 1
         if in_transcript:
+            # The transcript starts with the ClientHello that carries the
+            # accepted cookie (RFC 6347 §4.2.1); a new cookie restarts it.
+            self._transcript = crypto.Transcript()
             self._transcript.add(message)
         self._flight = [(ContentType.HANDSHAKE, 0, message)]
         self._timeout = self._initial_retransmit
