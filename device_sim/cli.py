@@ -1,15 +1,22 @@
-"""``acegw-sim``: run a scenario against a gateway, or merge reports.
+"""``acegw-sim``: run a scenario against a gateway, merge reports, render a
+report, list the shipped scenarios.
 
 ::
 
-    acegw-sim [run] --devices-csv devices.csv [--scenario s.toml] [--workers N]
-              [--shard K/N] [--report out.json] [--csv out.csv]
-              [--slo-p99-ms MS] [--slo-error-rate R] [--strict-attacks] ...
-    acegw-sim merge a.json b.json ... [--report all.json] [--csv all.csv] [--slo-...]
+    acegw-sim [run] --devices-csv devices.csv [--scenario NAME|FILE] [--workers N]
+              [--shard K/N] [--report out.json] [--csv out.csv] [--html out.html]
+              [--samples raw.csv] [--slo-served R] [--slo-error-rate R]
+              [--slo-p99-ms MS] [--strict-attacks] ...
+    acegw-sim merge a.json b.json ... [--force] [--report all.json] [--csv] [--html] [--slo-...]
+    acegw-sim report run.json [more.json ... [--force]] [--html out.html] [--csv out.csv]
+    acegw-sim scenarios
 
-Exit status: 0 when the verdict passes (every SLO given holds and no attack
-was accepted), 1 when it fails, 2 on a usage or configuration error (including
-a device count that does not fit the open-files limit).
+Exit status: 0 when the verdict passes (every check of
+:mod:`device_sim.verdict` holds), 1 when it fails (including a run cut short
+by SIGINT/SIGTERM or a crashed worker), 2 on a usage or configuration error
+(a target host that does not resolve, a device count that does not fit the
+open-files limit, reports that do not belong together). ``report`` exits 0
+once it has rendered.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import dataclasses
 import json
 import multiprocessing
@@ -41,10 +49,13 @@ from .scenario import (
     load_scenario,
     parse_duration,
     parse_shard,
+    resolve_scenario,
+    scenario_names,
     split,
 )
-from .stats import Slo, evaluate, merge_reports
-from .worker import Worker, open_files_needed, raise_open_files
+from .stats import merge_problems, merge_reports
+from .verdict import Thresholds, evaluate
+from .worker import Worker, open_files_needed, raise_open_files, resolve_target
 
 PROG = "acegw-sim"
 #: Seconds between spawning workers and their common start.
@@ -56,19 +67,33 @@ class _Parser(argparse.ArgumentParser):
         raise ScenarioError(message)
 
 
-def _slo_args(p: argparse.ArgumentParser) -> None:
+def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="JSON", help="write the report as JSON")
-    p.add_argument("--csv", metavar="CSV", help="write the per-second time series as CSV")
-    p.add_argument("--slo-p99-ms", type=float, metavar="MS", help="request p99 must be <= MS")
+    p.add_argument("--csv", metavar="CSV", help="write the timeline (per interval) as CSV")
+    p.add_argument("--html", metavar="HTML", help="write a self-contained HTML report")
+    p.add_argument("--quiet", "-q", action="store_true", help="no live progress, no final table")
+
+
+def _slo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--slo-error-rate", type=float, metavar="R", help="failed/finished requests must be <= R"
+        "--slo-served",
+        type=float,
+        metavar="R",
+        help="share of normal devices that must be served (default 0.99)",
     )
+    p.add_argument(
+        "--slo-error-rate",
+        type=float,
+        metavar="R",
+        help="failed/finished operations of normal devices must be <= R (default 0.01)",
+    )
+    p.add_argument("--slo-p99-ms", type=float, metavar="MS", help="request p99 must be <= MS")
     p.add_argument(
         "--strict-attacks",
         action="store_true",
-        help="also fail when an attack was refused with another code than expected",
+        help="also fail when an attack was refused with another code than expected "
+        "or an attack kind was not exercised",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no live progress, no final table")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a scenario (the default command)")
     run.add_argument("--devices-csv", required=True, metavar="CSV", help="id,psk_hex,scope rows")
-    run.add_argument("--scenario", metavar="TOML", help="scenario file (default: built-in)")
+    run.add_argument(
+        "--scenario",
+        metavar="NAME|TOML",
+        help=f"a scenario file, or one shipped: {', '.join(scenario_names())}",
+    )
     run.add_argument("--devices", type=int, help="use the first N devices")
     run.add_argument("--duration", help="e.g. 60s, 5m")
     run.add_argument("--ramp-up", help="spread device starts over this time")
@@ -90,24 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--shard", default="1/1", help="K/N: run the K-th of N device slices")
+    run.add_argument(
+        "--samples", metavar="CSV", help="also write every normal request as a raw sample"
+    )
+    _output_args(run)
     _slo_args(run)
     run.set_defaults(func=cmd_run)
     merge = sub.add_parser("merge", help="combine reports of shards (histograms merged)")
     merge.add_argument("reports", nargs="+", metavar="REPORT.json")
+    merge.add_argument(
+        "--force", action="store_true", help="merge even reports that do not belong together"
+    )
+    _output_args(merge)
     _slo_args(merge)
     merge.set_defaults(func=cmd_merge)
+    report = sub.add_parser("report", help="render saved (or merged) reports: HTML, CSV, text")
+    report.add_argument("reports", nargs="+", metavar="REPORT.json")
+    report.add_argument("--force", action="store_true", help="as for merge")
+    report.add_argument("--html", metavar="HTML", help="write a self-contained HTML report")
+    report.add_argument("--csv", metavar="CSV", help="write the timeline as CSV")
+    report.add_argument("--quiet", "-q", action="store_true", help="no text report")
+    report.set_defaults(func=cmd_report)
+    names = sub.add_parser("scenarios", help="list the scenarios shipped with acegw-sim")
+    names.set_defaults(func=cmd_scenarios)
     return parser
 
 
 def _target(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or not host:
         raise ScenarioError(f"--target {text!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
 
 def _scenario(args: argparse.Namespace) -> Scenario:
-    sc = load_scenario(args.scenario) if args.scenario else Scenario()
+    sc = load_scenario(resolve_scenario(args.scenario)) if args.scenario else Scenario()
     changes: dict[str, Any] = {
         "devices": args.devices,
         "seed": args.seed,
@@ -122,37 +168,90 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     return sc.with_overrides(**changes)
 
 
-def _finish(args: argparse.Namespace, report: dict[str, Any], console: Console) -> int:
-    slo = Slo(
-        p99_ms=args.slo_p99_ms, error_rate=args.slo_error_rate, strict_attacks=args.strict_attacks
+def _thresholds(args: argparse.Namespace, stored: dict[str, Any] | None) -> Thresholds:
+    for name in ("slo_served", "slo_error_rate"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise ScenarioError(f"--{name.replace('_', '-')}: a share between 0 and 1")
+    return Thresholds.of(
+        stored,
+        served_ratio=args.slo_served,
+        error_rate=args.slo_error_rate,
+        p99_ms=args.slo_p99_ms,
+        strict_attacks=args.strict_attacks,
     )
-    evaluate(report, slo)
-    if args.report:
+
+
+def _write_outputs(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    if getattr(args, "report", None):
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.csv:
         with open(args.csv, "w", encoding="utf-8", newline="") as f:
             write_csv(report, f)
+    if args.html:
+        from .html_report import write_html  # matplotlib: only when asked
+
+        write_html(report, args.html)
+
+
+def _finish(
+    args: argparse.Namespace, report: dict[str, Any], console: Console, th: Thresholds
+) -> int:
+    evaluate(report, th)
+    _write_outputs(args, report)
     if not args.quiet:
         print_report(report, console)
     return 0 if report["verdict"]["pass"] else 1
 
 
-def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+def _read_reports(paths: Sequence[str], force: bool) -> dict[str, Any]:
     reports = []
-    for path in args.reports:
+    for path in paths:
         try:
             reports.append(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
             raise ScenarioError(f"cannot read report {path}: {exc}") from None
+        if not isinstance(reports[-1], dict):
+            raise ScenarioError(f"{path} is not an acegw-sim report")
+    if len(reports) > 1 and not force:
+        problems = merge_problems(reports, list(paths))
+        if problems:
+            raise ScenarioError(
+                "refusing to merge: " + "; ".join(problems) + " (--force merges anyway)"
+            )
     try:
-        merged = merge_reports(reports)
+        return merge_reports(reports)
     except (ValueError, KeyError, TypeError) as exc:
         raise ScenarioError(f"cannot merge: {exc}") from None
-    return _finish(args, merged, console)
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    merged = _read_reports(args.reports, args.force)
+    return _finish(args, merged, console, _thresholds(args, merged.get("thresholds")))
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    merged = _read_reports(args.reports, args.force)
+    evaluate(merged)
+    _write_outputs(args, merged)
+    if not args.quiet:
+        print_report(merged, console)
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
+    from .scenario import LIBRARY
+
+    for name in scenario_names():
+        sc = load_scenario(LIBRARY / f"{name}.toml")
+        console.print(f"{name:14} {sc.description}", highlight=False, markup=False)
+    return 0
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     sc = _scenario(args)
+    th = _thresholds(args, sc.thresholds())
+    resolve_target(sc.host, sc.port)  # a one-line error before anything starts
     devices = load_devices(args.devices_csv, limit=sc.devices)
     if sc.devices is not None and len(devices) < sc.devices:
         raise ScenarioError(
@@ -180,24 +279,61 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
     shard = f"{k}/{n}"
     jobs = [([devices[i] for i in p], [roles[i] for i in p]) for p in parts]
+    keep = bool(args.samples)
     with LiveView(console, quiet=args.quiet) as view:
         if args.workers == 1:
-            reports = asyncio.run(_run_inline(sc, jobs[0], shard, view))
+            reports, interrupted = asyncio.run(_run_inline(sc, jobs[0], shard, view, keep))
         else:
-            reports = _run_processes(sc, jobs, shard, view)
-    return _finish(args, merge_reports(reports), console)
+            reports, interrupted = _run_processes(sc, jobs, shard, view, keep)
+    samples = [s for r in reports for s in r.pop("samples", None) or []]
+    merged = merge_reports(reports or [_empty_report(sc, shard)])
+    if interrupted:
+        merged["run"]["completed"] = False
+        merged["run"]["interrupted"] = interrupted
+    if args.samples:
+        _write_samples(args.samples, samples)
+    return _finish(args, merged, console, th)
+
+
+def _write_samples(path: str, samples: list[tuple[float, str, str, int | None]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["epoch", "route", "outcome", "latency_us"])
+        for epoch, route, outcome, us in sorted(samples):
+            w.writerow([f"{epoch:.6f}", route, outcome, "" if us is None else us])
+
+
+def _empty_report(sc: Scenario, shard: str) -> dict[str, Any]:
+    """The report of a run whose every worker failed before reporting."""
+    from .stats import Recorder
+
+    now = time.time()
+    return Recorder().report(
+        scenario=sc.summary(),
+        shard=shard,
+        started=now,
+        ended=now,
+        devices={"simulated": 0, "normal": 0, "attackers": {}, "rows": []},
+        simulator={"workers": [], "warnings": []},
+        run={"planned_duration": sc.duration, "completed": False, "interrupted": None},
+        thresholds=sc.thresholds(),
+    )
 
 
 async def _run_inline(
-    sc: Scenario, job: tuple[list[DeviceSpec], list[str | None]], shard: str, view: LiveView
-) -> list[dict[str, Any]]:
-    worker = Worker(sc, job[0], job[1], shard=shard, progress=view.update)
+    sc: Scenario,
+    job: tuple[list[DeviceSpec], list[str | None]],
+    shard: str,
+    view: LiveView,
+    keep: bool,
+) -> tuple[list[dict[str, Any]], str | None]:
+    worker = Worker(sc, job[0], job[1], shard=shard, progress=view.update, keep_samples=keep)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, worker.stop)
-        loop.add_signal_handler(signal.SIGTERM, worker.stop)
+        loop.add_signal_handler(signal.SIGINT, worker.stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGTERM, worker.stop, "SIGTERM")
     try:
-        return [await worker.run()]
+        return [await worker.run()], worker.stopped_by
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
@@ -213,9 +349,11 @@ def _worker_main(
     start_at: float,
     out: Any,
     stop: Any,
+    keep: bool,
 ) -> None:
     """Entry point of a worker process: run, send snapshots and the report."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     async def main() -> dict[str, Any]:
         worker: Worker
@@ -223,7 +361,7 @@ def _worker_main(
         def progress(snapshot: dict[str, Any]) -> None:
             out.put(("progress", worker_id, snapshot))
             if stop.is_set():
-                worker.stop()
+                worker.stop("stopped by the main process")
 
         worker = Worker(
             sc,
@@ -233,6 +371,7 @@ def _worker_main(
             shard=shard,
             progress=progress,
             start_at=start_at,
+            keep_samples=keep,
         )
         return await worker.run()
 
@@ -247,7 +386,8 @@ def _run_processes(
     jobs: Sequence[tuple[list[DeviceSpec], list[str | None]]],
     shard: str,
     view: LiveView,
-) -> list[dict[str, Any]]:
+    keep: bool,
+) -> tuple[list[dict[str, Any]], str | None]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     stop = ctx.Event()
@@ -255,18 +395,25 @@ def _run_processes(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(i, sc, specs, roles, shard, start_at, out, stop),
+            args=(i, sc, specs, roles, shard, start_at, out, stop, keep),
             name=f"acegw-sim-worker-{i}",
         )
         for i, (specs, roles) in enumerate(jobs)
     ]
+    interrupted: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        interrupted.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     for p in procs:
         p.start()
     reports: dict[int, dict[str, Any]] = {}
-    errors: list[str] = []
+    failures: list[str] = []
     deadline = start_at + sc.duration + 30.0
     try:
-        while len(reports) + len(errors) < len(procs):
+        while len(reports) + len(failures) < len(procs):
             try:
                 kind, wid, payload = out.get(timeout=0.25)
             except queue.Empty:
@@ -274,15 +421,13 @@ def _run_processes(
                 if gone and out.empty():
                     break
                 continue
-            except KeyboardInterrupt:
-                stop.set()
-                continue
             if kind == "progress":
                 view.update(payload)
             elif kind == "report":
                 reports[wid] = payload
             else:
-                errors.append(f"worker {wid}: {payload}")
+                last = payload.strip().splitlines()[-1] if payload.strip() else "?"
+                failures.append(f"worker {wid} failed: {last}")
     finally:
         stop.set()
         for p in procs:
@@ -290,14 +435,19 @@ def _run_processes(
             if p.is_alive():
                 p.kill()
                 p.join()
-    if errors or len(reports) < len(procs):
-        raise RuntimeError("worker(s) failed: " + ("\n".join(errors) or "no report"))
-    return [reports[i] for i in sorted(reports)]
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for i, p in enumerate(procs):
+        if i not in reports and not any(f.startswith(f"worker {i} ") for f in failures):
+            failures.append(f"worker {i} crashed (exit status {p.exitcode})")
+    reasons = [*dict.fromkeys(interrupted), *failures]
+    return [reports[i] for i in sorted(reports)], "; ".join(reasons) or None
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] not in ("run", "merge", "-h", "--help"):
+    commands = ("run", "merge", "report", "scenarios", "-h", "--help")
+    if args_list and args_list[0] not in commands:
         args_list.insert(0, "run")
     console = Console(file=out or sys.stdout, highlight=False)
     try:
@@ -305,9 +455,6 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return int(args.func(args, console))
     except ScenarioError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -15,7 +15,12 @@ Events: :meth:`start`, :meth:`timer`, :meth:`connected`, :meth:`closed`,
 :meth:`raw_datagram` (handshake flood only), :meth:`stop`.
 
 Actions (tuples): ``("connect", fresh_socket)``, ``("send", coap_bytes)``,
-``("close", abrupt, keep_socket)``, ``("raw_open",)``, ``("raw", datagram)``.
+``("close", abrupt, keep_socket)``, ``("raw_open",)``, ``("raw", datagram)``,
+``("flood_start",)`` and ``("flood_stop",)`` (half-open flood, run by the driver).
+
+The driver connects with :attr:`Device.identity` and :attr:`Device.psk`,
+which are the device's own except while a ``token_theft`` device steals a
+token as its victim or a ``lockout_abuse`` device names its victims.
 
 CoAP (RFC 7252): every request is confirmable, with NSTART = 1 (one
 outstanding exchange, §4.7), retransmitted after a random initial timeout in
@@ -39,15 +44,23 @@ from typing import Any
 
 from tokens import cbor
 from tokens import cnf as cnf_mod
-from tokens.ace import TokenRequest, TokenResponse
+from tokens.ace import CreationHints, ErrorResponse, TokenRequest, TokenResponse
 from tokens.errors import TokenError
 from tokens.keys import CoseKey, Ec2Key, OkpKey, SymmetricKey
-from tokens.params import CONTENT_FORMAT_ACE_CBOR, Method
+from tokens.params import CONTENT_FORMAT_ACE_CBOR, AceError, Method
 from tokens.proof import ProofedRequest, build_proof
 
 from . import coap
 from .coap import CoapFormatError, CoapMessage, MessageType, OptionNumber
-from .device_state import Exchange, PopKey, RequestMix, TokenState, path_options
+from .device_state import (
+    Exchange,
+    LockoutWatch,
+    PopKey,
+    Prepared,
+    RequestMix,
+    TokenState,
+    path_options,
+)
 from .dtls_client import (
     HS_HELLO_VERIFY_REQUEST,
     HS_SERVER_HELLO,
@@ -78,6 +91,8 @@ TOKEN = "token"
 AUTHZ = "authz_info"
 REQUEST = "request"
 ATTACK = "attack"
+LOCKOUT = "lockout"
+HALF_OPEN = "half_open"
 
 _CF_ACE = coap.encode_uint(CONTENT_FORMAT_ACE_CBOR)
 #: Block1 size exponent and size (RFC 7959 §2.2: 2**(4+6) = 1024 bytes); one
@@ -95,8 +110,16 @@ _REQUEST_ATTACKS = frozenset(
         "expired_token_reuse",
         "malformed_cbor",
         "abrupt_disconnect",
+        "token_theft",
+        "request_flood",
     }
 )
+#: Attack kinds whose requests carry a valid proof, so a 4.01 with Echo is
+#: answered first (RFC 9175 §2.4) and the answer after it is judged.
+_ECHO_ATTACKS = frozenset({"scope_violation", "oversized_payload", "token_theft", "request_flood"})
+#: Alerts a server sends when the Finished check fails (RFC 5246 §7.2.2):
+#: bad_record_mac, handshake_failure, decrypt_error.
+_WRONG_KEY_ALERTS = frozenset({"fatal_alert_20", "fatal_alert_40", "fatal_alert_51"})
 _MALFORMED = (b"\xff\xfe\xfd", b"\xa1\x09", b"\x9f\x01\x02", b"\xa2\x01\x02\x01", b"\x1c")
 
 
@@ -113,7 +136,18 @@ class Device:
         start_at: float = 0.0,
         mix: RequestMix | None = None,
         rng: random.Random | None = None,
+        run_start: float | None = None,
+        run_end: float = math.inf,
+        victims: list[DeviceSpec] | None = None,
+        watch: LockoutWatch | None = None,
+        unable: str | None = None,
     ) -> None:
+        """``run_start``/``run_end``: the run's span on the device's clock
+        (stages, and whether an expiry can happen before the end);
+        ``victims``: the devices a ``token_theft`` (first one) or
+        ``lockout_abuse`` device attacks, with ``watch`` judging the latter;
+        ``unable``: why the driver cannot give this attacker what its kind
+        needs (it then runs as a quiet attacker and reports the reason)."""
         self.spec = spec
         self.sc = scenario
         self.rec = rec
@@ -124,6 +158,11 @@ class Device:
         self.psk = spec.psk
         if role == "wrong_psk":  # deterministic: a test peer may know it
             self.psk = spec.psk[:-1] + bytes((spec.psk[-1] ^ 0x01,))
+        self.run_start = start_at if run_start is None else run_start
+        self.run_end = run_end
+        self.victims = list(victims or [])
+        self.watch = watch
+        self.unable = unable
         self.actions: list[tuple[Any, ...]] = []
         self.timers: dict[str, float] = {"start": start_at}
         self.phase = IDLE
@@ -147,6 +186,16 @@ class Device:
         self._abrupt_pending = False
         self._flood_state = 0
         self._flip = False
+        self._seq = 0
+        self._psk_refusals = 0
+        self._noted = False
+        self._stolen: TokenState | None = None
+        self._theft_stage = 0
+        self._burst_left = 0
+        self._victim = 0
+        self._named = 0
+        #: set by a LockoutWatch when an attacker named this device
+        self.named_by: str | None = None
         # what the report counts per device
         self.ever_connected = False
         self.got_token = False
@@ -170,6 +219,15 @@ class Device:
         think time after the previous one."""
         if self.sc.think_time is not None or (self.role is not None and self.sc.attack_interval):
             self._next_at = now + self.interval * (0.5 + self.rng.random())
+        elif self.sc.stages:  # piecewise constant rate: memoryless, redrawn per stage
+            t = max(now, self._next_at)
+            while True:
+                rate, until = self.sc.rate_at(t - self.run_start)
+                at = t + self.rng.expovariate(rate)
+                if at < self.run_start + until:
+                    break
+                t = self.run_start + until
+            self._next_at = at
         else:
             base = max(self._next_at, now - self.interval)
             self._next_at = base + self.rng.expovariate(1.0 / self.interval)
@@ -253,7 +311,7 @@ class Device:
             self.timers.pop("response", None)
             self.rec.count("exchanges_aborted")
             if ex.kind == REQUEST:
-                self._request_result(False, now, "request_aborted")
+                self._request_result(False, now, "aborted", prepared=ex.request)
 
     # --- events ------------------------------------------------------------------------
 
@@ -269,6 +327,8 @@ class Device:
             self.actions.append(("close", False, False))
         elif self.phase == FLOOD:
             self.actions.append(("close", True, False))
+        if self.role == "half_open_flood":
+            self.actions.append(("flood_stop",))
         self.timers.clear()
         self.phase = STOPPED
         self.session = False
@@ -288,14 +348,31 @@ class Device:
             return
         self.timers.pop("handshake", None)
         self.session = True
-        self.ever_connected = True
-        self.rec.latency("handshake", now - self._hs_started)
         self.rec.handshake_done(now)
-        if self.role == "wrong_psk":
-            self.rec.attack("wrong_psk", "connected", self.spec.client_id, now)
+        role = self.role
+        if role == "wrong_psk":
+            self.rec.attack("wrong_psk", "connected", self._id, now, route="DTLS handshake")
             self.actions.append(("close", False, False))
             self._after_attempt(now)
             return
+        if role == "lockout_abuse":
+            victim = self.victims[self._victim].client_id
+            self.rec.attack(
+                role, "connected", self._id, now, request=f"wrong PSK accepted for {victim}"
+            )
+            self.actions.append(("close", False, False))
+            self._lockout_next(now, failed=False)
+            return
+        if role == "half_open_flood":
+            self.rec.attack(role, "honest_handshake_served", self._id, now)
+            self.actions.append(("close", False, False))
+            self.phase = BACKOFF
+            self.session = False
+            self.timers["canary"] = now + self.interval
+            return
+        self.ever_connected = True
+        self.rec.latency("handshake", now - self._hs_started)
+        self._op("handshake", True)
         self._failures = 0
         self.phase = READY
         self._fresh_socket = False
@@ -306,19 +383,60 @@ class Device:
         alert), or the handshake was refused with an alert."""
         if self.phase == CONNECTING:
             self.timers.pop("handshake", None)
-            self._error("handshake_refused")
             self.rec.count("handshakes_failed")
-            if self.role == "wrong_psk":
-                self.rec.attack("wrong_psk", "handshake_failed", self.spec.client_id, now)
-                self._after_attempt(now)
+            refusal = self._refusal(reason)
+            if self._handshake_failed(refusal, now):
                 return
-            if self._abrupt_pending:
-                self._judge_abrupt("not_recovered", now)
             self._backoff(now, fresh_socket=True)
         elif self.phase == READY:
             self.rec.count("sessions_closed_by_gateway")
             self._error(f"session_{reason}")
             self._backoff(now)
+
+    def _refusal(self, reason: str) -> str:
+        """Why the gateway refused a handshake, from what it sent: a
+        close_notify or a bad_record_mac/handshake_failure/decrypt_error
+        alert after our Finished (the gateway knows the identity; the keys
+        differ), another fatal alert when asked for the identity's key
+        (unknown, disabled, or locked out: ``locked_out`` when this identity
+        worked before or failed with a wrong key before), or no gateway at all
+        (ICMP port unreachable)."""
+        if reason == "port_unreachable":
+            return reason
+        if reason == "close_notify" or reason in _WRONG_KEY_ALERTS:
+            self._psk_refusals += 1
+            return "wrong_psk"
+        if reason.startswith("fatal_alert"):
+            if self.ever_connected or self._psk_refusals:
+                return "locked_out"
+            return "unknown_identity"
+        return reason
+
+    def _handshake_failed(self, refusal: str, now: float) -> bool:
+        """A handshake failed (``refusal``: see :meth:`_refusal`, or
+        ``timeout``). True when the role took over what happens next."""
+        role = self.role
+        if role == "wrong_psk":
+            answer = "port_unreachable" if refusal == "port_unreachable" else "handshake_failed"
+            self.rec.attack(role, answer, self._id, now, route="DTLS handshake")
+            self._after_attempt(now)
+            return True
+        if role == "lockout_abuse":
+            self._lockout_next(now, failed=True)
+            return True
+        if role == "half_open_flood":
+            answer = "honest_handshake_failed" if refusal == "timeout" else refusal
+            self.rec.attack(role, answer, self._id, now, request=f"handshake: {refusal}")
+            self.phase = BACKOFF
+            self.timers["canary"] = now + self.interval
+            return True
+        self._error(f"handshake_{refusal}")
+        self._op("handshake", False)
+        if self.named_by is not None and refusal == "locked_out":
+            self._victim_outcome("victim_locked_out", "DTLS handshake", now)
+        if self._abrupt_pending:
+            self._judge_abrupt("not_recovered", now)
+        return False
 
     def connect_error(self, now: float, reason: str) -> None:
         """The driver could not open a socket (e.g. out of file descriptors)."""
@@ -404,40 +522,85 @@ class Device:
         else:
             self.rec.count("attacker_errors")
 
+    def _op(self, phase: str, ok: bool) -> None:
+        """A normal device's handshake, token request or upload ended."""
+        if self.role is None:
+            self.rec.outcome(phase, ok)
+
     def _request_result(
         self,
         ok: bool,
         now: float,
-        what: str,
+        outcome: str,
         latency: float | None = None,
         *,
-        code: str | None = None,
+        prepared: Prepared | None = None,
+        reason: str = "",
     ) -> None:
-        """A protected request ended: ``what`` is the code on success, the
-        error kind otherwise. Requests of attacking devices (their normal
-        traffic between attacks) are counted apart, so latencies and the
-        error rate describe normal devices."""
+        """A protected request ended: ``outcome`` is its response code, or
+        ``timeout``, ``reset`` or ``aborted``; ``reason`` the gateway's
+        diagnostic. Requests of attacking devices (their normal traffic
+        between attacks) are counted apart, so latencies and the error rate
+        describe normal devices."""
         if self.role is not None:
             self.rec.count("attacker_requests_ok" if ok else "attacker_requests_failed")
             return
-        if ok:
-            self.rec.code("request", what)
-            if latency is not None:
-                self.rec.latency("request", latency)
-        else:
-            if code is not None:
-                self.rec.code("request", code)
-            self.rec.error(what)
-        self.rec.request_done(now, ok)
+        route = prepared.route if prepared is not None else "?"
+        self.rec.request(self.rec.route(route), now, outcome, latency, ok)
+        if not ok:
+            self.rec.error(f"request_{outcome} ({reason})" if reason else f"request_{outcome}")
+        if self.named_by is not None:
+            if ok:
+                answer = "victim_kept_working"
+            elif outcome == "4.01":
+                answer = "victim_locked_out"
+            elif outcome in ("timeout", "reset", "aborted", "4.29", "5.03"):
+                answer = "victim_timeout"
+            else:
+                answer = f"victim_{outcome}"
+            self._victim_outcome(answer, route, now, outcome, reason)
+
+    def _victim_outcome(
+        self, answer: str, route: str, now: float, code: str = "", reason: str = ""
+    ) -> None:
+        """Judge the lockout-abuse attempt that named this device."""
+        attacker, self.named_by = self.named_by, None
+        got = f" got {code}" + (f" ({reason})" if reason else "") if code else ""
+        self.rec.attack(
+            "lockout_abuse",
+            answer,
+            self._id,
+            now,
+            route=route,
+            request=f"named by {attacker} in wrong-PSK handshakes;{got}",
+        )
 
     # --- timers ---------------------------------------------------------------------------
 
     def _on_start(self, now: float) -> None:
         self._next_at = now
-        if self.role == "handshake_flood":
+        role = self.role
+        if role is not None and self.unable:
+            self.rec.cannot_attack(role, self.unable)
+            self.phase = STOPPED
+            return
+        if role == "handshake_flood":
             self.phase = FLOOD
             self._on_next(now)
             return
+        if role == "half_open_flood":
+            self.actions.append(("flood_start",))
+            self.phase = BACKOFF
+            self.timers["canary"] = now + min(1.0, self.interval)
+            return
+        if role == "lockout_abuse":
+            self._named = 0
+            self._lockout_attempt(now)
+            return
+        if role == "token_theft" and self.victims:
+            victim = self.victims[0]  # steal its token: connect as it, once
+            self._theft_stage = 1
+            self.identity, self.psk = victim.client_id.encode(), victim.psk
         self._connect(now)
 
     def _connect(self, now: float) -> None:
@@ -452,14 +615,9 @@ class Device:
     def _on_handshake(self, now: float) -> None:
         """No handshake within the timeout."""
         self.rec.count("handshakes_failed")
-        self._error("handshake_timeout")
         self.actions.append(("close", True, False))
-        if self.role == "wrong_psk":
-            self.rec.attack("wrong_psk", "handshake_failed", self._id, now)
-            self._after_attempt(now)
+        if self._handshake_failed("timeout", now):
             return
-        if self._abrupt_pending:
-            self._judge_abrupt("not_recovered", now)
         self._backoff(now, fresh_socket=True)
 
     def _after_attempt(self, now: float) -> None:
@@ -468,6 +626,44 @@ class Device:
         self.session = False
         self._fresh_socket = True
         self.timers["reconnect"] = now + max(self.interval, 0.1)
+
+    # --- lockout abuse and the half-open flood's honest handshakes ---------------------
+
+    def _lockout_attempt(self, now: float) -> None:
+        """A handshake naming the current victim, with a wrong key, from a
+        fresh port of the attacker's own address."""
+        victim = self.victims[self._victim]
+        self.identity = victim.client_id.encode()
+        self.psk = victim.psk[:-1] + bytes((victim.psk[-1] ^ 0x01,))
+        self._fresh_socket = True
+        self._connect(now)
+
+    def _lockout_next(self, now: float, *, failed: bool) -> None:
+        """One naming handshake ended; after ``lockout_attempts`` of them
+        the victim is watched, and the next victim follows an interval later."""
+        self.phase = BACKOFF
+        self.session = False
+        self._named += 1
+        if self._named < self.sc.lockout_attempts:
+            self.timers["lockout"] = now + 0.02
+            return
+        victim = self.victims[self._victim].client_id
+        if self.watch is not None:
+            self.watch.named(victim, self._id)
+        self.rec.count("lockout_victims_named")
+        self._named = 0
+        self._victim = (self._victim + 1) % len(self.victims)
+        self.timers["lockout"] = now + self.interval
+
+    def _on_lockout(self, now: float) -> None:
+        self._lockout_attempt(now)
+
+    def _on_canary(self, now: float) -> None:
+        """half_open_flood: an honest handshake (own identity and key) from
+        the device's other address while its flood runs."""
+        self.identity, self.psk = self.spec.client_id.encode(), self.spec.psk
+        self._fresh_socket = True
+        self._connect(now)
 
     def _on_reconnect(self, now: float) -> None:
         self._connect(now)
@@ -567,7 +763,8 @@ class Device:
         req_cnf = None
         if self.sc.pop != "symmetric":
             req_cnf = cnf_mod.CnfKey(self._asymmetric_pop().key.public()).to_cbor()
-        body = TokenRequest(scope=self.spec.scope, audience=self.sc.audience, req_cnf=req_cnf)
+        scope = self.victims[0].scope if self._theft_stage == 1 else self.spec.scope
+        body = TokenRequest(scope=scope, audience=self.sc.audience, req_cnf=req_cnf)
         options = [*path_options(self.sc.token_path), (12, _CF_ACE)]
         self._send(TOKEN, Method.POST, options, body.encode(), now)
 
@@ -618,19 +815,31 @@ class Device:
             return
         self._protected(self.mix.choose(self.rng), tok, now)
 
-    def _plain(
-        self, prepared: tuple[RequestSpec, ProofedRequest, list[Any]], now: float
-    ) -> Exchange:
+    def _plain(self, prepared: Prepared, now: float) -> Exchange:
         """A request without Proof option (``auth = "none"``: the server has
         no ACE endpoints; the DTLS session is the only protection)."""
-        _spec, request, base = prepared
-        ex = self._transmit(REQUEST, request.code, list(base), request.payload, now)
+        prepared = self._filled(prepared, now)
+        request = prepared.request
+        ex = self._transmit(REQUEST, request.code, list(prepared.options), request.payload, now)
         ex.request = prepared
         return ex
 
+    def _filled(self, prepared: Prepared, now: float) -> Prepared:
+        """The request with its body template rendered for this device and
+        request (``device_sim.templates``); as is without a template."""
+        body = prepared.spec.body
+        if body is None:
+            return prepared
+        self._seq += 1
+        spec = self.spec
+        epoch = now + self.rec.epoch_offset
+        return prepared.with_payload(
+            body.render(spec.client_id, spec.index, self._seq, self.rng, epoch)
+        )
+
     def _protected(
         self,
-        prepared: tuple[RequestSpec, ProofedRequest, list[Any]],
+        prepared: Prepared,
         tok: TokenState,
         now: float,
         *,
@@ -640,11 +849,13 @@ class Device:
         started: float | None = None,
     ) -> Exchange:
         """A request with the Proof option (DESIGN "Per-request proof")."""
-        _spec, request, base = prepared
+        if echo is None:
+            prepared = self._filled(prepared, now)
+        request = prepared.request
         proof = build_proof(tok.pop.key, request, tok.pop.next_piv(), echo)
         if tamper:
             proof = proof[:-1] + bytes((proof[-1] ^ 0x01,))
-        options = list(base)
+        options = list(prepared.options)
         if echo is not None:
             options.append((int(OptionNumber.ECHO), echo))
         options.append((int(OptionNumber.PROOF), proof))
@@ -698,6 +909,20 @@ class Device:
                 self.timers["reconnect"] = now + self.sc.abrupt_pause
             else:
                 self._protected(self.mix.choose(self.rng), tok, now)
+        elif role == "token_theft":
+            stolen = self._stolen
+            if stolen is None:  # nothing stolen (see not_exercised): plain traffic
+                self._protected(self.mix.choose(self.rng), tok, now)
+            elif not stolen.uploaded:  # upload it on our own session (not judged)
+                stolen.uploaded = True
+                options = [*path_options(self.sc.authz_info_path), (12, _CF_ACE)]
+                self._send(ATTACK, Method.POST, options, stolen.access_token, now)
+            else:
+                self._protected(self.mix.choose(self.rng), stolen, now, attack=role)
+        elif role == "request_flood":
+            if self._burst_left <= 0:
+                self._burst_left = self.sc.flood_requests
+            self._protected(self.mix.choose(self.rng), tok, now, attack=role)
 
     def _oversized(self, tok: TokenState, now: float) -> None:
         """A body of ``oversized_bytes``: by default a token request whose
@@ -735,13 +960,19 @@ class Device:
         """The exchange ended without a response (timeout or reset)."""
         self._stash = None
         if ex.kind == REQUEST:
-            self._request_result(False, now, f"request_{reason}")
+            self._request_result(False, now, reason, prepared=ex.request)
             if self._abrupt_pending:
                 self._judge_abrupt(reason, now)
         elif ex.kind == ATTACK and ex.attack:
-            self.rec.attack(ex.attack, reason, self._id, now)
+            self._burst_left = 0
+            self._judge(ex, reason, now)
         else:
             self._error(f"{ex.kind}_{reason}")
+            if ex.kind in (TOKEN, AUTHZ):
+                self._op(ex.kind, False)
+                if self._theft_stage == 1:
+                    self._theft_done(None, f"token request as the victim: {reason}", now)
+                    return
         # a timeout most likely means the session is gone: handshake again
         self.actions.append(("close", False, False))
         self._backoff(now)
@@ -775,7 +1006,11 @@ class Device:
     def _token_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
         self.rec.code("token", code)
         if code != "2.01":
-            self._error(f"token_{code}")
+            self._error(_kind("token", code, msg))
+            self._op("token", False)
+            if self._theft_stage == 1:
+                self._theft_done(None, f"token request as the victim: {code}", now)
+                return
             self._retry_later(msg, now, "token_retry")
             return
         try:
@@ -789,21 +1024,51 @@ class Device:
                 pop = self._asymmetric_pop()
         except TokenError:
             self._error("token_response_unusable")
+            self._op("token", False)
             self._retry_later(msg, now, "token_retry")
             return
         lifetime = float(tr.expires_in) if tr.expires_in is not None else 3600.0
         sc = self.sc
+        margin = min(sc.renew_before, lifetime / 2)
+        tok = TokenState(tr.access_token, now + lifetime, now + lifetime - margin, pop)
+        if self._theft_stage == 1:
+            self._theft_done(tok, "", now)
+            return
         if (sc.min_lifetime is not None and lifetime < sc.min_lifetime) or (
             sc.max_lifetime is not None and lifetime > sc.max_lifetime
         ):
             self._error("token_lifetime_unexpected")
         self.rec.latency("token", now - ex.started)
         self.rec.token_done(now)
+        self._op("token", True)
         self.got_token = True
-        margin = min(sc.renew_before, lifetime / 2)
-        self._upload(TokenState(tr.access_token, now + lifetime, now + lifetime - margin, pop), now)
+        if self.role == "expired_token_reuse" and not self._noted:
+            self._noted = True
+            if tok.exp + sc.expiry_leeway >= self.run_end:
+                self.rec.cannot_attack(
+                    "expired_token_reuse",
+                    f"tokens outlive the run (expires_in {lifetime:.0f} s + expiry_leeway "
+                    f"{sc.expiry_leeway:.0f} s > the {max(0.0, self.run_end - now):.0f} s "
+                    "left): shorten the gateway's token lifetime or run longer",
+                )
+        self._upload(tok, now)
         if self.token is not None:
             self.rec.count("renewals")
+
+    def _theft_done(self, tok: TokenState | None, failure: str, now: float) -> None:
+        """token_theft: the victim's token is stolen (or could not be): back
+        to our own identity, on a new session."""
+        self._theft_stage = 2
+        self._stolen = tok
+        if tok is None:
+            self.rec.cannot_attack("token_theft", f"could not steal a token ({failure})")
+        self.identity, self.psk = self.spec.client_id.encode(), self.spec.psk
+        self.actions.append(("close", False, False))
+        self.phase = BACKOFF
+        self.session = False
+        self._fresh_socket = True
+        self.timers.pop("next", None)
+        self.timers["reconnect"] = now + 0.01
 
     def _retry_later(self, msg: CoapMessage, now: float, timer: str) -> None:
         """Wait Max-Age (RFC 8516 §2 for 4.29) or the reconnect back-off."""
@@ -820,21 +1085,28 @@ class Device:
         tok = self._pending_token
         self._pending_token = None
         if code in ("4.29", "5.03") and tok is not None:  # same token, after Max-Age
-            self._error(f"authz_info_{code}")
+            self._error(_kind("authz_info", code, msg))
+            self._op("authz_info", False)
             self._upload_later = tok
             self._retry_later(msg, now, "upload_retry")
             return
         if code != "2.01" or tok is None:
-            self._error(f"authz_info_{code}")
+            self._error(_kind("authz_info", code, msg))
+            self._op("authz_info", False)
             self.token = None
             self.timers["token_retry"] = now + self.sc.reconnect_backoff[0]
             return
         self.rec.latency("authz_info", now - ex.started)
+        self.rec.upload_done(now)
+        self._op("authz_info", True)
         self._failures = 0
         tok.uploaded = True
         self.token = tok
         self._arm_renew(tok)
-        if "next" not in self.timers:
+        if not self.succeeded and self.role is None:
+            # a device that just got its token reports at once (then Poisson)
+            self._next_at = self.timers["next"] = now
+        elif "next" not in self.timers:
             self._schedule_next(now)
 
     def _request_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
@@ -845,16 +1117,16 @@ class Device:
                 self.rec.count("echo_challenges")
                 self._protected(ex.request, tok, now, echo=echo, started=ex.started)
                 return
+        if self._abrupt_pending:  # any answer: the gateway serves the new session
+            self._judge_abrupt("recovered", now)
         if code.startswith("2."):
-            self._request_result(True, now, code, now - ex.started)
+            self._request_result(True, now, code, now - ex.started, prepared=ex.request)
             self.succeeded = True
-            if self._abrupt_pending:
-                self._judge_abrupt("recovered", now)
             return
-        self._request_result(False, now, f"request_{code}", code=code)
+        self._request_result(
+            False, now, code, now - ex.started, prepared=ex.request, reason=_reason(msg)
+        )
         self._stash = None
-        if self._abrupt_pending:
-            self._judge_abrupt(code if code in ("4.29", "5.03") else "not_recovered", now)
         if code in ("4.29", "5.03"):  # RFC 8516 §2: come back after Max-Age
             self._due = False
             max_age = msg.uint_option(OptionNumber.MAX_AGE)
@@ -870,21 +1142,137 @@ class Device:
                 self._request_token(now)
 
     def _attack_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
-        kind = ex.attack or ""
+        kind = ex.attack
+        if kind is None:  # a step that is not judged (token_theft's upload)
+            return
+        tok = self._stolen if kind == "token_theft" else self.token
         if (
             code == "4.01"
             and ex.echo is None
             and ex.request is not None
-            and kind in ("scope_violation", "oversized_payload")
-            and self.token is not None
+            and kind in _ECHO_ATTACKS
+            and tok is not None
         ):
             echo = msg.option(OptionNumber.ECHO)
             if echo is not None:  # a valid proof needs fresh Echo first
                 self.rec.count("echo_challenges")
-                self._protected(ex.request, self.token, now, echo=echo, attack=kind)
+                self._protected(ex.request, tok, now, echo=echo, attack=kind)
                 return
-        self.rec.attack(kind, code, self._id, now)
+        if kind == "request_flood":
+            self._burst_left -= 1
+            if code.startswith("2.") and self._burst_left > 0 and self.token is not None:
+                self._protected(self.mix.choose(self.rng), self.token, now, attack=kind)
+                return
+            n = self.sc.flood_requests - self._burst_left
+            self._burst_left = 0
+            if code.startswith("2."):
+                self.rec.attack(
+                    kind,
+                    "no_limit",
+                    self._id,
+                    now,
+                    route=ex.request.route if ex.request else "",
+                    request=f"{n} requests back to back, every one answered 2.xx",
+                )
+                return
+            if code == "4.29":
+                self.rec.count("flood_requests_before_limit", n)
+        self._judge(ex, code, now, _reason(msg))
+
+    def _judge(self, ex: Exchange, answer: str, now: float, reason: str = "") -> None:
+        """Record an attack attempt's answer with what was sent."""
+        kind = ex.attack or ""
+        route = ex.request.route if ex.request is not None else _route_of(ex.data)
+        request = _describe(kind, ex)
+        if reason:
+            request = f"{request}; diagnostic: {reason}" if request else f"diagnostic: {reason}"
+        self.rec.attack(kind, answer, self._id, now, route=route, request=request)
 
     def _judge_abrupt(self, answer: str, now: float) -> None:
         self._abrupt_pending = False
-        self.rec.attack("abrupt_disconnect", answer, self._id, now)
+        self.rec.attack(
+            "abrupt_disconnect",
+            answer,
+            self._id,
+            now,
+            request="silent disconnect, new handshake from the same port, next request",
+        )
+
+
+# --- what a refusal says ------------------------------------------------------------------
+
+#: What an attack request carries, for findings.
+_REQUEST_TEXT = {
+    "replayed_proof": "the exact Proof option of an accepted request, again",
+    "tampered_proof": "valid request, one bit of the Proof MAC/signature flipped",
+    "scope_violation": "valid proof for a path outside the token's scope",
+    "oversized_payload": "body larger than the gateway accepts",
+    "malformed_cbor": "body that is not a CBOR map",
+    "expired_token_reuse": "proof or upload of a token past its exp",
+    "token_theft": "another device's token and PoP key, on this device's DTLS session",
+    "request_flood": "burst of valid requests back to back",
+}
+
+
+def _describe(kind: str, ex: Exchange) -> str:
+    text = _REQUEST_TEXT.get(kind, "")
+    if ex.blocks is not None:
+        text += f" ({len(ex.blocks[2])} bytes, block-wise)"
+    return text
+
+
+def _route_of(data: bytes) -> str:
+    """``METHOD /path`` of an encoded request (for findings)."""
+    try:
+        msg = coap.decode(data)
+    except CoapFormatError:
+        return "?"
+    path = "/".join(v.decode("utf-8", "replace") for n, v in msg.options if n == 11)
+    try:
+        method = Method(msg.code).name
+    except ValueError:
+        method = coap.code_text(msg.code)
+    return f"{method} /{path}"
+
+
+def _reason(msg: CoapMessage) -> str:
+    """The gateway's reason for a refusal, from its diagnostic payload: an
+    ACE error (RFC 9200 §5.8.3) with its description, AS Request Creation
+    Hints (§5.3: the token is unknown), or a short UTF-8 diagnostic (RFC
+    7252 §5.5.2). Printable text, at most 60 characters; empty if none."""
+    payload = msg.payload
+    if not payload:
+        return ""
+    if msg.uint_option(OptionNumber.CONTENT_FORMAT) == CONTENT_FORMAT_ACE_CBOR:
+        try:
+            err = ErrorResponse.decode(payload)
+        except TokenError:
+            err = None
+        if err is not None:
+            try:
+                name = AceError(err.error).name.lower()
+            except ValueError:
+                name = f"ace error {err.error}"
+            desc = err.error_description or ""
+            return _printable(f"{name}: {desc}" if desc else name)
+        try:
+            CreationHints.decode(payload)
+            return "unknown token (AS request creation hints)"
+        except TokenError:
+            return "unparsable ACE payload"
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    out = "".join(c if c.isprintable() else " " for c in text).strip()
+    return out[:60]
+
+
+def _kind(phase: str, code: str, msg: CoapMessage) -> str:
+    """An error kind: ``phase_code`` with the gateway's reason, if any."""
+    reason = _reason(msg)
+    return f"{phase}_{code} ({reason})" if reason else f"{phase}_{code}"

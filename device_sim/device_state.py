@@ -1,6 +1,7 @@
 """The parts of a simulated device's state: a PoP key with its sequence
 number, a token it holds, its one outstanding confirmable exchange
-(RFC 7252 §4.2) and the scenario's request mix prepared once for all devices.
+(RFC 7252 §4.2), the scenario's request mix prepared once for all devices,
+and the watch that judges a lockout-abuse attack by its victims.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from . import coap
 from .coap import OptionNumber
 from .scenario import RequestSpec
 
-__all__ = ["Exchange", "PopKey", "RequestMix", "TokenState", "path_options"]
+__all__ = [
+    "Exchange",
+    "LockoutWatch",
+    "PopKey",
+    "Prepared",
+    "RequestMix",
+    "TokenState",
+    "path_options",
+]
 
 
 class PopKey:
@@ -80,10 +89,34 @@ class Exchange:
         self.timeout = 0.0
         self.acked = False
         self.echo: bytes | None = None
-        self.request: tuple[RequestSpec, ProofedRequest, list[tuple[int, bytes]]] | None = None
+        self.request: Prepared | None = None
         self.attack: str | None = None
         #: Block1 transfer state (RFC 7959 §2.5): (code, options, payload, num).
         self.blocks: tuple[int, list[tuple[int, bytes]], bytes, int] | None = None
+
+
+class Prepared:
+    """One entry of the request mix ready to send: the parts its proof
+    covers, its Uri-Path/Content-Format/Uri-Query options, and its route
+    (``METHOD /path``, the key of the per-route statistics)."""
+
+    __slots__ = ("options", "request", "route", "spec")
+
+    def __init__(
+        self, spec: RequestSpec, request: ProofedRequest, options: list[tuple[int, bytes]]
+    ) -> None:
+        self.spec = spec
+        self.request = request
+        self.options = options
+        self.route = spec.route
+
+    def with_payload(self, payload: bytes) -> Prepared:
+        """The same request with another body (a body template's rendering)."""
+        r = self.request
+        request = ProofedRequest(r.code, r.path, r.query, r.content_format, payload)
+        out = Prepared.__new__(Prepared)
+        out.spec, out.request, out.options, out.route = self.spec, request, self.options, self.route
+        return out
 
 
 class RequestMix:
@@ -101,7 +134,7 @@ class RequestMix:
         self.prepared = [self.prepare(r) for r in requests]
 
     @staticmethod
-    def prepare(r: RequestSpec) -> tuple[RequestSpec, ProofedRequest, list[tuple[int, bytes]]]:
+    def prepare(r: RequestSpec) -> Prepared:
         payload = bytes(r.payload_size)
         request = ProofedRequest(
             code=r.method,
@@ -114,13 +147,32 @@ class RequestMix:
         if r.content_format is not None:
             options.append((int(OptionNumber.CONTENT_FORMAT), coap.encode_uint(r.content_format)))
         options.extend((int(OptionNumber.URI_QUERY), q.encode()) for q in r.query)
-        return r, request, options
+        return Prepared(r, request, options)
 
-    def choose(self, rng: random.Random) -> tuple[RequestSpec, ProofedRequest, list[Any]]:
+    def choose(self, rng: random.Random) -> Prepared:
         if len(self.prepared) == 1:
             return self.prepared[0]
         i = bisect.bisect_right(self.cumulative, rng.random() * self.total)
         return self.prepared[min(i, len(self.prepared) - 1)]
+
+
+class LockoutWatch:
+    """Judges ``lockout_abuse``: an attacker names a victim in wrong-PSK
+    handshakes (:meth:`named`); the victim's next outcome (a request, or a
+    refused handshake) is the attempt's answer. ``devices`` maps client ids
+    to the victims' devices (any object with a ``named_by`` attribute)."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, Any] = {}
+
+    def named(self, victim: str, attacker: str) -> bool:
+        """``attacker`` finished naming ``victim``; False if the victim is
+        not a device of this worker."""
+        dev = self.devices.get(victim)
+        if dev is None:
+            return False
+        dev.named_by = attacker
+        return True
 
 
 def path_options(path: str) -> list[tuple[int, bytes]]:

@@ -2,10 +2,11 @@
 the final report; plus the CSV time series.
 
 Live view (a rich ``Live`` table on a terminal; on a pipe one plain line every
-:data:`PLAIN_EVERY` seconds): elapsed time, devices connected, req/s over the
-last second, handshakes, tokens, retransmissions, timeouts, errors by kind,
-request p50/p99 (since the start), attack findings, and per worker CPU share,
-RSS and whether it is saturated.
+:data:`PLAIN_EVERY` seconds): elapsed time, devices connected, the share of
+normal devices served so far, req/s over the last second, handshakes,
+tokens, retransmissions, timeouts, the top error and errors by kind, request
+p50/p99 (since the start), attack findings, and per worker CPU share, RSS
+and whether it is saturated.
 """
 
 from __future__ import annotations
@@ -17,13 +18,25 @@ from typing import IO, Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from .histogram import Histogram
 from .stats import PHASES, TIMELINE_COLUMNS
 
-__all__ = ["LiveView", "print_report", "write_csv"]
+__all__ = [
+    "CSV_COLUMNS",
+    "LiveView",
+    "interval_histogram",
+    "interval_rows",
+    "print_report",
+    "write_csv",
+]
+
+#: Latency columns of the CSV (successful requests of normal devices, ms).
+PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p99_9_ms", 99.9))
+CSV_COLUMNS = ("t_s", "epoch", *TIMELINE_COLUMNS, *(n for n, _ in PERCENTILES), "max_ms", "codes")
 
 PLAIN_EVERY = 5.0
 
@@ -78,16 +91,32 @@ class LiveView:
             hist.merge(Histogram.from_dict(s["request_histogram"]))
         return counters, errors, hist
 
+    def served(self) -> str:
+        """``served/normal (share)`` of the normal devices so far."""
+        snaps = self.snapshots.values()
+        normal = sum(s.get("normal", 0) for s in snaps)
+        served = sum(s.get("served", 0) for s in snaps)
+        share = served / normal if normal else 0.0
+        return f"{served}/{normal} ({share:.0%})"
+
+    @staticmethod
+    def top_error(errors: Mapping[str, int]) -> str:
+        if not errors:
+            return "none"
+        kind, n = max(errors.items(), key=lambda kv: kv[1])
+        return f"{kind} x{n}"
+
     def plain_line(self) -> str:
         counters, errors, hist = self._totals()
         snaps = self.snapshots.values()
         elapsed = max((s["elapsed"] for s in snaps), default=0.0)
         return (
             f"t={elapsed:.0f}s connected={sum(s['connected'] for s in snaps)}"
-            f"/{sum(s['devices'] for s in snaps)} req/s={self._rate:.0f} "
+            f"/{sum(s['devices'] for s in snaps)} served={self.served()} "
+            f"req/s={self._rate:.0f} "
             f"ok={counters.get('requests_ok', 0)} errors={sum(errors.values())} "
             f"p50={hist.percentile(50) / 1000:.1f}ms p99={hist.percentile(99) / 1000:.1f}ms "
-            f"findings={sum(s['findings'] for s in snaps)}"
+            f"findings={sum(s['findings'] for s in snaps)} top_error={self.top_error(errors)}"
         )
 
     def render(self) -> Group:
@@ -102,6 +131,7 @@ class LiveView:
             "devices connected",
             f"{sum(s['connected'] for s in snaps)} / {sum(s['devices'] for s in snaps)}",
         )
+        t.add_row("normal devices served", self.served())
         t.add_row("requests/s (last s)", f"{self._rate:.1f}")
         t.add_row(
             "requests ok / failed",
@@ -122,6 +152,7 @@ class LiveView:
         )
         findings = sum(s["findings"] for s in snaps)
         t.add_row("attack findings", Text(str(findings), style="red" if findings else "green"))
+        t.add_row("top error", Text(self.top_error(errors), style="red" if errors else "green"))
         parts: list[Any] = [t]
         if errors:
             e = Table(title="errors by kind")
@@ -142,21 +173,48 @@ class LiveView:
         return Group(*parts)
 
 
-def _timeline_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+def interval_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    """The timeline, one row per interval: ``CSV_COLUMNS`` (percentiles in
+    ms from the interval's histogram of successful requests; codes as
+    ``code:count`` pairs separated by spaces)."""
     timeline = report.get("timeline", {})
     if not timeline:
         return []
     seconds = sorted(int(k) for k in timeline)
     start = int(report.get("started", seconds[0]))
-    return [[s - start, s, *timeline[str(s)]] for s in seconds]
+    lat = report.get("timeline_latency", {})
+    codes = report.get("timeline_codes", {})
+    rows = []
+    for sec in seconds:
+        h = interval_histogram(lat.get(str(sec)))
+        pct = [h.percentile(q) / 1000 if h.count else "" for _, q in PERCENTILES]
+        top = h.max / 1000 if h.count else ""
+        text = " ".join(f"{c}:{n}" for c, n in sorted(codes.get(str(sec), {}).items()))
+        rows.append([sec - start, sec, *timeline[str(sec)], *pct, top, text])
+    return rows
+
+
+def interval_histogram(data: Mapping[str, Any] | None) -> Histogram:
+    """A timeline interval's latency histogram from its sparse JSON form."""
+    h = Histogram()
+    if data:
+        for b, n in data["buckets"]:
+            h.record_bucket(int(b), int(n))
+        h.max = int(data["max"])
+    return h
+
+
+def _timeline_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    return interval_rows(report)
 
 
 def write_csv(report: Mapping[str, Any], out: IO[str]) -> None:
-    """The per-second time series: ``t_s, epoch, requests_ok, requests_failed,
-    handshakes, tokens, connected, retransmissions, timeouts``."""
+    """The timeline, one row per interval (``report["interval"]`` seconds):
+    ``t_s, epoch``, the counts of ``TIMELINE_COLUMNS``, request latency
+    percentiles ``p50_ms, p90_ms, p99_ms, p99_9_ms, max_ms`` and ``codes``."""
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["t_s", "epoch", *TIMELINE_COLUMNS])
-    w.writerows(_timeline_rows(report))
+    w.writerow(CSV_COLUMNS)
+    w.writerows(interval_rows(report))
 
 
 def _bar(value: float, top: float, width: int = 40) -> str:
@@ -177,11 +235,21 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
         f"{report.get('throughput', {}).get('requests_ok_per_s', 0)} requests ok/s",
         highlight=False,
     )
+    src = report.get("sources", {})
+    if src:
+        console.print(
+            f"source addresses: {src.get('count', 0)}, {src.get('mode', '')}: "
+            f"{', '.join(src.get('ranges', [])[:4])}"
+            + (" ..." if len(src.get("ranges", [])) > 4 else ""),
+            highlight=False,
+        )
+    interval = report.get("interval", 1) or 1
     rows = _timeline_rows(report)
     if rows:
         buckets = max(1, len(rows) // 20 + (1 if len(rows) % 20 else 0))
         top = max(
-            sum(r[2] for r in rows[i : i + buckets]) / buckets for i in range(0, len(rows), buckets)
+            sum(r[2] for r in rows[i : i + buckets]) / buckets / interval
+            for i in range(0, len(rows), buckets)
         )
         t = Table(title="throughput over time (requests ok per second)")
         t.add_column("t (s)", justify="right")
@@ -189,7 +257,7 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
         t.add_column("")
         for i in range(0, len(rows), buckets):
             chunk = rows[i : i + buckets]
-            rate = sum(r[2] for r in chunk) / len(chunk)
+            rate = sum(r[2] for r in chunk) / len(chunk) / interval
             t.add_row(f"{chunk[0][0]}", f"{rate:.1f}", _bar(rate, top))
         console.print(t)
     lat = report.get("latency_ms", {})
@@ -205,6 +273,20 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
                 *(f"{s[k]:.2f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
             )
     console.print(t)
+    routes = report.get("routes", {})
+    if routes:
+        t = Table(title="requests per route (normal devices; latency of answered requests, ms)")
+        for col in ("route", "count", "codes", "p50", "p90", "p99", "p99.9"):
+            t.add_column(col, justify="left" if col in ("route", "codes") else "right")
+        for route, r in routes.items():
+            lat_r = r.get("latency_ms", {})
+            t.add_row(
+                route,
+                str(r["count"]),
+                ", ".join(f"{c}: {n}" for c, n in r["codes"].items()),
+                *(f"{lat_r.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "p99.9")),
+            )
+        console.print(t)
     t = Table(title="CoAP response codes")
     t.add_column("phase")
     t.add_column("codes")
@@ -226,7 +308,9 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
     errors = report.get("errors", {})
     if errors:
         console.print(
-            "errors: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())), highlight=False
+            "errors: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())),
+            highlight=False,
+            markup=False,
         )
     attacks = report.get("attacks", {})
     if attacks:
@@ -249,12 +333,17 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
             console.print(
                 f"  {kind}: expected {a.get('expected_answer', '')}; got {answers or 'nothing'}",
                 highlight=False,
+                markup=False,
             )
+    for kind, why in sorted(report.get("attacks_not_exercised", {}).items()):
+        console.print(f"[yellow]not exercised:[/] {kind}: {escape(why)}", highlight=False)
     for f in report.get("findings", [])[:10]:
-        console.print(
-            f"[bold red]FINDING[/] {f['attack']}: device {f['device']} got {f['answer']} "
-            f"(expected {f['expected']})"
+        request = f" ({f['request']})" if f.get("request") else ""
+        text = (
+            f"{f['attack']}: device {f['device']}, {f.get('route', '')}{request}: "
+            f"got {f['answer']} (expected {f['expected']})"
         )
+        console.print(f"[bold red]FINDING[/] {escape(text)}", highlight=False)
     sim = report.get("simulator", {})
     for w in sim.get("workers", []):
         console.print(
@@ -265,10 +354,18 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
             highlight=False,
         )
     for warning in sim.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     verdict = report.get("verdict")
     if verdict:
         for check in verdict["checks"]:
             mark = "[green]ok[/]" if check["ok"] else "[bold red]FAIL[/]"
-            console.print(f"{mark} {check['name']}: {check['value']} (limit {check['limit']})")
-        console.print("[bold green]PASS[/]" if verdict["pass"] else "[bold red]FAIL[/]")
+            console.print(
+                f"{mark} {check['name']}: {check['value']} (limit {check['limit']})",
+                highlight=False,
+            )
+        if verdict["pass"]:
+            console.print("[bold green]PASS[/]")
+        else:
+            console.print("[bold red]FAIL[/]")
+            for cause in verdict.get("causes", []):
+                console.print(f"  cause: {cause}", highlight=False, markup=False)

@@ -145,7 +145,7 @@ class DtlsClientPool:
     def __init__(self, server: tuple[str, int], events: SessionEvents) -> None:
         self._loop = asyncio.get_running_loop()
         info = socket.getaddrinfo(server[0], server[1], type=socket.SOCK_DGRAM)[0]
-        self._family = info[0]
+        self.family = info[0]
         self.server = info[4]
         self._events = events
         self._store = _PskStore()
@@ -199,7 +199,7 @@ class DtlsClientPool:
         if level == 0 and code == EVENT_CONNECTED:
             self._pending.append(("connected", conn, b""))
         elif level == ALERT_FATAL:
-            self._pending.append(("closed", conn, b"fatal_alert"))
+            self._pending.append(("closed", conn, b"fatal_alert_%d" % code))
         elif level == ALERT_WARNING and code == 0:
             self._pending.append(("closed", conn, b"close_notify"))
 
@@ -243,7 +243,7 @@ class DtlsClientPool:
         """A non-blocking UDP socket connected to the gateway, with its own
         source port (on ``bind``, a local address, if given). Raises OSError
         (e.g. EMFILE) when none can be had."""
-        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             if bind is not None:
@@ -367,7 +367,12 @@ class DtlsClientPool:
                 data = sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # ICMP port unreachable on a connected socket
+            except ConnectionRefusedError:  # ICMP port unreachable (connected socket)
+                if conn.state in (HANDSHAKING, CONNECTED):
+                    self._unreachable(conn)
+                    return
+                continue
+            except OSError:
                 continue
             self.datagrams_received += 1
             if conn.state == RAW:
@@ -380,6 +385,16 @@ class DtlsClientPool:
                     self._leave()
             if conn.state == CLOSED:
                 return
+
+    def _unreachable(self, conn: Connection) -> None:
+        """Nothing listens at the gateway's address: the session is over."""
+        self._muted = True  # nobody to tell
+        try:
+            self._ctx.resetPeer(conn.dtls_session)
+        finally:
+            self._muted = False
+        self._forget(conn)
+        self._events.dtls_closed(conn, "port_unreachable")
 
     def _schedule_poll(self) -> None:
         if self._poll is None and self._handshaking > 0 and not self._closed:

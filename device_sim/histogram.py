@@ -79,6 +79,20 @@ class Histogram:
         self.count += n
         self.total += value * n
 
+    def record_bucket(self, index: int, n: int = 1) -> None:
+        """Add ``n`` counts to bucket ``index`` (rebuilding a histogram from
+        sparse buckets, e.g. a timeline interval's): min, max and total are
+        taken from the bucket's bounds (its lowest value for the total)."""
+        if not 0 <= index < _BUCKETS or n < 0:
+            raise ValueError("histogram bucket out of range")
+        low, high = bucket_bounds(index)
+        self._counts[index] += n
+        if self.count == 0 or low < self.min:
+            self.min = low
+        self.max = max(self.max, high)
+        self.count += n
+        self.total += low * n
+
     def record_seconds(self, seconds: float) -> None:
         """Record a duration given in seconds as microseconds."""
         self.record(round(seconds * 1_000_000))

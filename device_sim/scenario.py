@@ -13,6 +13,8 @@ refuses unknown keys so a typo cannot silently fall back to a default.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import random
 import re
@@ -26,6 +28,7 @@ from tokens.params import Method
 
 from .coap import TransmissionParameters
 from .dtls_client import MAX_IDENTITY_LENGTH, MAX_PSK_LENGTH
+from .templates import BodyTemplate, TemplateError, compile_body
 
 __all__ = [
     "ATTACK_KINDS",
@@ -38,7 +41,9 @@ __all__ = [
     "load_scenario",
     "parse_duration",
     "parse_shard",
+    "resolve_scenario",
     "scenario_from_dict",
+    "scenario_names",
     "split",
 ]
 
@@ -53,13 +58,19 @@ ATTACK_KINDS = (
     "malformed_cbor",
     "handshake_flood",
     "abrupt_disconnect",
+    "token_theft",
+    "request_flood",
+    "lockout_abuse",
+    "half_open_flood",
 )
 POP_KINDS = ("symmetric", "es256", "eddsa")
 #: ``[target] auth``: ``ace`` (token, upload, Proof option) or ``none`` (plain
 #: CoAP over DTLS, for servers without ACE endpoints).
 AUTH_KINDS = ("ace", "none")
 #: Attack kinds that need no token, so they also run with ``auth = "none"``.
-NO_AUTH_ATTACKS = ("wrong_psk", "handshake_flood")
+NO_AUTH_ATTACKS = ("wrong_psk", "handshake_flood", "lockout_abuse", "half_open_flood")
+#: The scenario library shipped with the package (``--scenario NAME``).
+LIBRARY = Path(__file__).parent / "scenarios"
 
 
 class ScenarioError(Exception):
@@ -99,10 +110,17 @@ class RequestSpec:
     payload_size: int = 0
     content_format: int | None = None
     query: tuple[str, ...] = ()
+    #: a JSON/CBOR body filled per request (``device_sim.templates``)
+    body: BodyTemplate | None = None
 
     @property
     def segments(self) -> tuple[str, ...]:
         return tuple(s for s in self.path.split("/") if s)
+
+    @property
+    def route(self) -> str:
+        """``METHOD /path``: the key of the per-route statistics."""
+        return f"{Method(self.method).name} {self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +139,7 @@ class Scenario:
     request per 10 s per device, symmetric PoP, RFC 7252 timers)."""
 
     name: str = "default"
+    description: str = ""
     devices: int | None = None
     ramp_up: float = 0.0
     duration: float = 60.0
@@ -146,6 +165,15 @@ class Scenario:
     renew_before: float = 60.0
     min_lifetime: float | None = None
     max_lifetime: float | None = None
+    # [[stages]]: (duration, requests per second per device), one after the other
+    stages: tuple[tuple[float, float], ...] = ()
+    # [thresholds] (k6-style; the command line overrides them)
+    served_ratio: float = 0.99
+    error_rate: float = 0.01
+    p99_ms: float | None = None
+    strict_attacks: bool = False
+    # [report]
+    report_interval: float | None = None
     # [[requests]]
     requests: tuple[RequestSpec, ...] = (RequestSpec(),)
     # [attacks] percent of devices per kind, [attacks.options]
@@ -156,6 +184,10 @@ class Scenario:
     expiry_leeway: float = 30.0
     scope_violation_path: str = "/acegw-sim/forbidden"
     abrupt_pause: float = 1.0
+    flood_requests: int = 100
+    lockout_attempts: int = 12
+    lockout_victims: int = 2
+    half_open_rate: float = 200.0
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A copy with ``changes`` (None values ignored), validated again."""
@@ -164,7 +196,25 @@ class Scenario:
         return s
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready description for reports (no secrets: none are here)."""
+        """JSON-ready description for reports (no secrets: none are here),
+        with a ``fingerprint`` of everything but the target and thresholds
+        (``merge`` compares it)."""
+        out = self._summary()
+        body = {k: v for k, v in out.items() if k not in ("target", "thresholds")}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        out["fingerprint"] = digest[:16]
+        return out
+
+    def thresholds(self) -> dict[str, Any]:
+        """The verdict's limits (``[thresholds]``)."""
+        return {
+            "served_ratio": self.served_ratio,
+            "error_rate": self.error_rate,
+            "p99_ms": self.p99_ms,
+            "strict_attacks": self.strict_attacks,
+        }
+
+    def _summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "devices": self.devices,
@@ -185,10 +235,26 @@ class Scenario:
                     "weight": r.weight,
                     "payload_size": r.payload_size,
                     "content_format": r.content_format,
+                    "body": None if r.body is None else {r.body.format: r.body.source},
                 }
                 for r in self.requests
             ],
+            "stages": [list(st) for st in self.stages],
+            "interval": self.report_interval,
             "attacks": dict(self.attacks),
+            "attack_options": {
+                "interval": self.attack_interval,
+                "oversized_bytes": self.oversized_bytes,
+                "oversized_path": self.oversized_path,
+                "expiry_leeway": self.expiry_leeway,
+                "scope_violation_path": self.scope_violation_path,
+                "abrupt_pause": self.abrupt_pause,
+                "flood_requests": self.flood_requests,
+                "lockout_attempts": self.lockout_attempts,
+                "lockout_victims": self.lockout_victims,
+                "half_open_rate": self.half_open_rate,
+            },
+            "thresholds": self.thresholds(),
         }
 
     @property
@@ -199,10 +265,29 @@ class Scenario:
         assert self.rate is not None
         return 1.0 / self.rate
 
+    def rate_at(self, elapsed: float) -> tuple[float, float]:
+        """The request rate per device ``elapsed`` seconds into the run and
+        until when (seconds into the run) it holds: the ``[[stages]]`` one
+        after the other, then ``rate``."""
+        end = 0.0
+        for duration, rate in self.stages:
+            end += duration
+            if elapsed < end:
+                return rate, end
+        return 1.0 / self.interval, math.inf
+
+    @property
+    def timeline_interval(self) -> float:
+        """Seconds per row of the timeline: ``[report] interval``, else 1 s
+        for runs up to 10 minutes and about 600 rows for longer ones."""
+        if self.report_interval is not None:
+            return self.report_interval
+        return float(max(1, math.ceil(self.duration / 600)))
+
 
 # --- TOML --------------------------------------------------------------------------
 
-_TOP = {"name", "devices", "ramp_up", "duration", "seed"}
+_TOP = {"name", "description", "devices", "ramp_up", "duration", "seed"}
 _SECTIONS: dict[str, set[str]] = {
     "target": {
         "host",
@@ -223,9 +308,24 @@ _SECTIONS: dict[str, set[str]] = {
     },
     "coap": {"ack_timeout", "ack_random_factor", "max_retransmit"},
     "token": {"renew_before", "min_lifetime", "max_lifetime"},
+    "thresholds": {"served_devices", "error_rate", "p99_ms", "strict_attacks"},
+    "report": {"interval"},
 }
-_REQUEST_KEYS = {"method", "path", "weight", "payload_size", "content_format", "query"}
+_REQUEST_KEYS = {
+    "method",
+    "path",
+    "weight",
+    "payload_size",
+    "content_format",
+    "query",
+    "body",
+    "format",
+}
 _ATTACK_OPTIONS = {
+    "flood_requests",
+    "lockout_attempts",
+    "lockout_victims",
+    "half_open_rate",
     "interval",
     "oversized_bytes",
     "oversized_path",
@@ -272,10 +372,12 @@ def _method(value: Any, what: str) -> int:
 
 def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
     """Build a :class:`Scenario` from parsed TOML (see ``docs/simulator.md``)."""
-    _check_keys(data, _TOP | set(_SECTIONS) | {"requests", "attacks"}, "scenario")
+    _check_keys(data, _TOP | set(_SECTIONS) | {"requests", "attacks", "stages"}, "scenario")
     kw: dict[str, Any] = {}
     if "name" in data:
         kw["name"] = str(data["name"])
+    if "description" in data:
+        kw["description"] = " ".join(str(data["description"]).split())
     if "devices" in data:
         kw["devices"] = _number(data["devices"], "devices", low=1, integer=True)
     if "ramp_up" in data:
@@ -312,10 +414,26 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
                 kw.setdefault("_coap", {})[key] = _number(
                     value, what, integer=key == "max_retransmit"
                 )
+            elif section == "thresholds":
+                if key == "strict_attacks":
+                    if not isinstance(value, bool):
+                        raise ScenarioError(f"{what}: expected true or false")
+                    kw[key] = value
+                elif key == "p99_ms":
+                    kw[key] = float(_number(value, what))
+                else:
+                    ratio = float(_number(value, what))
+                    if ratio > 1:
+                        raise ScenarioError(f"{what}: a share between 0 and 1")
+                    kw["served_ratio" if key == "served_devices" else key] = ratio
+            elif section == "report":
+                kw["report_interval"] = parse_duration(value, what)
             else:
                 kw[key] = parse_duration(value, what)
     if "think_time" in kw and "rate" not in kw:
         kw["rate"] = None
+    if "stages" in data:
+        kw["stages"] = _stages(data["stages"])
     coap_kw = kw.pop("_coap", None)
     if coap_kw:
         kw["transmission"] = TransmissionParameters(**coap_kw)
@@ -334,6 +452,19 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
             if not isinstance(query, list) or not all(isinstance(q, str) for q in query):
                 raise ScenarioError(f"{where}.query: expected a list of strings")
             cf = item.get("content_format")
+            body = None
+            if "body" in item:
+                if "payload_size" in item:
+                    raise ScenarioError(f"{where}: give body or payload_size, not both")
+                fmt = item.get("format", "json")
+                try:
+                    body = compile_body(item["body"], fmt, f"{where}.body")
+                except TemplateError as exc:
+                    raise ScenarioError(str(exc)) from None
+                if cf is None:
+                    cf = body.content_format
+            elif "format" in item:
+                raise ScenarioError(f"{where}.format: only with a body template")
             mix.append(
                 RequestSpec(
                     method=_method(item.get("method", "GET"), f"{where}.method"),
@@ -346,6 +477,7 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
                     if cf is None
                     else _number(cf, f"{where}.content_format", integer=True),
                     query=tuple(query),
+                    body=body,
                 )
             )
         kw["requests"] = tuple(mix)
@@ -363,13 +495,34 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
             kw["attack_interval"] = parse_duration(value, what)
         elif key in ("abrupt_pause", "expiry_leeway"):
             kw[key] = parse_duration(value, what)
-        elif key == "oversized_bytes":
-            kw["oversized_bytes"] = _number(value, what, low=1, integer=True)
+        elif key in ("oversized_bytes", "flood_requests", "lockout_attempts", "lockout_victims"):
+            kw[key] = _number(value, what, low=1, integer=True)
+        elif key == "half_open_rate":
+            kw[key] = float(_number(value, what, low=0.1))
         else:
             kw[key] = _path(value, what)
     s = Scenario(**kw)
     _validate(s)
     return s
+
+
+def _stages(items: Any) -> tuple[tuple[float, float], ...]:
+    if not isinstance(items, list) or not items:
+        raise ScenarioError("[[stages]] must be a non-empty array of tables")
+    out = []
+    for i, item in enumerate(items):
+        where = f"stages[{i}]"
+        if not isinstance(item, dict):
+            raise ScenarioError(f"{where}: expected a table")
+        _check_keys(item, {"duration", "rate"}, where)
+        if "duration" not in item or "rate" not in item:
+            raise ScenarioError(f"{where}: needs duration and rate")
+        duration = parse_duration(item["duration"], f"{where}.duration")
+        rate = float(_number(item["rate"], f"{where}.rate"))
+        if duration <= 0 or rate <= 0:
+            raise ScenarioError(f"{where}: duration and rate must be > 0")
+        out.append((duration, rate))
+    return tuple(out)
 
 
 def _validate(s: Scenario) -> None:
@@ -406,6 +559,31 @@ def _validate(s: Scenario) -> None:
         raise ScenarioError(f"attacks: percentages add up to {total} > 100")
     if not 0 < s.port < 65536:
         raise ScenarioError("target.port out of range")
+    if s.stages and s.think_time is not None:
+        raise ScenarioError("stages set request rates: not with device.think_time")
+    if s.report_interval is not None and s.report_interval < 1:
+        raise ScenarioError("report.interval must be at least 1 s")
+    if not (0 <= s.served_ratio <= 1 and 0 <= s.error_rate <= 1):
+        raise ScenarioError("thresholds: served_devices and error_rate are shares in [0, 1]")
+
+
+def scenario_names() -> list[str]:
+    """Names of the scenarios shipped with the package."""
+    return sorted(p.stem for p in LIBRARY.glob("*.toml"))
+
+
+def resolve_scenario(name: str) -> Path:
+    """A scenario file: ``name`` as a path if it exists, else the library's
+    ``NAME.toml``."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = LIBRARY / f"{name}.toml"
+    if "/" not in name and shipped.is_file():
+        return shipped
+    raise ScenarioError(
+        f"--scenario {name!r}: no such file and not in the library ({', '.join(scenario_names())})"
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -12,6 +12,15 @@ The worker is saturated (and says so in the report) when, in a second, it
 used more than :data:`SATURATED_CPU` of a core or its event loop ran more than
 :data:`SATURATED_LAG` late: then latencies measure the simulator, not the
 gateway.
+
+Source addresses (:class:`SourcePlan`): the scenario's ``[target]
+source_addresses``, or, when none are given and the gateway is on an IPv4
+loopback address, one address of ``127.128.0.0/9`` per device (so a gateway
+that limits or locks out per address sees a fleet, not one peer); the
+report says which were used. The worker also gives attackers what their
+kind needs: a victim to steal a token from, devices to name in wrong-PSK
+handshakes (with another address than the attacker's), a second address
+for the honest handshakes during a half-open flood.
 """
 
 from __future__ import annotations
@@ -29,13 +38,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .device import Device
-from .device_state import RequestMix
+from .device_state import LockoutWatch, RequestMix
 from .dtls_client import Connection, DtlsClientPool
+from .flood import MAX_OPEN, HalfOpenFlood
 from .histogram import Histogram
 from .scenario import DeviceSpec, Scenario, ScenarioError
 from .stats import Recorder
 
-__all__ = ["Worker", "expand_addresses", "open_files_needed", "raise_open_files"]
+__all__ = [
+    "SourcePlan",
+    "Worker",
+    "expand_addresses",
+    "open_files_needed",
+    "raise_open_files",
+    "resolve_target",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +68,9 @@ _LAG_TICK = 0.05
 def open_files_needed(devices: int, roles: Sequence[str | None] = ()) -> int:
     """Descriptors one worker needs: a socket per device (a flooding device
     may briefly hold two) plus a reserve."""
-    return devices + sum(1 for r in roles if r == "handshake_flood") + FD_RESERVE
+    flooding = sum(1 for r in roles if r == "handshake_flood")
+    half_open = sum(MAX_OPEN + 1 for r in roles if r == "half_open_flood")
+    return devices + flooding + half_open + FD_RESERVE
 
 
 def raise_open_files(needed: int) -> tuple[int, int]:
@@ -85,6 +104,99 @@ def expand_addresses(items: Sequence[str]) -> list[str]:
     return out
 
 
+#: The default source network on an IPv4 loopback target: one address per device.
+DEFAULT_LOOPBACK_SOURCES = ipaddress.IPv4Network("127.128.0.0/9")
+
+
+def resolve_target(host: str, port: int) -> tuple[int, Any]:
+    """``(family, sockaddr)`` of the gateway; ScenarioError (a one-line
+    message) when the host does not resolve."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise ScenarioError(f"target host {host!r} does not resolve: {reason}") from None
+    return info[0], info[4]
+
+
+class SourcePlan:
+    """Which local address each device sends from (see module doc)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        family, sockaddr = resolve_target(scenario.host, scenario.port)
+        self.explicit = expand_addresses(scenario.source_addresses)
+        self.spread = False
+        if self.explicit:
+            self.mode = "configured ([target] source_addresses)"
+        elif family == socket.AF_INET and ipaddress.ip_address(sockaddr[0]).is_loopback:
+            self.spread = True
+            self.mode = f"one per device from {DEFAULT_LOOPBACK_SOURCES} (default on loopback)"
+        else:
+            self.mode = "chosen by the kernel (one address)"
+
+    @property
+    def distinct(self) -> int:
+        """How many different addresses the plan can give (1: all share one)."""
+        if self.spread:
+            return DEFAULT_LOOPBACK_SOURCES.num_addresses - 2
+        return max(1, len(set(self.explicit)))
+
+    def address(self, index: int) -> str | None:
+        """The source address of devices.csv row ``index`` (None: the kernel's)."""
+        if self.spread:
+            span = DEFAULT_LOOPBACK_SOURCES.num_addresses - 2
+            return str(DEFAULT_LOOPBACK_SOURCES.network_address + 1 + index % span)
+        if self.explicit:
+            return self.explicit[index % len(self.explicit)]
+        return None
+
+    def other(self, index: int) -> str | None:
+        """An address other than ``address(index)`` (None: the plan has one)."""
+        if self.distinct < 2:
+            return None
+        mine = self.address(index)
+        for step in (1, 2, 3):
+            if self.spread:
+                candidate = self.address(index + DEFAULT_LOOPBACK_SOURCES.num_addresses // 2)
+            else:
+                candidate = self.address(index + step)
+            if candidate != mine:
+                return candidate
+        return None
+
+    def describe(self, used: Sequence[str | None]) -> dict[str, Any]:
+        """The report's ``sources``: mode, number of addresses, ranges."""
+        addrs = sorted({int(ipaddress.ip_address(a)) for a in used if a is not None})
+        ranges: list[str] = []
+        start = prev = None
+        for a in addrs:
+            if prev is not None and a == prev + 1:
+                prev = a
+                continue
+            if start is not None:
+                ranges.append(_range(start, prev))
+            start = prev = a
+        if start is not None:
+            ranges.append(_range(start, prev))
+        return {"mode": self.mode, "count": max(1, len(addrs)), "ranges": ranges}
+
+
+def _range(a: int, b: int | None) -> str:
+    first = str(ipaddress.ip_address(a))
+    return first if b is None or b == a else f"{first}-{ipaddress.ip_address(b)}"
+
+
+def _rows(indices: Sequence[int]) -> list[list[int]]:
+    """Contiguous ``[first, last]`` ranges of devices.csv rows."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -97,11 +209,13 @@ class _Slot:
     """The driver's side of one device: its connection, kept socket, raw
     (flood) connection and timer."""
 
-    __slots__ = ("bind", "conn", "dev", "handle", "handle_at", "kept", "raw")
+    __slots__ = ("bind", "conn", "dev", "flood", "flood_bind", "handle", "handle_at", "kept", "raw")
 
-    def __init__(self, dev: Device, bind: str | None) -> None:
+    def __init__(self, dev: Device, bind: str | None, flood_bind: str | None = None) -> None:
         self.dev = dev
         self.bind = bind
+        self.flood_bind = flood_bind
+        self.flood: HalfOpenFlood | None = None
         self.conn: Connection | None = None
         self.kept: socket.socket | None = None
         self.raw: Connection | None = None
@@ -126,6 +240,7 @@ class Worker:
         shard: str = "1/1",
         progress: Progress | None = None,
         start_at: float | None = None,
+        keep_samples: bool = False,
     ) -> None:
         self.sc = scenario
         self.specs = list(devices)
@@ -134,10 +249,11 @@ class Worker:
         self.shard = shard
         self.progress = progress
         self.start_at_epoch = start_at
-        self.sources = expand_addresses(scenario.source_addresses)
+        self.plan = SourcePlan(scenario)
         self.slots: list[_Slot] = []
         self.pool: DtlsClientPool | None = None
-        self.rec = Recorder()
+        self.rec = Recorder(interval=int(scenario.timeline_interval), keep_samples=keep_samples)
+        self.stopped_by: str | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lag = Histogram()
@@ -148,8 +264,11 @@ class Worker:
         self.warnings: list[str] = []
         self.send_dropped = 0
 
-    def stop(self) -> None:
-        """End the run early (e.g. on Ctrl-C); :meth:`run` then reports."""
+    def stop(self, reason: str = "stopped") -> None:
+        """End the run early (e.g. ``"SIGINT"``); :meth:`run` then reports
+        the run as interrupted, with ``reason``."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
         if self._stop is not None:
             self._stop.set()
 
@@ -261,6 +380,14 @@ class Worker:
                 dev.rec.error("socket_error")
         elif kind == "raw" and slot.raw is not None:
             pool.send_raw(slot.raw, action[1])
+        elif kind == "flood_start":
+            if slot.flood is None:
+                slot.flood = HalfOpenFlood(
+                    pool.server, pool.family, slot.flood_bind, self.sc.half_open_rate, self.rec
+                )
+            slot.flood.start()
+        elif kind == "flood_stop" and slot.flood is not None:
+            slot.flood.stop()
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -279,13 +406,30 @@ class Worker:
         t0 = loop.time()
         mix = RequestMix(self.sc.requests)
         n = len(self.specs)
-        sources = self.sources
+        watch = LockoutWatch()
         for j, (spec, role) in enumerate(zip(self.specs, self.roles, strict=True)):
             start = t0 + (self.sc.ramp_up * j / n if n else 0.0)
-            dev = Device(spec, self.sc, self.rec, role=role, start_at=start, mix=mix)
-            slot = _Slot(dev, sources[spec.index % len(sources)] if sources else None)
+            victims, unable, bind, flood_bind = self._equip(j, spec, role)
+            dev = Device(
+                spec,
+                self.sc,
+                self.rec,
+                role=role,
+                start_at=start,
+                mix=mix,
+                run_start=t0,
+                run_end=t0 + self.sc.duration,
+                victims=victims,
+                watch=watch,
+                unable=unable,
+            )
+            slot = _Slot(dev, bind, flood_bind)
             self.slots.append(slot)
-            dev.start(t0)
+        row = {spec.index: j for j, spec in enumerate(self.specs)}
+        for slot in self.slots:
+            for victim in slot.dev.victims if slot.dev.role == "lockout_abuse" else ():
+                watch.devices[victim.client_id] = self.slots[row[victim.index]].dev
+            slot.dev.start(t0)
             self._sync(slot)
         monitor = asyncio.create_task(self._monitor(t0, started_epoch))
         lag = asyncio.create_task(self._lag_probe())
@@ -303,6 +447,42 @@ class Worker:
         await asyncio.sleep(0)  # let close_notify datagrams leave
         return self._report(started_epoch, ended_epoch)
 
+    def _equip(
+        self, j: int, spec: DeviceSpec, role: str | None
+    ) -> tuple[list[DeviceSpec], str | None, str | None, str | None]:
+        """What device ``j`` needs for its role: victims, why it cannot
+        attack (or None), its source address and its flood address."""
+        plan = self.plan
+        bind = plan.address(spec.index)
+        if role is None:
+            return [], None, bind, None
+        normal = [k for k, r in enumerate(self.roles) if r is None]
+        if role == "token_theft":
+            if not normal:
+                return [], "no normal device in this worker to steal a token from", bind, None
+            return [self.specs[normal[j % len(normal)]]], None, bind, None
+        if role == "lockout_abuse":
+            mine = [k for k in normal if plan.address(self.specs[k].index) != bind]
+            if not mine:
+                why = (
+                    "every device sends from the attacker's address: give [target] "
+                    "source_addresses more than one address"
+                    if normal
+                    else "no normal device in this worker to name"
+                )
+                return [], why, bind, None
+            count = min(self.sc.lockout_victims, len(mine))
+            first = self.roles[:j].count("lockout_abuse") * count
+            picked = [self.specs[mine[(first + i) % len(mine)]] for i in range(count)]
+            return picked, None, bind, None
+        if role == "half_open_flood":
+            other = plan.other(spec.index)
+            if other is None:
+                why = "needs a second source address for its honest handshakes"
+                return [], why, bind, None
+            return [], None, other, bind
+        return [], None, bind, None
+
     def _shutdown(self) -> None:
         now = self._now()
         for slot in self.slots:
@@ -314,6 +494,8 @@ class Worker:
             if slot.kept is not None:
                 slot.kept.close()
                 slot.kept = None
+            if slot.flood is not None:
+                slot.flood.stop()
         if self.pool is not None:
             self.pool.shutdown()
 
@@ -351,11 +533,24 @@ class Worker:
             if self.progress is not None:
                 self.progress(self._snapshot(now - t0, connected, share, rss, saturated))
 
+    def _served(self) -> tuple[int, int]:
+        """Normal devices, and those served (handshake, token, upload and a
+        successful request)."""
+        normal = served = 0
+        for s in self.slots:
+            if s.dev.role is None:
+                normal += 1
+                served += s.dev.succeeded
+        return normal, served
+
     def _snapshot(
         self, elapsed: float, connected: int, cpu: float, rss: int, saturated: bool
     ) -> dict[str, Any]:
         rec = self.rec
+        normal, served = self._served()
         return {
+            "normal": normal,
+            "served": served,
             "worker": self.worker_id,
             "elapsed": round(elapsed, 3),
             "duration": self.sc.duration,
@@ -377,6 +572,7 @@ class Worker:
                 attackers[role] = attackers.get(role, 0) + 1
         normal = [s.dev for s in self.slots if s.dev.role is None]
         devices = {
+            "rows": _rows([spec.index for spec in self.specs]),
             "simulated": len(self.slots),
             "normal": len(normal),
             "attackers": attackers,
@@ -412,11 +608,22 @@ class Worker:
             ],
             "warnings": list(self.warnings),
         }
-        return self.rec.report(
+        used = [s.bind for s in self.slots] + [s.flood_bind for s in self.slots if s.flood_bind]
+        report = self.rec.report(
             scenario=self.sc.summary(),
             shard=self.shard,
             started=started,
             ended=ended,
             devices=devices,
             simulator=simulator,
+            run={
+                "planned_duration": self.sc.duration,
+                "completed": self.stopped_by is None,
+                "interrupted": self.stopped_by,
+            },
+            sources=self.plan.describe(used),
+            thresholds=self.sc.thresholds(),
         )
+        if self.rec.samples is not None:
+            report["samples"] = self.rec.samples
+        return report
