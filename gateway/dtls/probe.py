@@ -156,8 +156,10 @@ class ProbeSession:
 class DtlsProbe:
     """DTLS-PSK client sessions to one ``server`` ``(host, port)``."""
 
-    def __init__(self, server: tuple[str, int]) -> None:
+    def __init__(self, server: tuple[str, int], *, source: str | None = None) -> None:
+        """``source``: the local address every session binds (None: any)."""
         self._server = server
+        self._source = source
         self._family = (
             socket.AF_INET6 if ipaddress.ip_address(server[0]).version == 6 else socket.AF_INET
         )
@@ -198,7 +200,8 @@ class DtlsProbe:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            sock.bind(("::" if self._family == socket.AF_INET6 else "0.0.0.0", local_port))
+            wildcard = "::" if self._family == socket.AF_INET6 else "0.0.0.0"
+            sock.bind((self._source or wildcard, local_port))
             sock.connect(self._server)
         except BaseException:
             sock.close()
