@@ -339,3 +339,28 @@ def test_console_script(gw: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.startswith("acegw: error:") and "Traceback" not in done.stderr
+
+
+def test_bans_lift_needs_a_target_and_a_real_address(tmp_path):
+    state = tmp_path / "s"
+    assert main(["init", "--dir", str(state)], out=io.StringIO()) == 0
+    for argv in (
+        ["bans", "lift"],
+        ["bans", "lift", "--all", "--client", "acc-1"],
+        ["bans", "lift", "--address", "not-an-ip"],
+        ["bans", "lift", "--kid", "zz"],
+    ):
+        assert main([*argv, "--dir", str(state)], out=io.StringIO()) == 2, argv
+    out = io.StringIO()
+    assert main(["bans", "lift", "--address", "192.0.2.7", "--dir", str(state)], out=out) == 0
+    assert "recorded" in out.getvalue()
+
+
+def test_bans_list_says_when_no_gateway_answers(tmp_path, monkeypatch, capsys):
+    state = tmp_path / "s"
+    assert main(["init", "--dir", str(state)], out=io.StringIO()) == 0
+    monkeypatch.setenv("ACEGW_METRICS_LISTEN", "127.0.0.1:1")
+    assert main(["bans", "list", "--dir", str(state)], out=io.StringIO()) == 1
+    assert "is acegw serve running?" in capsys.readouterr().err
+    monkeypatch.setenv("ACEGW_METRICS_LISTEN", "off")
+    assert main(["bans", "list", "--dir", str(state)], out=io.StringIO()) == 2

@@ -446,3 +446,17 @@ def test_change_stamps_chain_without_gaps(db_path: Path, key: MasterKey) -> None
         admin.rotate_psk("b")
         fourth = worker.changes_since(third.stamp)
         assert fourth.client_ids == {"a", "b"} and fourth.cut_off == {"b"}
+
+
+def test_ban_lifts_travel_through_the_change_log(reg: Registry, db_path: Path, key: MasterKey):
+    """``acegw bans lift`` in one process reaches the workers in others:
+    each finds the lift, in order, after its change stamp."""
+    stamp = reg.change_stamp()
+    with Registry(db_path, key) as other:
+        other.lift_bans("192.0.2.7", None)
+        other.lift_bans(None, b"acc-0001")
+        other.add("late", psk=b"k" * 16, scope="/a:GET")
+    changes = reg.changes_since(stamp)
+    assert changes.lifts == (("192.0.2.7", None), (None, b"acc-0001"))
+    assert changes.client_ids == frozenset({"late"})
+    assert reg.changes_since(changes.stamp).lifts == ()
