@@ -4,6 +4,9 @@ mapping, the library clock, the PSK store adapter, weak callbacks."""
 from __future__ import annotations
 
 import gc
+import subprocess
+
+from DTLSSocket import dtls
 
 from gateway.dtls.tinydtls import (
     MAX_PSK_LENGTH,
@@ -64,3 +67,14 @@ def test_weak_callbacks_do_not_keep_their_object_alive() -> None:
     del owner
     gc.collect()
     assert callback(1) == -1
+
+
+def test_the_dtls_library_is_built_hardened():
+    """``make`` rebuilds DTLSSocket from its sdist with -fstack-protector-strong
+    and -D_FORTIFY_SOURCE=2 (Makefile DTLS_CFLAGS): the extension calls the
+    stack-protector failure handler and fortified libc functions."""
+    symbols = subprocess.run(
+        ["nm", "-D", "--undefined-only", dtls.__file__], capture_output=True, text=True, check=True
+    ).stdout
+    assert "__stack_chk_fail" in symbols, "DTLSSocket built without the stack protector: run make"
+    assert "_chk@" in symbols.replace("__stack_chk_fail@", ""), "built without _FORTIFY_SOURCE"
