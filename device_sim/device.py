@@ -522,10 +522,17 @@ class Device:
         else:
             self.rec.count("attacker_errors")
 
-    def _op(self, phase: str, ok: bool) -> None:
-        """A normal device's handshake, token request or upload ended."""
-        if self.role is None:
-            self.rec.outcome(phase, ok)
+    def _op(self, phase: str, ok: bool, code: str = "", now: float = 0.0) -> None:
+        """A normal device's handshake, token request or upload ended
+        (``code``: the answer of a failed one). A refused token request or
+        upload of a device named in a lockout abuse is that attempt's answer."""
+        if self.role is not None:
+            return
+        self.rec.outcome(phase, ok)
+        if not ok and code and self.named_by is not None and phase != "handshake":
+            path = self.sc.token_path if phase == "token" else self.sc.authz_info_path
+            answer = _victim_answer(code)
+            self._victim_outcome(answer, f"POST {path}", now, code)
 
     def _request_result(
         self,
@@ -550,14 +557,7 @@ class Device:
         if not ok:
             self.rec.error(f"request_{outcome} ({reason})" if reason else f"request_{outcome}")
         if self.named_by is not None:
-            if ok:
-                answer = "victim_kept_working"
-            elif outcome == "4.01":
-                answer = "victim_locked_out"
-            elif outcome in ("timeout", "reset", "aborted", "4.29", "5.03"):
-                answer = "victim_timeout"
-            else:
-                answer = f"victim_{outcome}"
+            answer = "victim_kept_working" if ok else _victim_answer(outcome)
             self._victim_outcome(answer, route, now, outcome, reason)
 
     def _victim_outcome(
@@ -969,7 +969,7 @@ class Device:
         else:
             self._error(f"{ex.kind}_{reason}")
             if ex.kind in (TOKEN, AUTHZ):
-                self._op(ex.kind, False)
+                self._op(ex.kind, False, reason, now)
                 if self._theft_stage == 1:
                     self._theft_done(None, f"token request as the victim: {reason}", now)
                     return
@@ -1007,7 +1007,7 @@ class Device:
         self.rec.code("token", code)
         if code != "2.01":
             self._error(_kind("token", code, msg))
-            self._op("token", False)
+            self._op("token", False, code, now)
             if self._theft_stage == 1:
                 self._theft_done(None, f"token request as the victim: {code}", now)
                 return
@@ -1086,13 +1086,13 @@ class Device:
         self._pending_token = None
         if code in ("4.29", "5.03") and tok is not None:  # same token, after Max-Age
             self._error(_kind("authz_info", code, msg))
-            self._op("authz_info", False)
+            self._op("authz_info", False, code, now)
             self._upload_later = tok
             self._retry_later(msg, now, "upload_retry")
             return
         if code != "2.01" or tok is None:
             self._error(_kind("authz_info", code, msg))
-            self._op("authz_info", False)
+            self._op("authz_info", False, code, now)
             self.token = None
             self.timers["token_retry"] = now + self.sc.reconnect_backoff[0]
             return
@@ -1270,6 +1270,15 @@ def _reason(msg: CoapMessage) -> str:
 def _printable(text: str) -> str:
     out = "".join(c if c.isprintable() else " " for c in text).strip()
     return out[:60]
+
+
+def _victim_answer(outcome: str) -> str:
+    """A lockout-abuse attempt's answer from a named device's failure."""
+    if outcome == "4.01":
+        return "victim_locked_out"
+    if outcome in ("timeout", "reset", "aborted", "4.29", "5.03"):
+        return "victim_timeout"
+    return f"victim_{outcome}"
 
 
 def _kind(phase: str, code: str, msg: CoapMessage) -> str:

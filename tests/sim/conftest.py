@@ -1,5 +1,5 @@
 """Fixtures for the simulator's tests: a real gateway on 127.0.0.1 (temp
-state dir, limits raised so one loopback address can carry many devices) with
+state dir, ACE limits raised unless a test asks for the defaults) with
 registered devices, and the permissive fake gateway."""
 
 from __future__ import annotations
@@ -46,10 +46,19 @@ def gateway_factory(tmp_path: Path) -> GatewayFactory:
     gateway with ``devices`` registered."""
 
     @asynccontextmanager
-    async def factory(devices: list[DeviceSpec], *, lifetime: int = 3600) -> AsyncIterator[Gateway]:
+    async def factory(
+        devices: list[DeviceSpec],
+        *,
+        lifetime: int = 3600,
+        env: dict[str, str] | None = None,
+        routes: str = "",
+    ) -> AsyncIterator[Gateway]:
         state = tmp_path / "state"
         assert cli_main(["init", "--dir", str(state)], out=io.StringIO()) == 0
-        env = {
+        if routes:
+            config = state / "acegw.toml"
+            config.write_text(config.read_text() + routes)
+        base = {
             "ACEGW_SERVER_BIND": "127.0.0.1",
             "ACEGW_SERVER_PORT": "0",
             "ACEGW_METRICS_LISTEN": "off",
@@ -57,12 +66,11 @@ def gateway_factory(tmp_path: Path) -> GatewayFactory:
             "ACEGW_LOGGING_LEVEL": "WARNING",
             "ACEGW_AS_TOKEN_LIFETIME": str(lifetime),
             "ACEGW_RS_LEEWAY": "0",
-            # every simulated device shares 127.0.0.1: per-address limits off
             "ACEGW_LIMITS_ACE_RATE": "100000",
             "ACEGW_LIMITS_ACE_BURST": "100000",
-            "ACEGW_LIMITS_LOCKOUT_FAILURES": "1000000",
+            **(env or {}),
         }
-        gw = Gateway(load_config(state / "acegw.toml", env=env))
+        gw = Gateway(load_config(state / "acegw.toml", env=base))
         for d in devices:
             gw.registry.add(d.client_id, psk=d.psk, scope=d.scope)
         await gw.start()

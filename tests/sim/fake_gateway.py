@@ -11,11 +11,18 @@ What it gets wrong on purpose:
   ServerHello instead of a HelloVerifyRequest;
 * a new ClientHello from an address with an established session is
   dropped (so a device that rebooted cannot come back);
+* it locks a device out when others name it: three PSK lookups of an
+  identity from another address than the one it authenticated from ban the
+  identity (handshakes fail, requests on its session get 4.01);
+* with ``starve_on_flood``, once more than 20 stateful answers to probing
+  ClientHellos went out within 2 s, it drops every ClientHello (an honest
+  device gets no session during a half-open flood);
 * ``/token`` answers 2.01 to anything, including malformed CBOR and
   oversized bodies (Block1 transfers get 2.31 Continue for every block);
 * ``/authz-info`` answers 2.01 to any token, expired or not;
 * every other path answers 2.05, whatever its Proof option (none checked,
-  no replay window, no scope, no Echo).
+  no replay window, no scope, no Echo, no rate limit, no binding of a token
+  to the session it is used on).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
+from collections import deque
 from collections.abc import Mapping
 
 from DTLSSocket import dtls
@@ -49,6 +58,7 @@ class FakeGateway:
         *,
         extra_psks: Mapping[bytes, bytes] | None = None,
         token_lifetime: int = 2,
+        starve_on_flood: bool = False,
     ) -> None:
         self.psks = dict(psks)
         self.psks.update(extra_psks or {})
@@ -62,6 +72,14 @@ class FakeGateway:
         self._replies: list[tuple[tuple[str, int], bytes]] = []
         self.requests: dict[str, int] = {}
         self._ctx: object | None = None
+        self.starve_on_flood = starve_on_flood
+        self._probes: deque[float] = deque()
+        self._asked: dict[tuple[str, int], bytes] = {}
+        self._identity_of: dict[tuple[str, int], bytes] = {}
+        self._home: dict[bytes, str] = {}
+        self._named: dict[bytes, int] = {}
+        self.banned: set[bytes] = set()
+        self.starved = 0
 
     # --- tinydtls callbacks -------------------------------------------------------
 
@@ -79,6 +97,10 @@ class FakeGateway:
     def _event(self, level: int, code: int) -> None:
         if self._current is not None and level == 0 and code == 0x01DE:
             self._connected.add(self._current)
+            identity = self._asked.get(self._current)
+            if identity is not None:
+                self._identity_of[self._current] = identity
+                self._home.setdefault(identity, self._current[0])
 
     def keys(self) -> FakeGateway:  # the PSK store protocol of DTLSSocket
         return self
@@ -87,6 +109,16 @@ class FakeGateway:
         return identity in self.psks
 
     def __getitem__(self, identity: bytes) -> bytes:
+        identity = bytes(identity)
+        if self._current is not None:
+            self._asked[self._current] = identity
+            home = self._home.get(identity)
+            if home is not None and home != self._current[0]:
+                self._named[identity] = self._named.get(identity, 0) + 1
+                if self._named[identity] >= 3:
+                    self.banned.add(identity)
+        if identity in self.banned:
+            return os.urandom(16)
         return self.psks.get(identity, os.urandom(16))
 
     # --- life cycle -----------------------------------------------------------------
@@ -134,7 +166,7 @@ class FakeGateway:
             self._current = None
             replies, self._replies = self._replies, []
             for addr, plaintext in replies:
-                answer = self._coap(plaintext)
+                answer = self._coap(plaintext, self._identity_of.get(addr))
                 if answer is not None:
                     self._ctx.write(self._sessions[addr], answer)  # type: ignore[attr-defined]
 
@@ -144,6 +176,12 @@ class FakeGateway:
             return False
         if key in self._connected:
             return True  # a rebooted device cannot come back
+        now = time.monotonic()
+        while self._probes and self._probes[0] < now - 2.0:
+            self._probes.popleft()
+        if self.starve_on_flood and len(self._probes) > 20:
+            self.starved += 1
+            return True
         body = data[25:]  # version(2) random(32) session_id cookie cipher_suites ...
         at = 35 + body[34]
         cookie_len = body[at]
@@ -160,10 +198,11 @@ class FakeGateway:
             )
             record = b"\x16\xfe\xfd\x00\x00" + bytes(6) + len(hs).to_bytes(2, "big") + hs
             self.sock.sendto(record, real)
+            self._probes.append(now)
             return True
         return False
 
-    def _coap(self, data: bytes) -> bytes | None:
+    def _coap(self, data: bytes, identity: bytes | None = None) -> bytes | None:
         try:
             req = coap.decode(data)
         except coap.CoapFormatError:
@@ -178,6 +217,9 @@ class FakeGateway:
         if block1 is not None and block1 & 0x08:  # more blocks follow: Continue
             options.append((int(OptionNumber.BLOCK1), coap.encode_uint(block1)))
             code = 0x5F  # 2.31
+        elif identity in self.banned:
+            code = 0x81  # 4.01
+            payload = b"temporarily locked out after repeated failures"
         elif path == "/token":
             kid = os.urandom(6)
             key = SymmetricKey(kid, os.urandom(16))

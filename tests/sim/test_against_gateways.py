@@ -10,8 +10,9 @@ import sys
 from collections import Counter
 
 from device_sim.scenario import ATTACK_KINDS, Scenario, assign_roles
-from device_sim.stats import Slo, evaluate, merge_reports
-from device_sim.worker import Worker
+from device_sim.stats import merge_reports
+from device_sim.verdict import Slo, evaluate
+from device_sim.worker import SourcePlan, Worker
 
 from .conftest import audit_records, make_devices, write_devices_csv
 from .fake_gateway import FakeGateway
@@ -52,42 +53,140 @@ async def test_200_devices_and_the_counts_match_the_gateways(gateway_factory):
     assert sum(row[0] for row in report["timeline"].values()) == c["requests_ok"]
 
 
-def _attack_scenario(port: int, **kw) -> Scenario:
-    return Scenario(
-        port=port,
-        rate=2.0,
-        ramp_up=0.5,
-        handshake_timeout=1.5,
-        reconnect_backoff=(0.2, 1.0),
-        attacks={kind: 8.0 for kind in ATTACK_KINDS},
-        attack_interval=0.4,
-        expiry_leeway=0.0,
-        abrupt_pause=0.3,
-        **kw,
-    )
+#: Every kind but the half-open flood, which gets runs of its own (it is
+#: judged by honest handshakes while it fills the gateway's handshake table).
+MIXED = tuple(k for k in ATTACK_KINDS if k != "half_open_flood")
+
+
+def _attack_scenario(port: int, kinds=MIXED, percent: float = 4.0, **kw) -> Scenario:
+    params = {
+        "port": port,
+        "rate": 2.0,
+        "ramp_up": 0.5,
+        "handshake_timeout": 1.5,
+        "reconnect_backoff": (0.2, 1.0),
+        "attacks": {kind: percent for kind in kinds},
+        "attack_interval": 0.4,
+        "expiry_leeway": 0.0,
+        "abrupt_pause": 0.3,
+        "flood_requests": 40,
+    }
+    params.update(kw)
+    return Scenario(**params)
 
 
 async def test_every_attack_is_refused_by_the_gateway(gateway_factory):
-    devices = make_devices(50)
+    devices = make_devices(100)
     sc0 = _attack_scenario(0, duration=12.5)
-    roles = assign_roles(50, sc0.attacks, sc0.seed)
-    async with gateway_factory(devices, lifetime=10) as gw:
+    roles = assign_roles(100, sc0.attacks, sc0.seed)
+    # the gateway's own lockout defaults: lockout abuse must meet the real thing
+    env = {"ACEGW_LIMITS_LOCKOUT_FAILURES": "10"}
+    async with gateway_factory(devices, lifetime=10, env=env) as gw:
         sc = _attack_scenario(gw.address[1], duration=12.5)
         report = await _run(sc, devices, roles)
+        plan = SourcePlan(sc)
+        now = gw.clock()
+        refused = [
+            d.client_id
+            for d, role in zip(devices, roles, strict=True)
+            if role is None
+            and gw.lockout.refuses(d.client_id.encode(), plan.address(d.index), now) is not None
+        ]
     attacks = report["attacks"]
-    assert set(attacks) == set(ATTACK_KINDS)
+    assert set(attacks) == set(MIXED)
     for kind, tally in attacks.items():
         assert tally["attempts"] > 0 and tally["expected"] > 0, (kind, tally)
-        assert tally["finding"] == 0 and tally["deviated"] == 0, (kind, tally)
-    assert report["findings"] == [] and report["verdict"]["pass"], report["verdict"]
-    # normal devices do not suffer from the attackers next to them
+        assert tally["deviated"] == 0, (kind, tally)
+        if kind == "lockout_abuse":
+            # a finding exactly when the gateway refuses a named device from
+            # its own address (the lockout model keyed by (identity, address)
+            # never does: then no finding)
+            assert (tally["finding"] > 0) == bool(refused), (tally, refused)
+        else:
+            assert tally["finding"] == 0, (kind, tally)
+    assert report["counters"]["lockout_victims_named"] > 0
+    assert report["attacks_not_exercised"] == {}, report["attacks_not_exercised"]
+    if not refused:
+        assert report["findings"] == [] and report["verdict"]["pass"], report["verdict"]
+        # normal devices do not suffer from the attackers next to them
+        d = report["devices"]
+        assert d["normal_with_success"] == d["normal"] > 0
+        assert report["errors"] == {}, report["errors"]
+    # a stolen token is refused because it is bound to its own device's session
+    assert set(attacks["token_theft"]["answers"]) == {"4.01"}
+    assert attacks["request_flood"]["answers"].get("4.29", 0) > 0
+
+
+async def test_half_open_flood_from_one_address_leaves_honest_handshakes_served(gateway_factory):
+    devices = make_devices(30)
+    sc0 = _attack_scenario(0, kinds=("half_open_flood",), percent=7.0, duration=6.0)
+    roles = assign_roles(30, sc0.attacks, sc0.seed)
+    assert roles.count("half_open_flood") == 2
+    async with gateway_factory(devices) as gw:
+        sc = _attack_scenario(
+            gw.address[1],
+            kinds=("half_open_flood",),
+            percent=7.0,
+            duration=6.0,
+            half_open_rate=300.0,
+            handshake_timeout=3.0,
+        )
+        report = await _run(sc, devices, roles)
+        stats = gw.dtls.stats()
+    tally = report["attacks"]["half_open_flood"]
+    c = report["counters"]
+    # the flood reached the gateway: thousands of cookie-completing hellos
+    assert c["half_open_cookies_returned"] > 1000, c
+    assert stats.handshakes_ok >= report["counters"]["handshakes_ok"]
+    assert tally["attempts"] > 0 and tally["expected"] > 0, tally
+    assert tally["finding"] == 0, (tally, report["findings"][:3])
     d = report["devices"]
-    assert d["normal_with_success"] == d["normal"] > 0
-    assert report["errors"] == {}
+    assert d["normal_with_success"] == d["normal"]
+    assert report["verdict"]["pass"], report["verdict"]
+
+
+def _permissive_scenario(port: int, kinds, percent: int, duration: str = "5s") -> str:
+    return f"""
+duration = "{duration}"
+ramp_up = "0.5s"
+[target]
+port = {port}
+[device]
+rate = 2.0
+handshake_timeout = "1s"
+reconnect_backoff = ["0.2s", "1s"]
+[attacks]
+{chr(10).join(f"{k} = {percent}" for k in kinds)}
+[attacks.options]
+interval = "0.4s"
+expiry_leeway = 0
+abrupt_pause = "0.3s"
+flood_requests = 30
+lockout_attempts = 3
+"""
+
+
+async def _cli(*args: str, timeout: float = 60) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "device_sim.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, output.decode()
 
 
 async def test_every_attack_is_a_finding_against_a_permissive_gateway(tmp_path):
-    devices = make_devices(40)
+    devices = make_devices(100)
     sc = _attack_scenario(0)
     roles = assign_roles(len(devices), sc.attacks, sc.seed)
     wrong = {
@@ -98,57 +197,51 @@ async def test_every_attack_is_a_finding_against_a_permissive_gateway(tmp_path):
     fake = FakeGateway({d.client_id.encode(): d.psk for d in devices}, extra_psks=wrong)
     await fake.start()
     scenario = tmp_path / "attacks.toml"
-    scenario.write_text(
-        f"""
-duration = "5s"
-ramp_up = "0.5s"
-[target]
-port = {fake.address[1]}
-[device]
-rate = 2.0
-handshake_timeout = "1s"
-reconnect_backoff = ["0.2s", "1s"]
-[attacks]
-{chr(10).join(f"{k} = 8" for k in ATTACK_KINDS)}
-[attacks.options]
-interval = "0.4s"
-expiry_leeway = 0
-abrupt_pause = "0.3s"
-"""
-    )
+    scenario.write_text(_permissive_scenario(fake.address[1], MIXED, 4, duration="6s"))
     out = tmp_path / "report.json"
     csv_path = write_devices_csv(tmp_path / "devices.csv", devices)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "device_sim.cli",
-        "--devices-csv",
-        str(csv_path),
-        "--scenario",
-        str(scenario),
-        "--workers",
-        "2",
-        "--report",
-        str(out),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), 60)
+        status, text = await _cli(
+            "--devices-csv", str(csv_path), "--scenario", str(scenario), "--workers", "2",
+            "--report", str(out),
+        )  # fmt: skip
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         await fake.stop()
-    text = output.decode()
-    assert proc.returncode == 1, text
+    assert status == 1, text
     report = json.loads(out.read_text())
-    for kind in ATTACK_KINDS:
+    for kind in MIXED:
         assert report["attacks"][kind]["finding"] > 0, (kind, report["attacks"][kind])
     assert not report["verdict"]["pass"]
-    assert {f["attack"] for f in report["findings"]} == set(ATTACK_KINDS)
+    assert {f["attack"] for f in report["findings"]} == set(MIXED)
+    for f in report["findings"]:  # each finding says who, where, what and what came back
+        assert f["device"] and f["route"] and f["answer"], f
+    flood = next(f for f in report["findings"] if f["attack"] == "request_flood")
+    assert flood["answer"] == "no_limit" and flood["route"] == "GET /whoami"
+    victim = next(f for f in report["findings"] if f["attack"] == "lockout_abuse")
+    assert victim["answer"] == "victim_locked_out" and "named by" in victim["request"]
     assert "FINDING" in text and "FAIL" in text
     assert len(report["simulator"]["workers"]) == 2
+    assert "attack attempt(s) accepted" in " ".join(report["verdict"]["causes"])
+
+
+async def test_half_open_flood_is_a_finding_when_honest_handshakes_starve():
+    devices = make_devices(20)
+    fake = FakeGateway({d.client_id.encode(): d.psk for d in devices}, starve_on_flood=True)
+    await fake.start()
+    sc = _attack_scenario(
+        fake.address[1], kinds=("half_open_flood",), percent=5.0, duration=4.0,
+        handshake_timeout=1.0,
+    )  # fmt: skip
+    roles = assign_roles(20, sc.attacks, sc.seed)
+    try:
+        report = await _run(sc, devices, roles)
+    finally:
+        await fake.stop()
+    tally = report["attacks"]["half_open_flood"]
+    assert tally["finding"] > 0, tally
+    assert fake.starved > 0
+    assert report["findings"][0]["answer"] == "honest_handshake_failed"
+    assert not report["verdict"]["pass"]
 
 
 async def test_asymmetric_pop_devices(gateway_factory):
