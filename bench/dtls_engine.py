@@ -168,19 +168,8 @@ def _best(rounds: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(rounds))
 
 
-def engine_handshake_cost(n: int) -> float:
-    bench = EngineBench()
-    gc.disable()
-    try:
-        for i in range(n):
-            bench.handshake(i)
-    finally:
-        gc.enable()
-    return bench.timed / n
-
-
-def tiny_handshake_cost(n: int) -> float:
-    bench = TinyBench()
+def handshake_cost(bench: EngineBench | TinyBench, n: int) -> float:
+    """Server CPU per handshake over ``n`` handshakes (GC off)."""
     gc.disable()
     try:
         for i in range(n):
@@ -222,8 +211,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.handshakes, args.records, args.sessions, args.rounds = 300, 3000, 1000, 2
-    hs_engine = _best(args.rounds, lambda: engine_handshake_cost(args.handshakes))
-    hs_tiny = _best(args.rounds, lambda: tiny_handshake_cost(args.handshakes))
+    hs_engine = _best(args.rounds, lambda: handshake_cost(EngineBench(), args.handshakes))
+    hs_tiny = _best(args.rounds, lambda: handshake_cost(TinyBench(), args.handshakes))
 
     engine = EngineBench()
     engine.handshake(0)

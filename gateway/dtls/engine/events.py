@@ -78,6 +78,10 @@ class HandshakeFailed:
     identity: bytes | None
     reason: HandshakeFailure
 
+    def __repr__(self) -> str:  # the identity may be a whole token
+        who = identity_label(self.identity) if self.identity is not None else None
+        return f"HandshakeFailed({self.address!r}, {who}, {self.reason.value})"
+
 
 @dataclass(frozen=True, slots=True)
 class AddressChanged:
