@@ -255,6 +255,24 @@ def test_detached_content_length_rule() -> None:
 # --- scope, token, piv ---------------------------------------------------------
 
 
+def authorization_server() -> AuthorizationServer:
+    """The embedded AS with the vectors' keys, issuer, audience and lifetime."""
+    k = keys()
+    return AuthorizationServer(
+        issuer=INPUTS["issuer"],
+        audiences=(INPUTS["audience"],),
+        lifetime=INPUTS["token_lifetime"],
+        signing_key=lambda: k["as_signing"],  # type: ignore[arg-type,return-value]
+        as_rs_key=lambda: k["as_rs"],  # type: ignore[arg-type,return-value]
+    )
+
+
+def client_policy(client_id: str, scope: Scope) -> ClientPolicy:
+    return ClientPolicy(
+        client_id=client_id, allowed_scope=scope, default_scope=None, audiences=(), public_key=None
+    )
+
+
 def test_scope_order_rule_and_the_text_form() -> None:
     """flow.md §3: any order is accepted, the canonical form is sorted by
     path (bytes), and the text form reads to the same scope."""
@@ -271,21 +289,8 @@ def test_scope_order_rule_and_the_text_form() -> None:
     assert request.scope == canonical
     assert request.aif_scope() == Scope.decode(h(INPUTS["scope_aif"]["hex"]))
     # a request in the registration's order gets the same scope in its token
-    k = keys()
-    server = AuthorizationServer(
-        issuer=INPUTS["issuer"],
-        audiences=(INPUTS["audience"],),
-        lifetime=INPUTS["token_lifetime"],
-        signing_key=lambda: k["as_signing"],  # type: ignore[arg-type,return-value]
-        as_rs_key=lambda: k["as_rs"],  # type: ignore[arg-type,return-value]
-    )
-    policy = ClientPolicy(
-        client_id=INPUTS["client_id"],
-        allowed_scope=Scope.parse(registered),
-        default_scope=None,
-        audiences=(),
-        public_key=None,
-    )
+    server = authorization_server()
+    policy = client_policy(INPUTS["client_id"], Scope.parse(registered))
     unsorted = recipe.aif_scope(registered)
     assert unsorted != h(INPUTS["scope_aif"]["hex"])
     issued = server.issue(TokenRequest.decode(recipe.token_request(unsorted)), policy, NOW)
@@ -323,23 +328,13 @@ def test_token_size_bound_holds() -> None:
     """budgets.md: a token is at most overhead + client id + scope bytes;
     checked on tokens the AS mints for random ids and scopes."""
     over = SYM["token_sizes"]["overhead"]
-    k = keys()
     rng = random.Random(3)
     for _ in range(40):
         cid = "d" * rng.randint(1, MAX_CLIENT_ID_LEN)
         scope = Scope.parse(
             " ".join(f"/{'p' * rng.randint(1, 40)}{i}:GET" for i in range(rng.randint(1, 30)))
         )
-        server = AuthorizationServer(
-            issuer=INPUTS["issuer"],
-            audiences=(INPUTS["audience"],),
-            lifetime=INPUTS["token_lifetime"],
-            signing_key=lambda: k["as_signing"],  # type: ignore[arg-type,return-value]
-            as_rs_key=lambda: k["as_rs"],  # type: ignore[arg-type,return-value]
-        )
-        policy = ClientPolicy(
-            client_id=cid, allowed_scope=scope, default_scope=None, audiences=(), public_key=None
-        )
+        server, policy = authorization_server(), client_policy(cid, scope)
         issued = server.issue(TokenRequest(scope=scope.encode()), policy, NOW)
         room = len(cid) + len(scope.encode())
         assert len(issued.response.access_token) <= over["symmetric_token"] + room
