@@ -19,9 +19,15 @@ divided by the sessions.
 The load generator is Python on a machine with 2 cores: against libcoap it is
 the bottleneck, so ``vs_libcoap`` is an upper bound of our relative speed.
 
+Under attack (``ours+flood``): the same handshakes while one address
+(127.0.0.10) floods the server with cookie-completing ClientHellos from 300
+ports (:func:`gateway.dtls.hostile.half_open_flood`), holding its share of
+the half-open table the whole time.
+
 Last line: ``RESULT handshakes_per_s=<ours, seen> req_per_s=<ours, seen>
 vs_aiocoap=<aiocoap CPU per request / ours> vs_libcoap=<libcoap's / ours>
-kb_per_session=<ours>``.
+kb_per_session=<ours> handshakes_per_s_flood=<ours under the flood>
+flood_ratio=<under the flood / without>``.
 
 Ratios in the RESULT line compare server CPU per request (capacity), which
 the load generator does not limit; the table also shows the rates it saw.
@@ -41,6 +47,7 @@ import os
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,11 +57,14 @@ from aiocoap import resource
 
 from bench._common import fmt_ratio, fmt_us, print_table
 from gateway.dtls import DtlsServerConfig, create_server_context
+from gateway.dtls.hostile import half_open_flood
 from gateway.dtls.probe import DtlsProbe, ProbeError, ProbeSession
 
 PSK = b"bench-psk-0123ab"
 PAYLOAD = b"x" * 136
 SERVERS = ("ours", "aiocoap", "libcoap")
+#: The flooding address of the ``ours+flood`` measurement.
+FLOODER = "127.0.0.10"
 #: No phase may take longer than this (seconds).
 PHASE_LIMIT = 180.0
 
@@ -85,8 +95,10 @@ async def _serve(kind: str, port: int, sessions: int) -> None:
         config = DtlsServerConfig(
             host="127.0.0.1",
             port=port,
-            max_sessions=max(sessions * 2, 10),
-            max_handshakes=max(sessions, 10),
+            max_sessions=max(sessions * 2, 1000),
+            # the gateway's defaults (dtls.max_handshakes 500, a fifth per
+            # address): the load generator is one address, like a NAT
+            max_handshakes=500,
         )
         context, _server = await create_server_context(site, config, lambda _identity: PSK)
     else:
@@ -259,14 +271,29 @@ async def _pool(count: int, concurrency: int, job: Callable[[int], Awaitable[Non
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
 
 
-async def _measure(kind: str, args: argparse.Namespace) -> Result:
-    result = Result(kind)
+async def _measure(kind: str, args: argparse.Namespace, *, flood: bool = False) -> Result:
+    result = Result(kind + ("+flood" if flood else ""))
     port = _free_port_pair()
     process = await _start(kind, port, args.sessions)
     target = ("127.0.0.1", port)
     probe: DtlsProbe | None = None
+    stop_flood = threading.Event()
+    flooding: asyncio.Future[int] | None = None
     try:
         await _warm_up(target)
+        if flood:
+            flooding = asyncio.ensure_future(
+                asyncio.to_thread(
+                    half_open_flood,
+                    target,
+                    FLOODER,
+                    sockets=300,
+                    rounds=1_000_000,
+                    duration=PHASE_LIMIT * 1_000_000,
+                    stop=stop_flood,
+                )
+            )
+            await asyncio.sleep(1.0)  # the flood holds its share before we start
         await asyncio.sleep(0.3)
         baseline = _rss(process.pid)
         probe = DtlsProbe(target)
@@ -284,6 +311,10 @@ async def _measure(kind: str, args: argparse.Namespace) -> Result:
         result.sessions = len(sessions)
         result.handshakes_per_s = len(sessions) / elapsed
         result.handshake_cpu_us = _per_op_us(_cpu_seconds(process.pid) - cpu, len(sessions))
+        if flooding is not None:
+            stop_flood.set()
+            await flooding
+            return result
         await asyncio.sleep(0.5)
         if sessions:
             grown = max(_rss(process.pid) - baseline, 0)
@@ -305,6 +336,10 @@ async def _measure(kind: str, args: argparse.Namespace) -> Result:
     except (ProbeError, RuntimeError, TimeoutError, OSError) as e:
         result.error = f"{type(e).__name__}: {e}"
     finally:
+        stop_flood.set()
+        if flooding is not None:
+            with contextlib.suppress(Exception):
+                await flooding
         if probe is not None:
             await probe.close()
         await _stop(process)
@@ -335,9 +370,13 @@ async def _run(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} CPUs"
     )
     rounds: dict[str, list[Result]] = {kind: [] for kind in args.servers}
+    if "ours" in args.servers:
+        rounds["ours+flood"] = []
     for _ in range(args.rounds):
         for kind in args.servers:
             rounds[kind].append(await _measure(kind, args))
+            if kind == "ours":
+                rounds["ours+flood"].append(await _measure(kind, args, flood=True))
     results = {kind: _combine(measured) for kind, measured in rounds.items()}
     print()
     rows = [
@@ -393,7 +432,10 @@ async def _run(args: argparse.Namespace) -> int:
             f"{fmt_ratio(x['capacity_handshakes'])}, requests "
             f"{fmt_ratio(x['capacity_requests'])}; memory per session {fmt_ratio(x['memory'])}"
         )
+    flooded = results.get("ours+flood", Result("ours+flood"))
     result = {
+        "handshakes_per_s_flood": flooded.handshakes_per_s,
+        "flood_ratio": _ratio(flooded.handshakes_per_s, ours.handshakes_per_s),
         "handshakes_per_s": ours.handshakes_per_s,
         "req_per_s": ours.req_per_s,
         "vs_aiocoap": ratios.get("aiocoap", {}).get("capacity_requests", float("nan")),
@@ -421,7 +463,9 @@ async def _run(args: argparse.Namespace) -> int:
     print(
         f"RESULT handshakes_per_s={ours.handshakes_per_s:.0f} req_per_s={ours.req_per_s:.0f} "
         f"vs_aiocoap={result['vs_aiocoap']:.2f} vs_libcoap={result['vs_libcoap']:.2f} "
-        f"kb_per_session={ours.kb_per_session:.1f}"
+        f"kb_per_session={ours.kb_per_session:.1f} "
+        f"handshakes_per_s_flood={flooded.handshakes_per_s:.0f} "
+        f"flood_ratio={result['flood_ratio']:.2f}"
     )
     failed = any(r.error or r.handshake_failures or r.request_failures for r in results.values())
     return 1 if ours.error or not ours.sessions or (failed and args.tiny) else 0
