@@ -187,6 +187,7 @@ class Device:
         self._flood_state = 0
         self._flip = False
         self._seq = 0
+        self._answered = False
         self._psk_refusals = 0
         self._noted = False
         self._stolen: TokenState | None = None
@@ -898,7 +899,7 @@ class Device:
                 self._flip = True
                 self._protected(self.mix.choose(self.rng), tok, now, attack=role)
         elif role == "abrupt_disconnect":
-            if self.succeeded and not self._abrupt_pending:
+            if self._answered and not self._abrupt_pending:  # a session that served
                 self._abrupt_pending = True
                 self.actions.append(("close", True, True))
                 self.rec.count("abrupt_disconnects")
@@ -1117,6 +1118,7 @@ class Device:
                 self.rec.count("echo_challenges")
                 self._protected(ex.request, tok, now, echo=echo, started=ex.started)
                 return
+        self._answered = True
         if self._abrupt_pending:  # any answer: the gateway serves the new session
             self._judge_abrupt("recovered", now)
         if code.startswith("2."):

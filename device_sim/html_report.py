@@ -12,7 +12,8 @@ table), ``diagnosis`` (dominant error per phase), ``attacks`` (table and
 
 matplotlib draws the charts with its object API (``Figure``, no pyplot
 state), SVG text kept as text, ids salted per chart so several SVGs can sit
-in one page.
+in one page; every data series is an SVG group ``series-NAME`` and every
+bar ``bar-NAME`` (so a reader, or a test, can find the data in a chart).
 """
 
 from __future__ import annotations
@@ -95,9 +96,15 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
     def throughput(ax: Any) -> None:
         if not keys:
             return empty(ax, "requests")
-        ax.plot(t, series("requests_ok"), label="requests ok/s", color="tab:green")
-        ax.plot(t, series("requests_failed"), label="requests failed/s", color="tab:red")
-        ax.plot(t, series("timeouts"), label="timeouts/s", color="tab:orange", lw=0.8)
+        ax.plot(t, series("requests_ok"), label="requests ok/s", color="tab:green", gid="series-ok")
+        ax.plot(
+            t, series("requests_failed"), label="requests failed/s", color="tab:red",
+            gid="series-failed",
+        )  # fmt: skip
+        ax.plot(
+            t, series("timeouts"), label="timeouts/s", color="tab:orange", lw=0.8,
+            gid="series-timeouts",
+        )  # fmt: skip
         ax.set_xlabel("seconds into the run")
         ax.set_ylabel("per second")
         ax.legend(loc="upper left", fontsize="small")
@@ -124,6 +131,7 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
                 label=f"p{q:g}",
                 color=color,
                 marker=".",
+                gid=f"series-p{q:g}",
             )
         ax.set_yscale("log")
         ax.set_xlabel("seconds into the run")
@@ -137,7 +145,10 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
         if not names or not keys:
             return empty(ax, "request outcome")
         stacks = [[per.get(str(k), {}).get(c, 0) / iv for k in keys] for c in names]
-        ax.stackplot(t, stacks, labels=names, alpha=0.85)
+        for code, poly in zip(
+            names, ax.stackplot(t, stacks, labels=names, alpha=0.85), strict=True
+        ):
+            poly.set_gid(f"series-{code}")
         ax.set_xlabel("seconds into the run")
         ax.set_ylabel("requests per second")
         ax.legend(loc="upper left", fontsize="small", ncol=4)
@@ -152,8 +163,9 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
             ("uploads", "uploads/s"),
             ("requests_ok", "requests ok/s"),
         ):
-            ax.plot(t, series(col), label=label)
-        ax.plot(t, [timeline[str(k)][_COL["connected"]] for k in keys], label="connected", ls=":")
+            ax.plot(t, series(col), label=label, gid=f"series-{col}")
+        connected = [timeline[str(k)][_COL["connected"]] for k in keys]
+        ax.plot(t, connected, label="connected", ls=":", gid="series-connected")
         ax.set_xlabel("seconds into the run")
         ax.legend(loc="upper left", fontsize="small", ncol=5)
         return None
@@ -166,7 +178,9 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
         width = 0.2
         for i, q in enumerate(("p50", "p90", "p99", "p99.9")):
             xs = [j + (i - 1.5) * width for j in range(len(present))]
-            ax.bar(xs, [lat[p][q] for p in present], width, label=q)
+            bars = ax.bar(xs, [lat[p][q] for p in present], width, label=q)
+            for p, bar in zip(present, bars, strict=True):
+                bar.set_gid(f"bar-{q}-{p}")
         ax.set_xticks(range(len(present)), present)
         ax.set_ylabel("ms")
         ax.legend(loc="upper left", fontsize="small", ncol=4)
@@ -185,7 +199,9 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
             ("inconclusive", "tab:gray"),
         ):
             values = [data[k].get(outcome, 0) for k in kinds]
-            ax.barh(kinds, values, left=left, label=outcome, color=color)
+            bars = ax.barh(kinds, values, left=left, label=outcome, color=color)
+            for kind, bar in zip(kinds, bars, strict=True):
+                bar.set_gid(f"bar-{outcome}-{kind}")
             left = [a + b for a, b in zip(left, values, strict=True)]
         ax.set_xlabel("attempts")
         ax.legend(loc="lower right", fontsize="small")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
+from html.parser import HTMLParser
 
+from device_sim.html_report import CHARTS, render_html
 from device_sim.scenario import ATTACK_KINDS, Scenario, assign_roles
 from device_sim.stats import merge_reports
 from device_sim.verdict import Slo, evaluate
@@ -115,6 +117,98 @@ async def test_every_attack_is_refused_by_the_gateway(gateway_factory):
     # a stolen token is refused because it is bound to its own device's session
     assert set(attacks["token_theft"]["answers"]) == {"4.01"}
     assert attacks["request_flood"]["answers"].get("4.29", 0) > 0
+    _check_html(report)
+
+
+class _Page(HTMLParser):
+    """What a reader of the HTML report finds: per chart, the data series
+    and bars drawn (SVG groups with a path inside); per table, its rows;
+    the verdict's causes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: dict[str, dict[str, int]] = {}
+        self.tables: dict[str, list[list[str]]] = defaultdict(list)
+        self.causes: list[str] = []
+        self.external: list[str] = []
+        self._figure: str | None = None
+        self._group: list[str | None] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._in_causes = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        for key in ("src", "href"):
+            if a.get(key) and not str(a[key]).startswith("#"):
+                self.external.append(a[key])
+        if tag == "figure":
+            self._figure = a.get("id")
+            self.charts[self._figure] = {}
+        elif tag == "g":
+            gid = a.get("id") or ""
+            self._group.append(gid if gid.startswith(("series-", "bar-")) else None)
+        elif tag == "path" and self._figure and any(self._group):
+            name = next(g for g in reversed(self._group) if g)
+            points = str(a.get("d", "")).count("L") + 1
+            self.charts[self._figure][name] = max(points, self.charts[self._figure].get(name, 0))
+        elif tag == "table":
+            self._table = a.get("id")
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "ul" and a.get("id") == "causes":
+            self._in_causes = True
+        elif tag == "li" and self._in_causes:
+            self.causes.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "figure":
+            self._figure = None
+        elif tag == "g" and self._group:
+            self._group.pop()
+        elif tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "ul":
+            self._in_causes = False
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._in_causes and self.causes:
+            self.causes[-1] += data
+
+
+def _check_html(report: dict) -> None:
+    """The HTML report of a run with attacks and routes holds every chart
+    with its data drawn, every table with its rows, and nothing fetched."""
+    page = _Page()
+    page.feed(render_html(report))
+    assert set(page.charts) == set(CHARTS)
+    drawn = page.charts
+    assert drawn["chart-throughput"].get("series-ok", 0) >= 5
+    assert drawn["chart-latency"].get("series-p99", 0) >= 3
+    assert drawn["chart-codes"].get("series-2.05", 0) >= 3
+    assert {"series-handshakes", "series-tokens", "series-uploads"} <= set(drawn["chart-phases"])
+    assert {"bar-p99-handshake", "bar-p99-request"} <= set(drawn["chart-phase-latency"])
+    assert {f"bar-expected-{k}" for k in report["attacks"]} <= set(drawn["chart-attacks"])
+    routes = {row[0]: row for row in page.tables["routes"][1:]}
+    stats = report["routes"]["GET /whoami"]
+    assert routes["GET /whoami"][1] == str(stats["count"])
+    assert routes["GET /whoami"][5] == str(stats["latency_ms"]["p99"])
+    attack_rows = {row[0]: row for row in page.tables["attacks"][1:]}
+    assert set(attack_rows) == set(report["attacks"])
+    checks = {row[0]: row[3] for row in page.tables["checks"][1:]}
+    assert checks == {c["name"]: "ok" if c["ok"] else "FAIL" for c in report["verdict"]["checks"]}
+    assert [c.strip() for c in page.causes] == report["verdict"]["causes"]
+    assert page.tables["diagnosis-table"] and page.tables["workers"]
+    assert page.external == []  # opens offline: nothing linked or loaded
 
 
 async def test_half_open_flood_from_one_address_leaves_honest_handshakes_served(gateway_factory):
@@ -203,7 +297,7 @@ async def test_every_attack_is_a_finding_against_a_permissive_gateway(tmp_path):
     try:
         status, text = await _cli(
             "--devices-csv", str(csv_path), "--scenario", str(scenario), "--workers", "2",
-            "--report", str(out),
+            "--report", str(out), "--html", str(tmp_path / "report.html"),
         )  # fmt: skip
     finally:
         await fake.stop()
@@ -222,6 +316,11 @@ async def test_every_attack_is_a_finding_against_a_permissive_gateway(tmp_path):
     assert "FINDING" in text and "FAIL" in text
     assert len(report["simulator"]["workers"]) == 2
     assert "attack attempt(s) accepted" in " ".join(report["verdict"]["causes"])
+    page = _Page()  # the HTML report shows the failed verdict, its causes and the findings
+    page.feed((tmp_path / "report.html").read_text())
+    assert [c.strip() for c in page.causes] == report["verdict"]["causes"] != []
+    assert len(page.tables["findings"]) - 1 == len(report["findings"])
+    assert "FAIL" in {row[3] for row in page.tables["checks"][1:]}
 
 
 async def test_half_open_flood_is_a_finding_when_honest_handshakes_starve():

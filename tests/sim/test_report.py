@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -23,27 +24,43 @@ from device_sim.scenario import (
     scenario_from_dict,
     split,
 )
-from device_sim.stats import Recorder, Slo, evaluate, merge_reports
+from device_sim.stats import Recorder, merge_problems, merge_reports
+from device_sim.verdict import Slo, Thresholds, evaluate
 
 from .conftest import make_devices, write_devices_csv
 
 
-def _report(rec: Recorder, shard: str, started: float, ended: float) -> dict:
+def _report(
+    rec: Recorder,
+    shard: str,
+    started: float,
+    ended: float,
+    *,
+    rows: tuple[int, int] = (0, 0),
+    scenario: dict | None = None,
+    completed: bool = True,
+) -> dict:
     return rec.report(
-        scenario={"name": "t"},
+        scenario=scenario or {"name": "t", "seed": 1, "fingerprint": "f"},
         shard=shard,
         started=started,
         ended=ended,
-        devices={"simulated": 1, "normal": 1, "attackers": {}},
+        devices={
+            "simulated": 1,
+            "normal": 1,
+            "normal_with_success": 1,
+            "attackers": {},
+            "rows": [list(rows)],
+        },
         simulator={"workers": [], "warnings": []},
+        run={"planned_duration": ended - started, "completed": completed, "interrupted": None},
     )
 
 
 def _fill(rec: Recorder, values: list[int], t0: float) -> None:
+    route = rec.route("GET /whoami")
     for i, v in enumerate(values):
-        rec.latency("request", v / 1e6)
-        rec.request_done(t0 + i * 0.01, True)
-        rec.code("request", "2.05")
+        rec.request(route, t0 + i * 0.01, "2.05", v / 1e6, True)
 
 
 @settings(max_examples=30, deadline=None)
@@ -57,12 +74,16 @@ def test_merge_equals_the_report_of_the_union(a: list[int], b: list[int]) -> Non
     _fill(rb, b, 1001.0)
     _fill(ru, a, 1000.0)
     _fill(ru, b, 1001.0)
-    merged = evaluate(merge_reports([_report(ra, "1/2", 0, 5), _report(rb, "2/2", 1, 6)]), Slo())
+    merged = evaluate(
+        merge_reports([_report(ra, "1/2", 0, 5), _report(rb, "2/2", 1, 6, rows=(1, 1))]), Slo()
+    )
     union = evaluate(_report(ru, "1/1", 0, 6), Slo())
     assert merged["histograms"] == union["histograms"]
     assert merged["latency_ms"] == union["latency_ms"]
     assert merged["codes"] == union["codes"] and merged["counters"] == union["counters"]
     assert merged["timeline"] == union["timeline"]
+    assert merged["timeline_latency"] == union["timeline_latency"]
+    assert merged["routes"] == union["routes"]
     assert merged["shards"] == ["1/2", "2/2"]
     # and the percentiles are those of the raw union within HDR precision
     values = sorted(a + b)
@@ -92,22 +113,112 @@ def test_histogram_buckets_are_contiguous_and_precise() -> None:
 
 def test_verdict_fails_on_slo_and_on_accepted_attacks() -> None:
     rec = Recorder()
-    _fill(rec, [1000] * 98 + [900_000, 900_000], 0.0)
-    rec.request_done(0.5, False)
+    _fill(rec, [1000] * 196 + [900_000] * 4, 0.0)
+    rec.request(rec.route("GET /whoami"), 0.5, "4.03", 0.001, False)
     report = _report(rec, "1/1", 0, 1)
     assert evaluate(json.loads(json.dumps(report)), Slo(p99_ms=2000))["verdict"]["pass"]
     assert not evaluate(json.loads(json.dumps(report)), Slo(p99_ms=100))["verdict"]["pass"]
-    assert not evaluate(json.loads(json.dumps(report)), Slo(error_rate=0.001))["verdict"]["pass"]
-    rec.attack("replayed_proof", "2.05", "dev", 0.2)
+    failed = evaluate(json.loads(json.dumps(report)), Slo(error_rate=0.001))["verdict"]
+    assert not failed["pass"] and "1 of 201 operations" in failed["causes"][0]
+    rec.attack("replayed_proof", "2.05", "dev", 0.2, route="GET /whoami", request="replay")
     rec.attack("tampered_proof", "4.00", "dev", 0.3)
     report = evaluate(_report(rec, "1/1", 0, 1), Slo())
     assert report["attacks"]["replayed_proof"]["finding"] == 1
-    assert report["findings"][0]["answer"] == "2.05"
+    finding = report["findings"][0]
+    assert (finding["answer"], finding["route"], finding["device"]) == (
+        "2.05",
+        "GET /whoami",
+        "dev",
+    )
     assert not report["verdict"]["pass"]
+    assert "replayed_proof x1" in report["verdict"]["causes"][0]
     rec2 = Recorder()
+    _fill(rec2, [1000], 0.0)
     rec2.attack("tampered_proof", "4.00", "dev", 0.3)
     assert evaluate(_report(rec2, "1/1", 0, 1), Slo())["verdict"]["pass"]
     assert not evaluate(_report(rec2, "1/1", 0, 1), Slo(strict_attacks=True))["verdict"]["pass"]
+
+
+def test_checks_that_always_apply_and_their_causes() -> None:
+    """Served share, normal error rate and the whole duration are checked
+    without any option; each failed check names its cause."""
+    rec = Recorder()
+    for _ in range(50):
+        rec.outcome("handshake", True)
+        rec.outcome("token", False)
+        rec.error("token_4.29")
+    report = _report(rec, "1/1", 0, 10)
+    report["devices"].update(normal=50, normal_with_success=0)
+    report["sources"] = {"count": 1, "mode": "configured", "ranges": ["127.0.0.1"]}
+    report["scenario"]["token_path"] = "/token"
+    v = evaluate(report)["verdict"]
+    assert not v["pass"]
+    failed = {c["name"] for c in v["checks"] if not c["ok"]}
+    assert failed == {"served devices", "normal error rate"}
+    assert "0 of 50 normal devices" in v["causes"][0]
+    assert "token_4.29 x50" in v["causes"][0] and "source_addresses" in v["causes"][0]
+    assert report["diagnosis"]["token"]["top_error"] == "token_4.29"
+    # with many source addresses the hint is the gateway's limit
+    report["sources"]["count"] = 50
+    assert "source_addresses" not in evaluate(report)["diagnosis"]["token"]["hint"]
+    # thresholds from the scenario, overridden on the command line
+    assert not evaluate(report, Thresholds.of({"served_ratio": 0.5}))["verdict"]["pass"]
+    loose = Thresholds.of({"served_ratio": 0.5}, served_ratio=0.0, error_rate=1.0)
+    assert evaluate(report, loose)["verdict"]["pass"]
+    # an interrupted run fails and says so
+    rec2 = Recorder()
+    _fill(rec2, [1000], 0.0)
+    cut = _report(rec2, "1/1", 0, 10, completed=False)
+    cut["run"]["interrupted"] = "SIGINT"
+    v = evaluate(cut)["verdict"]
+    assert not v["pass"] and "interrupted (SIGINT)" in v["causes"][0]
+
+
+def test_attack_kinds_not_exercised_are_reported_and_fail_when_strict() -> None:
+    rec = Recorder()
+    _fill(rec, [1000], 0.0)
+    rec.cannot_attack("expired_token_reuse", "tokens outlive the run")
+    report = _report(rec, "1/1", 0, 1)
+    report["devices"]["attackers"] = {"expired_token_reuse": 2, "wrong_psk": 1}
+    report["attacks"] = {
+        "expired_token_reuse": {"devices": 2, "attempts": 0, "expected": 0, "finding": 0},
+        "wrong_psk": {"devices": 1, "attempts": 3, "expected": 3, "finding": 0},
+    }
+    assert evaluate(report)["verdict"]["pass"]
+    assert report["attacks_not_exercised"] == {"expired_token_reuse": "tokens outlive the run"}
+    v = evaluate(report, Thresholds(strict_attacks=True))["verdict"]
+    assert not v["pass"] and "expired_token_reuse not exercised" in v["causes"][0]
+
+
+def test_merge_refuses_reports_that_do_not_belong_together(tmp_path) -> None:
+    def saved(file: str, shard: str, rows: tuple[int, int], **scenario: object) -> str:
+        rec = Recorder()
+        _fill(rec, [1000, 2000], 100.0)
+        sc = {"name": "t", "seed": 1, "fingerprint": "f", **scenario}
+        path = tmp_path / file
+        path.write_text(json.dumps(_report(rec, shard, 0, 2, rows=rows, scenario=sc)))
+        return str(path)
+
+    a = saved("a.json", "1/2", (0, 49))
+    b = saved("b.json", "2/2", (50, 99))
+    assert sim_main(["merge", a, b, "-q"]) == 0
+    cases = {
+        "shard 1/2 twice": [a, a],
+        "both simulated devices.csv rows 41..50": [a, saved("c.json", "2/2", (40, 60))],
+        "different scenarios": [a, saved("d.json", "2/2", (50, 99), name="soak", fingerprint="x")],
+        "seed 7": [a, saved("e.json", "2/2", (50, 99), seed=7)],
+    }
+    for needle, paths in cases.items():
+        loaded = [json.loads(Path(p).read_text()) for p in paths]
+        assert any(needle in p for p in merge_problems(loaded, paths)), needle
+        assert sim_main(["merge", *paths, "-q"]) == 2, needle
+        assert sim_main(["merge", *paths, "-q", "--force"]) == 0, needle
+    # the merged verdict comes from the merged data
+    out = tmp_path / "m.json"
+    assert sim_main(["merge", a, b, "-q", "--report", str(out), "--slo-p99-ms", "1.5"]) == 1
+    merged = json.loads(out.read_text())
+    assert merged["routes"]["GET /whoami"]["count"] == 4
+    assert merged["devices"]["rows"] == [[0, 99]]
 
 
 def test_judgement_of_answers() -> None:
@@ -191,7 +302,7 @@ def test_cli_merge(tmp_path, capsys) -> None:
         rec = Recorder()
         _fill(rec, values, 100.0 + k)
         p = tmp_path / f"r{k}.json"
-        p.write_text(json.dumps(_report(rec, f"{k + 1}/2", 0, 2)))
+        p.write_text(json.dumps(_report(rec, f"{k + 1}/2", 0, 2, rows=(k, k))))
         paths.append(str(p))
     out = tmp_path / "all.json"
     csv_out = tmp_path / "all.csv"
@@ -200,7 +311,8 @@ def test_cli_merge(tmp_path, capsys) -> None:
     merged = json.loads(out.read_text())
     assert merged["latency_ms"]["request"]["count"] == 4
     assert merged["counters"]["requests_ok"] == 4 and merged["shards"] == ["1/2", "2/2"]
-    assert csv_out.read_text().splitlines()[0].startswith("t_s,epoch,requests_ok")
+    header = csv_out.read_text().splitlines()[0].split(",")
+    assert header[:3] == ["t_s", "epoch", "requests_ok"] and "p99_ms" in header
     assert sim_main([*args[:-1], "--slo-p99-ms", "100", "-q"]) == 1  # 4 s > 100 ms
 
 

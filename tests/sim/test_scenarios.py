@@ -1,0 +1,134 @@
+"""The scenario library shipped with acegw-sim, stages, thresholds and
+request body templates."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import cbor2
+import pytest
+
+from device_sim.cli import main as sim_main
+from device_sim.device import Device
+from device_sim.scenario import (
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    resolve_scenario,
+    scenario_from_dict,
+    scenario_names,
+)
+from device_sim.stats import Recorder
+from device_sim.templates import TemplateError, compile_body
+
+from .conftest import make_devices
+
+LIBRARY = ("attack-mix", "ramp-spike", "smoke", "soak", "steady-fleet")
+
+
+def test_the_library_is_shipped_and_every_scenario_loads(capsys) -> None:
+    assert tuple(scenario_names()) == LIBRARY
+    for name in LIBRARY:
+        sc = load_scenario(resolve_scenario(name))
+        assert sc.name == name and sc.description
+    assert sim_main(["scenarios"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in LIBRARY)
+    with pytest.raises(ScenarioError, match="not in the library"):
+        resolve_scenario("no-such-scenario")
+    spike = load_scenario(resolve_scenario("ramp-spike"))
+    assert max(rate for _, rate in spike.stages) == 10 * spike.rate  # type: ignore[operator]
+    mix = load_scenario(resolve_scenario("attack-mix"))
+    assert mix.attacks.keys() >= {"token_theft", "request_flood", "lockout_abuse"}
+    assert load_scenario(resolve_scenario("soak")).timeline_interval == 10
+
+
+def test_stages_set_the_rate_over_time() -> None:
+    sc = scenario_from_dict(
+        {
+            "device": {"rate": 0.1},
+            "stages": [{"duration": "10s", "rate": 5}, {"duration": 5, "rate": 1}],
+        }
+    )
+    assert sc.rate_at(0) == (5, 10) and sc.rate_at(12) == (1, 15)
+    assert sc.rate_at(20)[0] == pytest.approx(0.1)
+    # a device's requests follow the stages: ~50 in the first 10 s, ~5 after
+    dev = Device(make_devices(1)[0], sc, Recorder(), run_start=0.0, rng=random.Random(2))
+    times = []
+    while dev._next_at < 15:
+        dev._schedule_next(dev._next_at)
+        times.append(dev._next_at)
+    first = sum(1 for t in times if t < 10)
+    assert 35 <= first <= 65 and 1 <= sum(1 for t in times if 10 <= t < 15) <= 12
+    for bad in (
+        {"stages": [{"duration": "1s"}]},
+        {"stages": [{"duration": "1s", "rate": 0}]},
+        {"stages": [{"duration": "1s", "rate": 1}], "device": {"think_time": "1s"}},
+    ):
+        with pytest.raises(ScenarioError):
+            scenario_from_dict(bad)
+
+
+def test_thresholds_from_the_scenario() -> None:
+    sc = scenario_from_dict(
+        {"thresholds": {"served_devices": 0.9, "error_rate": 0.05, "p99_ms": 80}}
+    )
+    assert sc.thresholds() == {
+        "served_ratio": 0.9,
+        "error_rate": 0.05,
+        "p99_ms": 80.0,
+        "strict_attacks": False,
+    }
+    assert Scenario().thresholds()["served_ratio"] == 0.99
+    with pytest.raises(ScenarioError):
+        scenario_from_dict({"thresholds": {"served_devices": 2}})
+    with pytest.raises(ScenarioError):
+        scenario_from_dict({"thresholds": {"errors": 0.1}})
+
+
+def test_body_templates_fill_per_device_and_per_request_fields() -> None:
+    sc = scenario_from_dict(
+        {
+            "requests": [
+                {
+                    "method": "POST",
+                    "path": "/readings",
+                    "body": {
+                        "device": "$device_id",
+                        "row": "$device_index",
+                        "seq": "$seq",
+                        "celsius": "$random(15.5, 30)",
+                        "level": "$random(1, 3)",
+                        "state": "$choice(ok, warn)",
+                        "at": "$timestamp",
+                        "at_ms": "$timestamp_ms",
+                        "when": "$iso_time",
+                        "label": "sensor-${device_id}/${seq}",
+                        "tags": ["fixed", 2, True],
+                    },
+                }
+            ]
+        }
+    )
+    spec = sc.requests[0]
+    assert spec.content_format == 50 and spec.body is not None  # JSON set by the format
+    rng = random.Random(1)
+    bodies = [json.loads(spec.body.render("dev-7", 7, n, rng, 1_700_000_000.25)) for n in (1, 2)]
+    first = bodies[0]
+    assert first["device"] == "dev-7" and first["row"] == 7 and first["seq"] == 1
+    assert bodies[1]["seq"] == 2 and first["label"] == "sensor-dev-7/1"
+    assert 15.5 <= first["celsius"] <= 30 and isinstance(first["celsius"], float)
+    assert first["level"] in (1, 2, 3) and first["state"] in ("ok", "warn")
+    assert first["at"] == 1_700_000_000 and first["at_ms"] == 1_700_000_000_250
+    assert first["when"] == "2023-11-14T22:13:20.250Z" and first["tags"] == ["fixed", 2, True]
+    cb = compile_body({"v": "$seq"}, "cbor", "t")
+    assert cb.content_format == 60
+    assert cbor2.loads(cb.render("d", 0, 5, rng, 0.0)) == {"v": 5}
+    for bad, fmt in (({"x": "$nope"}, "json"), ({"x": "$random(3, 1)"}, "json"), ({}, "xml")):
+        with pytest.raises(TemplateError):
+            compile_body(bad, fmt, "t")
+    with pytest.raises(ScenarioError, match="body or payload_size"):
+        scenario_from_dict({"requests": [{"body": {"a": 1}, "payload_size": 3}]})
+    with pytest.raises(ScenarioError, match="unknown placeholder"):
+        scenario_from_dict({"requests": [{"body": {"a": "$whatever"}}]})
