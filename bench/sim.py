@@ -13,8 +13,11 @@ per simulated device, and its CoAP codec next to aiocoap's.
    limit; PSK for every identity) on a free loopback port. Each round runs,
    each in a fresh process of its own (so CPU and RSS are its own):
    (a) one simulator worker (``device_sim.worker.Worker``, scenario
-   ``auth = "none"``) with ``--sessions`` devices, each its own DTLS session
-   and source port, sending CON GET / back to back (NSTART 1 per device);
+   ``auth = "none"``) with ``--sessions`` devices, each its own DTLS session,
+   source port and (the default on loopback) source address, sending CON GET /
+   back to back (NSTART 1 per device), with everything a run records switched
+   on: per-route counts, codes and latency histograms, per-interval latency
+   histograms and codes, the phase outcomes behind the verdict;
    (b) the raw loop: ``gateway.dtls.probe.DtlsProbe`` with the same sessions,
    each awaiting ``GET /`` in a loop. Both count requests answered in a
    window of ``--seconds`` that opens once every session is up. (a) and (b)
@@ -57,7 +60,8 @@ from aiocoap.optiontypes import OpaqueOption
 
 from device_sim import coap
 from device_sim.scenario import DeviceSpec, RequestSpec, Scenario, load_devices
-from device_sim.stats import Slo, evaluate, merge_reports
+from device_sim.stats import merge_reports
+from device_sim.verdict import Slo, evaluate
 from device_sim.worker import Worker, _rss_bytes, raise_open_files
 from gateway.dtls.probe import DtlsProbe, ProbeError, ProbeSession
 
