@@ -77,7 +77,7 @@ class LiveView:
             self._live.update(self.render(), refresh=True)
         elif not self.quiet and now - self._last_plain >= PLAIN_EVERY:
             self._last_plain = now
-            self.console.print(self.plain_line(), highlight=False)
+            self.console.print(self.plain_line(), highlight=False, markup=False, soft_wrap=True)
 
     def _totals(self) -> tuple[dict[str, int], dict[str, int], Histogram]:
         counters: dict[str, int] = {}

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from aiohttp import web
 
@@ -101,6 +102,7 @@ async def test_ctrl_c_interrupts_the_run_and_the_report_says_so(gateway_factory,
                 assert line, "acegw-sim ended before its first progress line"
                 if line.startswith(b"t="):
                     break
+            assert b" served=" in line and b" top_error=" in line  # the live view
             proc.send_signal(signal.SIGINT)
             rest, _ = await asyncio.wait_for(proc.communicate(), 30)
         finally:
@@ -115,6 +117,52 @@ async def test_ctrl_c_interrupts_the_run_and_the_report_says_so(gateway_factory,
     assert [c["name"] for c in failed] == ["ran the whole duration"]
     assert "interrupted (SIGINT)" in _causes(report)
     assert "FAIL" in rest.decode()
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The simulator's worker processes (children running a spawned worker,
+    not multiprocessing's resource tracker)."""
+    out = []
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in map(int, children):
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            out.append(child)
+    return out
+
+
+async def test_a_crashed_worker_interrupts_the_run_and_the_others_report(gateway_factory, tmp_path):
+    devices = make_devices(60)
+    csv_path = write_devices_csv(tmp_path / "d.csv", devices)
+    out = tmp_path / "r.json"
+    async with gateway_factory(devices) as gw:
+        proc = await asyncio.create_subprocess_exec(
+            *SIM, "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{gw.address[1]}",
+            "--duration", "8s", "--rate", "2", "--workers", "2", "--report", str(out),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            while True:
+                line = await asyncio.wait_for(proc.stdout.readline(), 30)
+                assert line, "acegw-sim ended before its first progress line"
+                if line.startswith(b"t="):
+                    break
+            workers = _workers_of(proc.pid)
+            assert len(workers) == 2
+            os.kill(workers[1], signal.SIGKILL)
+            rest, _ = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 1, rest.decode()
+    report = json.loads(out.read_text())
+    assert report["run"]["completed"] is False
+    assert "crashed (exit status -9)" in report["run"]["interrupted"]
+    assert "crashed" in _causes(report)
+    assert len(report["simulator"]["workers"]) == 1  # the other worker's report is kept
+    assert report["devices"]["normal_with_success"] == 30
 
 
 async def test_defaults_against_a_default_gateway_pass(tmp_path):
