@@ -288,8 +288,8 @@ async def _measure(kind: str, args: argparse.Namespace, *, flood: bool = False) 
                     target,
                     FLOODER,
                     sockets=300,
-                    rounds=1_000_000,
-                    duration=PHASE_LIMIT * 1_000_000,
+                    rounds=int(PHASE_LIMIT),  # one round a second until stopped
+                    duration=PHASE_LIMIT,
                     stop=stop_flood,
                 )
             )

@@ -77,7 +77,7 @@ def half_open_flood(
                 s.send(client_hello(random=randoms[s]))
             waiting = set(socks)
             until = time.monotonic() + duration / rounds
-            while time.monotonic() < until:
+            while time.monotonic() < until and not (stop is not None and stop.is_set()):
                 for key, _ in selector.select(0.02):
                     s = key.fileobj  # type: ignore[assignment]
                     with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
