@@ -257,6 +257,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise ScenarioError(
             f"{args.devices_csv} has {len(devices)} devices, scenario wants {sc.devices}"
         )
+    # the ramp-up over the whole device list, so every shard agrees on it
+    sc = sc.with_overrides(ramp_up=sc.ramp_up_for(len(devices)))
     roles = assign_roles(len(devices), sc.attacks, sc.seed)
     k, n = parse_shard(args.shard)
     indices = split(range(len(devices)), k, n)

@@ -406,9 +406,10 @@ class Worker:
         t0 = loop.time()
         mix = RequestMix(self.sc.requests)
         n = len(self.specs)
+        ramp_up = self.sc.ramp_up_for(n)
         watch = LockoutWatch()
         for j, (spec, role) in enumerate(zip(self.specs, self.roles, strict=True)):
-            start = t0 + (self.sc.ramp_up * j / n if n else 0.0)
+            start = t0 + (ramp_up * j / n if n else 0.0)
             victims, unable, bind, flood_bind = self._equip(j, spec, role)
             dev = Device(
                 spec,
