@@ -29,6 +29,7 @@ from tokens.params import Method
 from .coap import TransmissionParameters
 from .dtls_client import MAX_IDENTITY_LENGTH, MAX_PSK_LENGTH
 from .templates import BodyTemplate, TemplateError, compile_body
+from .verdict import Thresholds
 
 __all__ = [
     "ATTACK_KINDS",
@@ -213,12 +214,9 @@ class Scenario:
 
     def thresholds(self) -> dict[str, Any]:
         """The verdict's limits (``[thresholds]``)."""
-        return {
-            "served_ratio": self.served_ratio,
-            "error_rate": self.error_rate,
-            "p99_ms": self.p99_ms,
-            "strict_attacks": self.strict_attacks,
-        }
+        return Thresholds(
+            self.served_ratio, self.error_rate, self.p99_ms, self.strict_attacks
+        ).to_dict()
 
     def _summary(self) -> dict[str, Any]:
         return {
@@ -453,15 +451,8 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         kw["transmission"] = TransmissionParameters(**coap_kw)
 
     if "requests" in data:
-        items = data["requests"]
-        if not isinstance(items, list) or not items:
-            raise ScenarioError("[[requests]] must be a non-empty array of tables")
         mix = []
-        for i, item in enumerate(items):
-            where = f"requests[{i}]"
-            if not isinstance(item, dict):
-                raise ScenarioError(f"{where}: expected a table")
-            _check_keys(item, _REQUEST_KEYS, where)
+        for where, item in _array_of_tables(data["requests"], "requests", _REQUEST_KEYS):
             query = item.get("query", [])
             if not isinstance(query, list) or not all(isinstance(q, str) for q in query):
                 raise ScenarioError(f"{where}.query: expected a list of strings")
@@ -520,15 +511,23 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
     return s
 
 
-def _stages(items: Any) -> tuple[tuple[float, float], ...]:
+def _array_of_tables(items: Any, name: str, keys: set[str]) -> list[tuple[str, Mapping[str, Any]]]:
+    """``[[name]]`` entries with where each is (``name[i]``), keys checked."""
     if not isinstance(items, list) or not items:
-        raise ScenarioError("[[stages]] must be a non-empty array of tables")
-    out = []
+        raise ScenarioError(f"[[{name}]] must be a non-empty array of tables")
+    out: list[tuple[str, Mapping[str, Any]]] = []
     for i, item in enumerate(items):
-        where = f"stages[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(item, dict):
             raise ScenarioError(f"{where}: expected a table")
-        _check_keys(item, {"duration", "rate"}, where)
+        _check_keys(item, keys, where)
+        out.append((where, item))
+    return out
+
+
+def _stages(items: Any) -> tuple[tuple[float, float], ...]:
+    out = []
+    for where, item in _array_of_tables(items, "stages", {"duration", "rate"}):
         if "duration" not in item or "rate" not in item:
             raise ScenarioError(f"{where}: needs duration and rate")
         duration = parse_duration(item["duration"], f"{where}.duration")

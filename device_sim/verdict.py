@@ -24,6 +24,7 @@ the dominant error with its count and, where one is known, a hint.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,12 +69,7 @@ class Thresholds:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "served_ratio": self.served_ratio,
-            "error_rate": self.error_rate,
-            "p99_ms": self.p99_ms,
-            "strict_attacks": self.strict_attacks,
-        }
+        return dataclasses.asdict(self)
 
 
 #: The older name (``--slo-*`` options).

@@ -4,9 +4,11 @@ registered devices, and the permissive fake gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,3 +83,40 @@ def gateway_factory(tmp_path: Path) -> GatewayFactory:
             gw.registry.close()
 
     return factory
+
+
+SIM = [sys.executable, "-m", "device_sim.cli"]
+
+
+@asynccontextmanager
+async def sim_process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``acegw-sim ARGS`` running (output piped), killed on the way out if
+    it has not ended."""
+    proc = await asyncio.create_subprocess_exec(
+        *SIM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def run_sim(*args: str, timeout: float = 90) -> tuple[int, str]:
+    """``acegw-sim ARGS`` to its end: exit status and output."""
+    async with sim_process(*args) as proc:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def until_progress(proc: asyncio.subprocess.Process) -> bytes:
+    """Read a running acegw-sim's output up to its first progress line (the
+    run is under way) and return that line."""
+    assert proc.stdout is not None
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, "acegw-sim ended before its first progress line"
+        if line.startswith(b"t="):
+            return line

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections import Counter, defaultdict
 from html.parser import HTMLParser
 
@@ -16,7 +15,7 @@ from device_sim.stats import merge_reports
 from device_sim.verdict import Slo, evaluate
 from device_sim.worker import SourcePlan, Worker
 
-from .conftest import audit_records, make_devices, write_devices_csv
+from .conftest import audit_records, make_devices, run_sim, write_devices_csv
 from .fake_gateway import FakeGateway
 
 
@@ -260,25 +259,6 @@ lockout_attempts = 3
 """
 
 
-async def _cli(*args: str, timeout: float = 60) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "device_sim.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, output.decode()
-
-
 async def test_every_attack_is_a_finding_against_a_permissive_gateway(tmp_path):
     devices = make_devices(100)
     sc = _attack_scenario(0)
@@ -295,7 +275,7 @@ async def test_every_attack_is_a_finding_against_a_permissive_gateway(tmp_path):
     out = tmp_path / "report.json"
     csv_path = write_devices_csv(tmp_path / "devices.csv", devices)
     try:
-        status, text = await _cli(
+        status, text = await run_sim(
             "--devices-csv", str(csv_path), "--scenario", str(scenario), "--workers", "2",
             "--report", str(out), "--html", str(tmp_path / "report.html"),
         )  # fmt: skip

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -26,23 +25,7 @@ from device_sim.worker import Worker
 from gateway.cli import main as gateway_cli
 from tests.ops.conftest import ACEGW, free_port, serving
 
-from .conftest import make_devices, write_devices_csv
-
-SIM = [sys.executable, "-m", "device_sim.cli"]
-
-
-async def _sim(*args: str, timeout: float = 90) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *SIM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+from .conftest import make_devices, run_sim, sim_process, until_progress, write_devices_csv
 
 
 def _causes(report: dict) -> str:
@@ -53,7 +36,7 @@ async def test_gateway_down_fails_and_names_port_unreachable(tmp_path):
     csv_path = write_devices_csv(tmp_path / "d.csv", make_devices(200))
     out = tmp_path / "r.json"
     port = free_port()  # nothing listens there
-    status, text = await _sim(
+    status, text = await run_sim(
         "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{port}", "--duration", "3s",
         "--report", str(out), "-q",
     )  # fmt: skip
@@ -73,7 +56,7 @@ async def test_every_wrong_psk_fails_and_names_the_psk(gateway_factory, tmp_path
     csv_path = write_devices_csv(tmp_path / "d.csv", wrong)
     out = tmp_path / "r.json"
     async with gateway_factory(devices, env={"ACEGW_LIMITS_LOCKOUT_FAILURES": "10"}) as gw:
-        status, text = await _sim(
+        status, text = await run_sim(
             "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{gw.address[1]}",
             "--duration", "4s", "--report", str(out), "-q",
         )  # fmt: skip
@@ -89,26 +72,14 @@ async def test_ctrl_c_interrupts_the_run_and_the_report_says_so(gateway_factory,
     devices = make_devices(100)
     csv_path = write_devices_csv(tmp_path / "d.csv", devices)
     out = tmp_path / "r.json"
-    async with gateway_factory(devices) as gw:
-        proc = await asyncio.create_subprocess_exec(
-            *SIM, "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{gw.address[1]}",
-            "--duration", "60s", "--rate", "2", "--report", str(out),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            while True:  # the first progress line: the run is under way
-                line = await asyncio.wait_for(proc.stdout.readline(), 30)
-                assert line, "acegw-sim ended before its first progress line"
-                if line.startswith(b"t="):
-                    break
-            assert b" served=" in line and b" top_error=" in line  # the live view
-            proc.send_signal(signal.SIGINT)
-            rest, _ = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    async with gateway_factory(devices) as gw, sim_process(
+        "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{gw.address[1]}",
+        "--duration", "60s", "--rate", "2", "--report", str(out),
+    ) as proc:  # fmt: skip
+        line = await until_progress(proc)
+        assert b" served=" in line and b" top_error=" in line  # the live view
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1, rest.decode()
     report = json.loads(out.read_text())
     assert report["run"] == {"planned_duration": 60.0, "completed": False, "interrupted": "SIGINT"}
@@ -135,27 +106,15 @@ async def test_a_crashed_worker_interrupts_the_run_and_the_others_report(gateway
     devices = make_devices(60)
     csv_path = write_devices_csv(tmp_path / "d.csv", devices)
     out = tmp_path / "r.json"
-    async with gateway_factory(devices) as gw:
-        proc = await asyncio.create_subprocess_exec(
-            *SIM, "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{gw.address[1]}",
-            "--duration", "8s", "--rate", "2", "--workers", "2", "--report", str(out),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            while True:
-                line = await asyncio.wait_for(proc.stdout.readline(), 30)
-                assert line, "acegw-sim ended before its first progress line"
-                if line.startswith(b"t="):
-                    break
-            workers = _workers_of(proc.pid)
-            assert len(workers) == 2
-            os.kill(workers[1], signal.SIGKILL)
-            rest, _ = await asyncio.wait_for(proc.communicate(), 60)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    async with gateway_factory(devices) as gw, sim_process(
+        "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{gw.address[1]}",
+        "--duration", "8s", "--rate", "2", "--workers", "2", "--report", str(out),
+    ) as proc:  # fmt: skip
+        await until_progress(proc)
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1, rest.decode()
     report = json.loads(out.read_text())
     assert report["run"]["completed"] is False
@@ -186,7 +145,7 @@ async def test_defaults_against_a_default_gateway_pass(tmp_path):
     }
     out, html = tmp_path / "r.json", tmp_path / "r.html"
     async with serving([*ACEGW, "serve", "--dir", str(state)], env, tmp_path / "gw.log", udp, http):
-        status, text = await _sim(
+        status, text = await run_sim(
             "run", "--devices-csv", str(csv_path), "--target", f"127.0.0.1:{udp}",
             "--duration", "8s", "--report", str(out), "--html", str(html),
         )  # fmt: skip
@@ -213,7 +172,7 @@ async def test_per_route_and_per_interval_statistics_equal_the_raw_samples(
     )
     out, table, raw = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "raw.csv"
     async with gateway_factory(devices) as gw:
-        status, text = await _sim(
+        status, text = await run_sim(
             "--devices-csv", str(csv_path), "--scenario", str(scenario),
             "--target", f"127.0.0.1:{gw.address[1]}", "--report", str(out), "--csv", str(table),
             "--samples", str(raw), "-q",
