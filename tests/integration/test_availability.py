@@ -374,26 +374,9 @@ async def test_a_second_instance_on_the_port_exits_2(tmp_path, first_workers, se
             second_state,
             ACEGW_SERVER_WORKERS=str(second_workers),
         )
-        process = await asyncio.create_subprocess_exec(
-            *ACEGW,
-            "serve",
-            "--dir",
-            str(second_state),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), 30)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        assert process.returncode == 2, (out, err)
-        lines = [line for line in err.decode().splitlines() if line.strip()]
+        rc, out, err = await _serve_once(second_state, env)
+        assert rc == 2, (out, err)
+        lines = [line for line in err.splitlines() if line.strip()]
         assert lines[-1].startswith("acegw: error: UDP port"), lines
         assert "already served by another acegw" in lines[-1], lines
         assert not any("Traceback" in line for line in lines)
