@@ -254,6 +254,8 @@ class Worker:
         self.pool: DtlsClientPool | None = None
         self.rec = Recorder(interval=int(scenario.timeline_interval), keep_samples=keep_samples)
         self.stopped_by: str | None = None
+        self._normal: list[int] = []
+        self._named_so_far = 0
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lag = Histogram()
@@ -407,6 +409,8 @@ class Worker:
         mix = RequestMix(self.sc.requests)
         n = len(self.specs)
         ramp_up = self.sc.ramp_up_for(n)
+        self._normal = [k for k, r in enumerate(self.roles) if r is None]
+        self._named_so_far = 0
         watch = LockoutWatch()
         for j, (spec, role) in enumerate(zip(self.specs, self.roles, strict=True)):
             start = t0 + (ramp_up * j / n if n else 0.0)
@@ -457,24 +461,31 @@ class Worker:
         bind = plan.address(spec.index)
         if role is None:
             return [], None, bind, None
-        normal = [k for k, r in enumerate(self.roles) if r is None]
+        normal = self._normal
         if role == "token_theft":
             if not normal:
                 return [], "no normal device in this worker to steal a token from", bind, None
             return [self.specs[normal[j % len(normal)]]], None, bind, None
         if role == "lockout_abuse":
-            mine = [k for k in normal if plan.address(self.specs[k].index) != bind]
-            if not mine:
+            if not normal:
+                return [], "no normal device in this worker to name", bind, None
+            if plan.distinct < 2:
                 why = (
                     "every device sends from the attacker's address: give [target] "
                     "source_addresses more than one address"
-                    if normal
-                    else "no normal device in this worker to name"
                 )
                 return [], why, bind, None
-            count = min(self.sc.lockout_victims, len(mine))
-            first = self.roles[:j].count("lockout_abuse") * count
-            picked = [self.specs[mine[(first + i) % len(mine)]] for i in range(count)]
+            picked: list[DeviceSpec] = []
+            step = 0
+            for step in range(len(normal)):  # the next normal devices on other addresses
+                spec_k = self.specs[normal[(self._named_so_far + step) % len(normal)]]
+                if plan.address(spec_k.index) != bind:
+                    picked.append(spec_k)
+                    if len(picked) == self.sc.lockout_victims:
+                        break
+            self._named_so_far += step + 1
+            if not picked:
+                return [], "no normal device on another address than the attacker's", bind, None
             return picked, None, bind, None
         if role == "half_open_flood":
             other = plan.other(spec.index)

@@ -20,7 +20,7 @@ from aiohttp import web
 from device_sim.histogram import Histogram
 from device_sim.scenario import RequestSpec, Scenario, assign_roles, scenario_from_dict
 from device_sim.stats import merge_reports
-from device_sim.verdict import evaluate
+from device_sim.verdict import Thresholds, evaluate
 from device_sim.worker import Worker
 from gateway.cli import main as gateway_cli
 from tests.ops.conftest import ACEGW, free_port, serving
@@ -305,3 +305,29 @@ def test_an_unresolvable_target_is_a_one_line_usage_error(tmp_path, capsys):
     assert sim_main(["--devices-csv", str(csv_path), "--target", "no-such-host.invalid:5684"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not resolve" in err
+
+
+async def test_attacks_that_cannot_run_are_reported_not_exercised(gateway_factory):
+    """Tokens that outlive the run, one source address for everyone: the kinds
+    that need otherwise say why they did not run; --strict-attacks fails."""
+    devices = make_devices(20)
+    roles: list[str | None] = [None] * 20
+    roles[3], roles[7], roles[11] = "expired_token_reuse", "lockout_abuse", "half_open_flood"
+    async with gateway_factory(devices, lifetime=3600) as gw:
+        sc = Scenario(
+            port=gw.address[1],
+            duration=2.0,
+            ramp_up=0.2,
+            rate=2.0,
+            source_addresses=("127.0.0.1",),
+            attacks={"expired_token_reuse": 5, "lockout_abuse": 5, "half_open_flood": 5},
+        )
+        report = evaluate(merge_reports([await Worker(sc, devices, roles).run()]))
+    why = report["attacks_not_exercised"]
+    assert set(why) == {"expired_token_reuse", "lockout_abuse", "half_open_flood"}
+    assert why["expired_token_reuse"].startswith("tokens outlive the run (expires_in 3600 s")
+    assert "source_addresses" in why["lockout_abuse"]
+    assert "second source address" in why["half_open_flood"]
+    assert report["verdict"]["pass"]  # reported, not failed by default
+    strict = evaluate(report, Thresholds(strict_attacks=True))["verdict"]
+    assert not strict["pass"] and "lockout_abuse not exercised" in strict["causes"][0]
