@@ -15,6 +15,7 @@ import socket
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from device_sim.histogram import Histogram
@@ -22,7 +23,7 @@ from device_sim.scenario import RequestSpec, Scenario, assign_roles, scenario_fr
 from device_sim.stats import merge_reports
 from device_sim.verdict import Thresholds, evaluate
 from device_sim.worker import Worker
-from gateway.cli import main as gateway_cli
+from gateway.runtime.cli import main as gateway_cli
 from tests.ops.conftest import ACEGW, free_port, serving
 
 from .conftest import make_devices, run_sim, sim_process, until_progress, write_devices_csv
@@ -68,7 +69,8 @@ async def test_every_wrong_psk_fails_and_names_the_psk(gateway_factory, tmp_path
     assert "the PSK does not match" in _causes(report)
 
 
-async def test_ctrl_c_interrupts_the_run_and_the_report_says_so(gateway_factory, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_ctrl_c_interrupts_the_run_and_the_report_says_so(gateway_factory, tmp_path, sig):
     devices = make_devices(100)
     csv_path = write_devices_csv(tmp_path / "d.csv", devices)
     out = tmp_path / "r.json"
@@ -78,15 +80,16 @@ async def test_ctrl_c_interrupts_the_run_and_the_report_says_so(gateway_factory,
     ) as proc:  # fmt: skip
         line = await until_progress(proc)
         assert b" served=" in line and b" top_error=" in line  # the live view
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rest, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1, rest.decode()
     report = json.loads(out.read_text())
-    assert report["run"] == {"planned_duration": 60.0, "completed": False, "interrupted": "SIGINT"}
+    name = signal.Signals(sig).name
+    assert report["run"] == {"planned_duration": 60.0, "completed": False, "interrupted": name}
     assert report["duration"] < 30
     failed = [c for c in report["verdict"]["checks"] if not c["ok"]]
     assert [c["name"] for c in failed] == ["ran the whole duration"]
-    assert "interrupted (SIGINT)" in _causes(report)
+    assert f"interrupted ({name})" in _causes(report)
     assert "FAIL" in rest.decode()
 
 
