@@ -1,5 +1,6 @@
 """The gateway's DTLS-PSK server transport for aiocoap (RFC 7252 §9 CoAP over
-DTLS, RFC 6347 DTLS 1.2, RFC 4279 PSK), built on DTLSSocket/tinydtls.
+DTLS, RFC 6347 DTLS 1.2, RFC 4279 PSK, RFC 9146 Connection ID), built on the
+project's own sans-I/O engine (:mod:`gateway.dtls.engine`).
 
 Typical use::
 
@@ -10,19 +11,22 @@ Typical use::
 """
 
 from .config import COAPS_PORT, DtlsServerConfig
-from .remote import DtlsRemote, DtlsSessionClosed, PskIdentityClaim
-from .server import (
-    DtlsServer,
+from .engine.config import DEFAULT_MAX_IDENTITY, MAX_PSK_LENGTH
+from .interface import (
     HandshakeHook,
     HandshakeOutcome,
     IdentityCheck,
     PskLookup,
     SessionClosedHook,
-    create_server_context,
 )
+from .remote import DtlsRemote, DtlsSessionClosed, PskIdentityClaim
+from .server import DtlsServer, HandOver, create_server_context
 from .session import CloseReason, HandshakeFailure
 from .stats import DtlsStats
-from .tinydtls import MAX_IDENTITY_LENGTH, MAX_PSK_LENGTH
+
+#: Longest PSK identity the server looks up (RFC 9202 §3.2.2: a whole access
+#: token may be the identity; RFC 4279 §5.3 asks for at least 128 bytes).
+MAX_IDENTITY_LENGTH = DEFAULT_MAX_IDENTITY
 
 __all__ = [
     "COAPS_PORT",
@@ -34,6 +38,7 @@ __all__ = [
     "DtlsServerConfig",
     "DtlsSessionClosed",
     "DtlsStats",
+    "HandOver",
     "HandshakeFailure",
     "HandshakeHook",
     "HandshakeOutcome",

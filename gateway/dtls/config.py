@@ -40,10 +40,20 @@ class DtlsServerConfig:
     #: ``max_handshakes`` are half-open (None: a quarter of
     #: ``handshake_timeout``).
     handshake_stall: float | None = None
-    #: Bytes a peer may send while its handshake is half-open; more are
-    #: dropped before tinydtls (an honest PSK handshake needs well under 2 kB,
-    #: retransmissions included).
+    #: Bytes a peer may send while its handshake is half-open (tinydtls
+    #: transport: more are dropped before tinydtls; an honest PSK handshake
+    #: needs well under 2 kB, retransmissions included). The engine buffers at
+    #: most ``min(handshake_bytes, 4096)`` bytes of future handshake messages
+    #: per peer and processes the rest record by record.
     handshake_bytes: int = 16 * 1024
+    #: Length of the Connection IDs the server assigns to peers that offer the
+    #: extension (RFC 9146); 0 turns it off. A session then survives a change
+    #: of the peer's address (NAT rebinding) without a new handshake.
+    cid_length: int = 6
+    #: The worker that owns this socket's sessions, written as the first CID
+    #: byte, so a datagram the kernel delivers to another worker of the same
+    #: port can be handed to the owner (None: one process).
+    cid_owner: int | None = None
     #: Seconds without an authenticated datagram before a session is closed.
     idle_timeout: float = 300.0
     #: Seconds a handshake may take before its state is dropped.
@@ -75,6 +85,12 @@ class DtlsServerConfig:
             ("dtls.handshake_timeout", self.handshake_timeout > 0),
             ("dtls.receive_buffer", self.receive_buffer >= 0),
             ("dtls.send_queue_limit", self.send_queue_limit >= 0),
+            (
+                "dtls.cid_length",
+                self.cid_length == 0
+                or (4 if self.cid_owner is not None else 1) <= self.cid_length <= 32,
+            ),
+            ("server.workers", self.cid_owner is None or 0 <= self.cid_owner <= 255),
         )
         for key, ok in checks:
             if not ok:

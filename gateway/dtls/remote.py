@@ -4,32 +4,34 @@ An aiocoap :class:`~aiocoap.interfaces.EndpointAddress` (RFC 7252 §9.1: the
 security context is part of the endpoint). One object exists per session
 epoch, and it compares by identity, so message deduplication, block-wise
 assembly and observations never mix two sessions of the same address
-(aiocoap's EndpointAddress contract, RFC 7252 §9.1.2).
+(aiocoap's EndpointAddress contract, RFC 7252 §9.1.2). When a Connection ID
+moves a session to another address (RFC 9146 §6) the object stays and its
+``address`` follows, so deduplication, tokens and replay windows carry over.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiocoap import error, interfaces
 from aiocoap.numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from aiocoap.util import hostportjoin
 
 from .config import COAPS_PORT
+from .engine.events import identity_label
 
 if TYPE_CHECKING:
-    from .server import DtlsServer, _PeerSession
     from .session import CloseReason
 
 
-def identity_label(identity: bytes) -> str:
-    """A log-safe rendering of a PSK identity (identities are not secret; at
-    most 32 bytes reach this point, so no whole token can)."""
-    if identity and all(0x21 <= b < 0x7F for b in identity):
-        return identity.decode("ascii")
-    return "hex:" + identity.hex()
+class _Transport(Protocol):
+    """What a remote asks the transport that made it."""
+
+    def _remote_is_current(self, remote: DtlsRemote) -> bool: ...
+
+    def _local_hostinfo(self, session: Any) -> str: ...
 
 
 def hostinfo(host: str, port: int) -> str:
@@ -81,8 +83,8 @@ class DtlsRemote(interfaces.EndpointAddress):  # type: ignore[misc]
 
     def __init__(
         self,
-        server: DtlsServer,
-        session: _PeerSession,
+        server: _Transport,
+        session: Any,
         address: tuple[object, ...],
         psk_identity: bytes,
     ) -> None:
@@ -103,6 +105,11 @@ class DtlsRemote(interfaces.EndpointAddress):  # type: ignore[misc]
     @functools.cached_property
     def hostinfo(self) -> str:
         return hostinfo(str(self.address[0]), int(str(self.address[1])))
+
+    def moved(self, address: tuple[object, ...]) -> None:
+        """The session now reaches its peer at ``address`` (RFC 9146 §6)."""
+        self.address = address
+        self.__dict__.pop("hostinfo", None)
 
     @property
     def hostinfo_local(self) -> str:

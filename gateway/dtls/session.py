@@ -55,7 +55,8 @@ class CloseReason(StrEnum):
     REHANDSHAKE = "rehandshake"
     #: The server shut down.
     SHUTDOWN = "shutdown"
-    #: tinydtls no longer knew the peer when we wrote to it.
+    #: tinydtls no longer knew the peer when we wrote to it (tinydtls
+    #: transport only).
     LOST = "lost"
 
 
@@ -72,8 +73,10 @@ class HandshakeFailure(StrEnum):
     ALERT = "alert"
     #: The gateway closed it (identity closed, eviction, shutdown).
     CLOSED = "closed"
-    #: The identity is banned from this address (:mod:`gateway.lockout`).
+    #: The identity is banned from this address (the gateway's lockout).
     LOCKED_OUT = "locked_out"
+    #: A malformed or unacceptable handshake (answered with a fatal alert).
+    PROTOCOL = "protocol"
 
 
 class Expiry(Enum):

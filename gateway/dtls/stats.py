@@ -37,8 +37,17 @@ class DtlsStats:
     #: ``address_handshake_cap``: ClientHello with cookie from an address that
     #: holds its share of ``max_handshakes``; ``handshake_window``,
     #: ``handshake_bytes``, ``malformed``: screened out while half-open, see
-    #: :func:`gateway.dtls.records.screen_half_open`).
+    #: :func:`gateway.dtls.records.screen_half_open`; on the engine:
+    #: ``handshake_window`` / ``handshake_bytes`` for handshake messages
+    #: beyond the reassembly window or budget, ``replayed``,
+    #: ``bad_record_mac``, ``unknown_cid``, ``foreign_cid`` (another worker's
+    #: CID with nobody to hand it to), ``session_cap``).
     dropped: Mapping[str, int]
+    #: Sessions moved to a new peer address by an authenticated record with
+    #: their Connection ID (RFC 9146 §6: NAT rebinding without a handshake).
+    address_changes: int = 0
+    #: Datagrams another worker received for a CID this one owns.
+    handed_over: int = 0
 
 
 @dataclass
@@ -52,8 +61,12 @@ class Counters:
     datagrams_received: int = 0
     datagrams_sent: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    address_changes: int = 0
+    handed_over: int = 0
 
-    def snapshot(self, *, sessions: int, handshaking: int) -> DtlsStats:
+    def snapshot(
+        self, *, sessions: int, handshaking: int, dropped: Counter[str] | None = None
+    ) -> DtlsStats:
         return DtlsStats(
             sessions=sessions,
             handshaking=handshaking,
@@ -64,5 +77,7 @@ class Counters:
             sessions_closed=MappingProxyType(dict(self.sessions_closed)),
             datagrams_received=self.datagrams_received,
             datagrams_sent=self.datagrams_sent,
-            dropped=MappingProxyType(dict(self.dropped)),
+            dropped=MappingProxyType(dict(self.dropped if dropped is None else dropped)),
+            address_changes=self.address_changes,
+            handed_over=self.handed_over,
         )

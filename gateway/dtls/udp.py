@@ -59,6 +59,11 @@ class UdpEndpoint:
     def is_open(self) -> bool:
         return self._sock is not None
 
+    @property
+    def pktinfo(self) -> bool:
+        """True on a wildcard bind: each datagram records our address."""
+        return self._pktinfo
+
     def open(self) -> None:
         """Bind (the real port lands in :attr:`address`) and start reading."""
         config = self._config

@@ -216,10 +216,18 @@ def test_reassembly_is_bounded(make_pair) -> None:
         [wire.plaintext_record(22, 0, 92, header + bytes(3) + (10).to_bytes(3, "big") + bytes(10))]
     )
     assert session._hs.reassembler.buffered_bytes == 200
-    # Longer than any PSK handshake message: handshake_failure.
-    header = bytes((16,)) + (5000).to_bytes(3, "big") + (2).to_bytes(2, "big")
+    # Longer than any PSK handshake message, ahead of the next one: dropped.
+    header = bytes((16,)) + (5000).to_bytes(3, "big") + (3).to_bytes(2, "big")
     pair.to_server(
         [wire.plaintext_record(22, 0, 93, header + bytes(3) + (10).to_bytes(3, "big") + bytes(10))]
+    )
+    assert not pair.of_type(HandshakeFailed)
+    counters = pair.engine.counters
+    assert (counters["handshake_window"], counters["handshake_bytes"]) == (1, 2)
+    # ... and as the next expected one: handshake_failure.
+    header = bytes((16,)) + (5000).to_bytes(3, "big") + (2).to_bytes(2, "big")
+    pair.to_server(
+        [wire.plaintext_record(22, 0, 94, header + bytes(3) + (10).to_bytes(3, "big") + bytes(10))]
     )
     [failed] = pair.of_type(HandshakeFailed)
     assert failed.reason is HandshakeFailure.PROTOCOL

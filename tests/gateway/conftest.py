@@ -30,10 +30,12 @@ from gateway.dtls import (
     HandshakeOutcome,
     create_server_context,
 )
+from gateway.dtls.engine import wire
 from gateway.dtls.probe import DtlsProbe
 from gateway.dtls.records import HandshakeType, first_handshake_type
 
-#: Identities and PSKs every harness knows (PSKs at most 16 bytes: tinydtls).
+#: Identities and PSKs every harness knows (PSKs at most 16 bytes: the
+#: probe's tinydtls client).
 DTLS_PSKS = {
     b"dev-1": b"psk-of-device-01",
     b"dev-2": b"psk-of-device-02",
@@ -239,7 +241,7 @@ class DtlsRawPeer:
         while True:
             datagram = await self.receive(timeout)
             assert datagram is not None, "no ServerHelloDone"
-            if first_handshake_type(datagram) == HandshakeType.SERVER_HELLO_DONE:
+            if HandshakeType.SERVER_HELLO_DONE in dtls_handshake_types(datagram):
                 return
 
     def close(self) -> None:
@@ -249,6 +251,18 @@ class DtlsRawPeer:
             self._dtls = None
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def dtls_handshake_types(datagram: bytes) -> list[int]:
+    """The msg_type of every plaintext handshake message in ``datagram`` (a
+    server may pack a whole flight into one datagram, RFC 6347 §4.1.1)."""
+    records, _ = wire.parse_records(datagram, 0)
+    return [
+        fragment.msg_type
+        for record in records
+        if record.content_type == wire.ContentType.HANDSHAKE and record.epoch == 0
+        for fragment in wire.parse_handshake_fragments(record.fragment)
+    ]
 
 
 def _zero(*_args: object) -> int:

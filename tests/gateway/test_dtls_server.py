@@ -153,7 +153,7 @@ async def test_unknown_identity_fails(dtls_harness: DtlsHarnessFactory) -> None:
 async def test_psk_lookup_errors_and_overlong_psks_are_refused_without_leaking_them(
     dtls_harness: DtlsHarnessFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    long_psk = b"seventeen-bytes!!"
+    long_psk = b"k" * 65  # RFC 4279 §5.3 asks for up to 64 bytes
 
     def lookup(identity: bytes) -> bytes | None:
         if identity == b"broken":
@@ -172,8 +172,8 @@ async def test_psk_lookup_errors_and_overlong_psks_are_refused_without_leaking_t
     await session.request(dtls_get())
     await dtls_wait_for(lambda: h.server.stats().handshakes_failed == 3)
     assert h.server.stats().handshake_failures == {"unknown_identity": 2, "bad_finished": 1}
-    assert "PSK of identity long is not 1..16 bytes long" in caplog.text
-    assert "psk_lookup failed for identity broken" in caplog.text
+    assert "the PSK of long is not 1..64 bytes" in caplog.text
+    assert "psk_lookup failed for broken" in caplog.text
     for secret in (long_psk, PSK1, PSK2):
         for form in (secret.decode(), secret.hex(), repr(secret)):
             assert form not in caplog.text
@@ -225,7 +225,7 @@ async def test_server_retransmits_its_flight_to_a_silent_client(
     datagram = await peer.receive(timeout=5.0)
     assert datagram is not None, "no retransmission"
     assert first_handshake_type(datagram) == HandshakeType.SERVER_HELLO
-    assert loop.time() - sent_at > 0.5  # on tinydtls' timer, not at once
+    assert loop.time() - sent_at > 0.5  # on the retransmission timer, not at once
     assert h.server.stats().handshaking == 1
 
 
@@ -359,29 +359,6 @@ async def test_response_for_a_session_closed_meanwhile_is_dropped(
     assert h.closed[0][1] is CloseReason.CLOSED
 
 
-async def test_a_session_tinydtls_lost_is_closed_instead_of_connecting_out(
-    dtls_harness: DtlsHarnessFactory,
-) -> None:
-    h = await dtls_harness()
-    session = await h.probe().connect(b"dev-1", PSK1)
-    seen: list[bytes] = []
-    session._on_datagram = lambda datagram: seen.append(datagram) or True
-    await session.request(dtls_get())
-    remote = h.whoami.remotes[-1]
-    # Simulate tinydtls dropping the peer behind our back.
-    assert h.server._dtls is not None
-    h.server._dtls.resetPeer(remote._session.dtls_session)
-    seen.clear()
-    notification = aiocoap.Message(code=aiocoap.CONTENT, payload=b"ping")
-    notification.mtype, notification.mid, notification.token = aiocoap.NON, 7, b"t"
-    notification.remote = remote
-    h.server.send(notification)
-    await asyncio.sleep(0.1)
-    assert not any(first_handshake_type(d) == HandshakeType.CLIENT_HELLO for d in seen)
-    assert h.closed == [(remote, CloseReason.LOST)]
-    assert h.server.stats().sessions == 0
-
-
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError) as bad_host:
         DtlsServerConfig(host="localhost")
@@ -431,7 +408,8 @@ async def test_datagrams_from_unknown_peers_that_are_not_client_hello_are_droppe
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(loop.sock_recv(s, 2048), 0.2)
     stats = h.server.stats()
-    assert stats.dropped == {"unknown_peer": len(junk)}
+    assert sum(stats.dropped.values()) == len(junk), stats.dropped
+    assert set(stats.dropped) <= {"unknown_peer", "malformed"}
     assert (stats.datagrams_sent, stats.handshaking, stats.sessions) == (0, 0, 0)
     session = await h.probe().connect(b"dev-1", PSK1)
     assert (await session.request(dtls_get())).code == aiocoap.CONTENT

@@ -37,6 +37,11 @@ class EngineConfig:
     max_handshakes_per_host: int | None = None
     #: Seconds a handshake may take in all.
     handshake_timeout: float = 30.0
+    #: At ``max_handshakes``, a new handshake displaces the oldest one whose
+    #: peer sent nothing since the server's first flight for this many
+    #: seconds (None: a quarter of ``handshake_timeout``), so under a flood
+    #: handshakes under way finish and stalled ones make room.
+    handshake_stall: float | None = None
     #: RFC 6347 §4.2.4.1: initial retransmission timer and its ceiling.
     initial_retransmit: float = 1.0
     max_retransmit: float = 60.0
@@ -55,6 +60,13 @@ class EngineConfig:
     reassembly_window: int = 4
     #: Largest datagram the engine sends (handshake flights are packed up to it).
     max_datagram: int = 1200
+
+    @property
+    def stall_after(self) -> float:
+        """Seconds after which a silent half-open handshake may be displaced."""
+        if self.handshake_stall is None:
+            return self.handshake_timeout / 4
+        return self.handshake_stall
 
     def __post_init__(self) -> None:
         checks = (
@@ -75,6 +87,7 @@ class EngineConfig:
                 self.max_handshakes_per_host is None or self.max_handshakes_per_host >= 1,
             ),
             ("handshake_timeout", self.handshake_timeout > 0),
+            ("handshake_stall", self.handshake_stall is None or self.handshake_stall > 0),
             ("initial_retransmit", 0 < self.initial_retransmit <= self.max_retransmit),
             ("final_flight_hold", self.final_flight_hold >= 0),
             ("idle_timeout", self.idle_timeout > 0),

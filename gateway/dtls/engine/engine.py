@@ -24,7 +24,7 @@ import heapq
 import itertools
 import logging
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from . import wire
@@ -50,19 +50,36 @@ log = logging.getLogger(__name__)
 #: ``psk_lookup(identity) -> psk or None`` (RFC 4279 §2; RFC 9202 §3.2.2:
 #: the identity may be a whole access token). Must not block.
 PskLookup = Callable[[bytes], bytes | None]
+#: ``admit(identity, address) -> bool``: judged before the PSK lookup; False
+#: (a lockout of this identity from this address) fails the handshake like
+#: an unknown identity, reported as ``LOCKED_OUT``. Must not block.
+AdmissionCheck = Callable[[bytes, Address], bool]
 
 
 class DtlsServerEngine:
     """All DTLS sessions of one server socket."""
 
-    def __init__(self, config: EngineConfig, psk_lookup: PskLookup, *, now: float) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        psk_lookup: PskLookup,
+        *,
+        now: float,
+        admit: AdmissionCheck | None = None,
+    ) -> None:
         self.config = config
         self._psk_lookup = psk_lookup
+        self._admit = admit
         self._cookies = CookieJar(config.cookie_rotation, now)
         self._by_address: dict[Address, Session] = {}
         self._by_cid: dict[bytes, Session] = {}
         self._handshakes_by_host: Counter[object] = Counter()
-        self._handshaking = 0
+        #: Handshakes under way, oldest first.
+        self._handshakes: dict[Session, None] = {}
+        #: Established sessions, least recently active first.
+        self._idle: OrderedDict[Session, None] = OrderedDict()
+        #: Established sessions by identity.
+        self._by_identity: dict[bytes, dict[Session, None]] = {}
         self._sessions = 0
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
@@ -79,7 +96,7 @@ class DtlsServerEngine:
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         """Process one datagram from ``address``."""
         records, truncated = wire.parse_records(data, self.config.cid_length)
-        if truncated:
+        if truncated or not records:
             self.count("malformed_record")
         for record in records:
             if record.content_type == ContentType.TLS12_CID:
@@ -133,7 +150,8 @@ class DtlsServerEngine:
     def close_identity(self, identity: bytes) -> int:
         """Close every session and handshake of ``identity`` (device disabled,
         PSK rotated); returns how many."""
-        victims = [s for s in self._all_sessions() if s.identity == identity]
+        victims = list(self._by_identity.get(identity, ()))
+        victims += [s for s in self._handshakes if s.identity == identity]
         for session in victims:
             self.close(session)
         return len(victims)
@@ -173,16 +191,27 @@ class DtlsServerEngine:
         events, self._events = self._events, []
         return events
 
-    def sessions(self) -> list[Session]:
-        """The established sessions."""
-        return [s for s in self._all_sessions() if s.established]
+    def sessions(self, identity: bytes | None = None) -> list[Session]:
+        """The established sessions (of ``identity``, if given)."""
+        if identity is None:
+            return list(self._idle)
+        return list(self._by_identity.get(identity, ()))
 
     def session_for_cid(self, cid: bytes) -> Session | None:
         return self._by_cid.get(cid)
 
+    def session_at(self, address: Address) -> Session | None:
+        """The session (established or handshaking) records from ``address``
+        go to, if any."""
+        return self._by_address.get(address)
+
     @property
     def handshaking_count(self) -> int:
-        return self._handshaking
+        return len(self._handshakes)
+
+    @property
+    def established_count(self) -> int:
+        return len(self._idle)
 
     @property
     def session_count(self) -> int:
@@ -199,6 +228,21 @@ class DtlsServerEngine:
 
     def emit(self, event: Event) -> None:
         self._events.append(event)
+
+    def admits(self, identity: bytes, address: Address) -> bool:
+        """The driver's admission check (True without one; False if it fails)."""
+        if self._admit is None:
+            return True
+        try:
+            return bool(self._admit(identity, address))
+        except Exception:
+            log.exception("admission check failed for %s", identity_label(identity))
+            return False
+
+    def touch(self, session: Session) -> None:
+        """Authenticated application data: ``session`` is the most recently
+        active one (eviction takes the longest idle)."""
+        self._idle.move_to_end(session)
 
     def lookup_psk(self, identity: bytes) -> bytes | None:
         """The PSK for ``identity``, or None for an unknown, over-long or
@@ -244,8 +288,11 @@ class DtlsServerEngine:
 
     def established(self, session: Session) -> None:
         """A handshake completed (called before SessionEstablished is emitted)."""
-        self._handshaking -= 1
+        del self._handshakes[session]
         self._release_host(session)
+        self._idle[session] = None
+        assert session.identity is not None
+        self._by_identity.setdefault(session.identity, {})[session] = None
         old = session.replaces
         session.replaces = None
         if old is not None and old.established:
@@ -257,7 +304,7 @@ class DtlsServerEngine:
         gets its address back."""
         if not session.handshaking:
             return
-        self._handshaking -= 1
+        del self._handshakes[session]
         self._release_host(session)
         self._forget(session)
         old = session.replaces
@@ -277,6 +324,12 @@ class DtlsServerEngine:
         """Forget an established session and report it."""
         if not session.established:
             return
+        del self._idle[session]
+        assert session.identity is not None
+        same = self._by_identity[session.identity]
+        del same[session]
+        if not same:
+            del self._by_identity[session.identity]
         self._forget(session)
         self.counters["closed_" + reason.value] += 1
         self.emit(SessionClosed(session, reason))
@@ -351,7 +404,7 @@ class DtlsServerEngine:
             )
             self.count("hello_verify_requests")
             return
-        if not self._may_start(address):
+        if not self._may_start(address, now):
             return
         replaced: Session | None = None
         if current is not None:
@@ -365,7 +418,7 @@ class DtlsServerEngine:
         session = Session(self, address, now)
         session.replaces = replaced
         self._sessions += 1
-        self._handshaking += 1
+        self._handshakes[session] = None
         self._handshakes_by_host[_host(address)] += 1
         self._by_address[address] = session
         try:
@@ -376,20 +429,33 @@ class DtlsServerEngine:
         self.count("handshakes_started")
         self._touched.append(session)
 
-    def _may_start(self, address: Address) -> bool:
+    def _may_start(self, address: Address, now: float) -> bool:
+        """Admission of a cookie-verified ClientHello: not while draining, at
+        most the host's share of the handshake table; at the global handshake
+        cap only in place of a stalled handshake; at the session cap in place
+        of the longest-idle established session."""
         if not self.accepting:
             self.count("not_accepting")
             return False
-        if self._sessions >= self.config.max_sessions:
-            self.count("session_cap")
-            return False
-        if self._handshaking >= self.config.max_handshakes:
-            self.count("handshake_cap")
-            return False
+        stalled: Session | None = None
+        if len(self._handshakes) >= self.config.max_handshakes:
+            stalled = next(iter(self._handshakes))
+            if stalled.progressed or stalled.started + self.config.stall_after > now:
+                self.count("handshake_cap")
+                return False
         per_host = self.config.max_handshakes_per_host
         if per_host is not None and self._handshakes_by_host[_host(address)] >= per_host:
             self.count("host_handshake_cap")
             return False
+        if stalled is not None:
+            self.count("handshakes_displaced")
+            stalled.fail(HandshakeFailure.DISPLACED, None, now)
+        if self._sessions >= self.config.max_sessions:
+            idlest = next(iter(self._idle), None)
+            if idlest is None:
+                self.count("session_cap")
+                return False
+            self.close(idlest, CloseReason.EVICTED)
         return True
 
     def _schedule(self, session: Session) -> None:

@@ -29,6 +29,8 @@ class CloseReason(StrEnum):
     #: The peer completed a new handshake from the same address (RFC 6347 §4.2.8).
     REHANDSHAKE = "rehandshake"
     SHUTDOWN = "shutdown"
+    #: The session table was full and this was the longest-idle session.
+    EVICTED = "evicted"
 
 
 class HandshakeFailure(StrEnum):
@@ -44,6 +46,13 @@ class HandshakeFailure(StrEnum):
     PROTOCOL = "protocol"
     #: A new ClientHello from the same address replaced it, or it was closed.
     CLOSED = "closed"
+    #: The driver's admission check refused the identity from this address
+    #: (a lockout); the handshake went on with a random key and failed at the
+    #: Finished like an unknown identity, so the peer cannot tell.
+    LOCKED_OUT = "locked_out"
+    #: The handshake table was full and this one had stalled (no datagram
+    #: from its peer since the server's first flight): a new one took its place.
+    DISPLACED = "displaced"
 
 
 @dataclass(frozen=True, slots=True)

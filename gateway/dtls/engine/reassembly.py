@@ -9,6 +9,7 @@ take the fast path without a copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import AlertDescription, AlertError
@@ -56,11 +57,32 @@ class _Partial:
 class Reassembler:
     """Handshake messages of one peer, delivered whole and in order."""
 
-    __slots__ = ("_buffered", "_max_bytes", "_max_message", "_partials", "_window", "next_seq")
+    __slots__ = (
+        "_buffered",
+        "_dropped",
+        "_max_bytes",
+        "_max_message",
+        "_partials",
+        "_window",
+        "next_seq",
+    )
 
-    def __init__(self, next_seq: int, *, max_bytes: int, max_message: int, window: int) -> None:
+    def __init__(
+        self,
+        next_seq: int,
+        *,
+        max_bytes: int,
+        max_message: int,
+        window: int,
+        dropped: Callable[[str], None] | None = None,
+    ) -> None:
+        """``dropped(reason)`` is told of every fragment refused:
+        ``handshake_window`` (message_seq beyond the window) or
+        ``handshake_bytes`` (over the byte budget, an over-long message, too
+        many fragments, or fragments that disagree)."""
         #: message_seq of the next message to deliver.
         self.next_seq = next_seq
+        self._dropped = dropped
         self._max_bytes = max_bytes
         self._max_message = max_message
         self._window = window
@@ -73,13 +95,20 @@ class Reassembler:
 
     def add(self, fragment: HandshakeFragment) -> list[tuple[int, int, bytes]]:
         """Take one fragment; return the ``(msg_type, message_seq, body)``
-        messages now deliverable in order (possibly none). Raises AlertError
-        for a message longer than any a PSK handshake needs."""
+        messages now deliverable in order (possibly none). A message longer
+        than any a PSK handshake needs raises AlertError when it is the next
+        expected one; ahead of it, it is dropped like one over the budget
+        (RFC 6347 §4.1.2.7: invalid records are discarded), so future
+        messages never cost more than the budget."""
         seq = fragment.message_seq
-        if seq < self.next_seq or seq >= self.next_seq + self._window:
+        if seq < self.next_seq:
             return []
+        if seq >= self.next_seq + self._window:
+            return self._drop("handshake_window")
         if fragment.length > self._max_message:
-            raise AlertError(AlertDescription.HANDSHAKE_FAILURE, "handshake message too long")
+            if seq == self.next_seq:
+                raise AlertError(AlertDescription.HANDSHAKE_FAILURE, "handshake message too long")
+            return self._drop("handshake_bytes")
         ready: list[tuple[int, int, bytes]] = []
         if seq == self.next_seq and fragment.is_whole:
             stale = self._partials.pop(seq, None)
@@ -93,14 +122,14 @@ class Reassembler:
             partial = self._partials.get(seq)
             if partial is None:
                 if self._buffered + fragment.length > self._max_bytes:
-                    return []
+                    return self._drop("handshake_bytes")
                 partial = _Partial(fragment.msg_type, fragment.length, bytearray(fragment.length))
                 self._partials[seq] = partial
                 self._buffered += fragment.length
             elif partial.msg_type != fragment.msg_type or partial.length != fragment.length:
-                return []
+                return self._drop("handshake_bytes")
             if partial.fragments >= MAX_FRAGMENTS:
-                return []
+                return self._drop("handshake_bytes")
             partial.add(fragment.fragment_offset, fragment.body)
         while True:
             head = self._partials.get(self.next_seq)
@@ -111,3 +140,8 @@ class Reassembler:
             ready.append((head.msg_type, self.next_seq, bytes(head.buffer)))
             self.next_seq += 1
         return ready
+
+    def _drop(self, reason: str) -> list[tuple[int, int, bytes]]:
+        if self._dropped is not None:
+            self._dropped(reason)
+        return []

@@ -71,6 +71,7 @@ class _Handshake:
         "flight",
         "identity_known",
         "keys",
+        "locked_out",
         "master",
         "peer_flight_last",
         "reassembler",
@@ -93,6 +94,7 @@ class _Handshake:
         #: message_seq of the last message of the peer's previous flight.
         self.peer_flight_last = -1
         self.identity_known = False
+        self.locked_out = False
         self.master = b""
         self.keys: crypto.KeyBlock | None = None
         self.finished_hash = b""
@@ -107,7 +109,8 @@ class Session:
     Public, read-only for the driver: ``identity`` (the authenticated PSK
     identity; None until established), ``address`` (where records are sent),
     ``cid`` (the Connection ID the peer puts on its records, b"" without),
-    ``cipher_suite`` and ``established``.
+    ``cipher_suite`` and ``established``. ``user`` is the driver's own (the
+    engine never reads it).
     """
 
     __slots__ = (
@@ -127,7 +130,10 @@ class Session:
         "last_activity",
         "peer_cid",
         "phase",
+        "progressed",
         "replaces",
+        "started",
+        "user",
         "wake_at",
     )
 
@@ -154,6 +160,11 @@ class Session:
         self.replaces: Session | None = None
         #: When the engine's timer heap last scheduled this session.
         self.wake_at: float | None = None
+        #: When the handshake started, and whether the peer sent anything
+        #: since the server's first flight (stalled handshakes are displaced).
+        self.started = now
+        self.progressed = False
+        self.user: object = None
 
     def __repr__(self) -> str:
         who = identity_label(self.identity) if self.identity is not None else "?"
@@ -188,6 +199,7 @@ class Session:
             max_bytes=config.max_reassembly_bytes,
             max_message=max(max_message, 1024),
             window=window,
+            dropped=self._engine.count,
         )
         hs = self._hs = _Handshake(reassembler, hello.random, now)
         hs.deadline = now + config.handshake_timeout
@@ -246,6 +258,8 @@ class Session:
         """One record routed here (by address, or by CID for tls12_cid)."""
         if self.phase is Phase.CLOSED:
             return
+        if self._hs is not None:
+            self.progressed = True
         try:
             if record.epoch == 0:
                 self._plaintext(record, now)
@@ -304,11 +318,13 @@ class Session:
                 # The peer's first protected record does not authenticate:
                 # it holds another PSK (or the identity is unknown and the
                 # key random). Same alert either way (RFC 4279 §5.1).
-                reason = (
-                    HandshakeFailure.BAD_FINISHED
-                    if self._hs is not None and self._hs.identity_known
-                    else HandshakeFailure.UNKNOWN_IDENTITY
-                )
+                hs = self._hs
+                if hs is not None and hs.locked_out:
+                    reason = HandshakeFailure.LOCKED_OUT
+                elif hs is not None and hs.identity_known:
+                    reason = HandshakeFailure.BAD_FINISHED
+                else:
+                    reason = HandshakeFailure.UNKNOWN_IDENTITY
                 self.fail(reason, AlertDescription.BAD_RECORD_MAC, now)
             else:
                 self._engine.count("bad_record_mac")
@@ -324,6 +340,7 @@ class Session:
             if self.phase is Phase.ESTABLISHED:
                 self.last_activity = now
                 self.final_flight = None
+                self._engine.touch(self)
                 self._engine.emit(ApplicationData(self, plaintext))
             else:
                 self._engine.count("early_application_data")
@@ -396,12 +413,16 @@ class Session:
             raise AlertError(AlertDescription.UNEXPECTED_MESSAGE, f"handshake type {msg_type}")
 
     def _client_key_exchange(self, identity: bytes, now: float) -> None:
-        """Look up the PSK; an unknown identity continues with a random key
-        so that it fails at the Finished exactly like a wrong PSK
-        (RFC 4279 §5.1)."""
+        """Look up the PSK; an unknown identity, or one the driver refuses
+        from this address (lockout), continues with a random key so that it
+        fails at the Finished exactly like a wrong PSK (RFC 4279 §5.1)."""
         hs = self._hs
         assert hs is not None
-        psk = self._engine.lookup_psk(identity)
+        if self._engine.admits(identity, self.address):
+            psk = self._engine.lookup_psk(identity)
+        else:
+            hs.locked_out = True
+            psk = None
         hs.identity_known = psk is not None
         self.identity = identity
         if psk is None:
