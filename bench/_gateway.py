@@ -4,7 +4,7 @@ device side (token, upload, Echo, Proof option) on
 :class:`gateway.dtls.probe.DtlsProbe` sessions.
 
 The gateway process (``python -m bench._gateway STATE``) is the real
-:class:`gateway.server.Gateway` (registry, key store, authorization layer,
+:class:`gateway.runtime.gateway.Gateway` (registry, key store, authorization layer,
 proxy routes from the configuration) plus two trivial 32-byte resources:
 ``/bench`` behind the authorization layer and ``/bench-open`` without it,
 plus ``/bench-cpu``, the process's CPU time in nanoseconds (finer than the
@@ -81,9 +81,10 @@ LIFTED_LIMITS = {
 
 def serve(state: Path) -> None:
     """Run the bench gateway on ``state`` until stdin is closed."""
-    from gateway.authorization import UNPROTECTED
     from gateway.config import load_config
-    from gateway.server import Gateway, tune_gc
+    from gateway.resource_server.authorizer import UNPROTECTED
+    from gateway.runtime.gateway import Gateway
+    from gateway.runtime.serve import tune_gc
 
     class Trivial(aiocoap.resource.Resource):  # type: ignore[misc]
         async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
@@ -126,9 +127,9 @@ def prepare(
     ``extra_config`` (e.g. ``[[routes]]`` tables) to its configuration, lift
     the rate limits (environment, inherited by the gateway process) and
     register ``devices`` devices with ``scope``; returns ``(client_id, psk)``."""
-    from gateway.cli import main as cli_main
     from gateway.config import load_config
-    from gateway.registry import Registry
+    from gateway.registry.sqlite import Registry
+    from gateway.runtime.cli import main as cli_main
 
     if cli_main(["init", "--dir", str(state)], out=io.StringIO()) != 0:
         raise RuntimeError("acegw init failed")

@@ -110,7 +110,7 @@ async def _start_gateway(state: Path, workers: int) -> Gateway:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from gateway.cli import main; sys.exit(main())",
+        "import sys; from gateway.runtime.cli import main; sys.exit(main())",
         "serve",
         "--config",
         str(state / "acegw.toml"),
@@ -206,7 +206,7 @@ async def _round(
 
 
 def _sessions_per_worker(gateway: Gateway) -> dict[str, float]:
-    from gateway.metrics import parse
+    from gateway.operations.metrics import parse
 
     url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as resp:

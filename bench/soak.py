@@ -8,7 +8,7 @@ warm-up), the error rate, and the drift of the request p99.
 Processes on loopback: ``acegw serve`` (the real service, one worker, a temp
 state dir with ``--devices`` clients from ``acegw clients bulk-add``, audit
 and metrics off, per-address limits lifted because every simulated device
-sends from 127.0.0.1), the demo HTTP upstream (``gateway.demo_upstream``)
+sends from 127.0.0.1), the demo HTTP upstream (``examples.demo_upstream``)
 behind the route ``/temp``, and the simulator (:class:`device_sim.worker.
 Worker`, the engine of ``acegw-sim``) in this process. Every device has its
 own UDP socket and DTLS session (so the soft ``RLIMIT_NOFILE`` is raised to
@@ -313,8 +313,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ACEGW_DTLS_MAX_SESSIONS": str(max(args.devices * 2, 1000)),
         }
         upstream = subprocess.Popen(
-            [sys.executable, "-m", "gateway.demo_upstream", "--port", str(up_port)],
+            [sys.executable, "-m", "examples.demo_upstream", "--port", str(up_port)],
             stdout=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[1],  # examples/ is not installed
         )
         gateway: subprocess.Popen[bytes] | None = None
         try:

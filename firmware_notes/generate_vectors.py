@@ -18,7 +18,7 @@ Everything is deterministic, so a second run writes byte-identical files
   against RFC 6979 A.2.5 by the tests); EdDSA is deterministic by design.
 
 The vectors are made by the project's own code: the gateway's embedded AS
-(:class:`gateway.authorization_server.AuthorizationServer`, fed the fixed
+(:class:`gateway.authorization_server.token_endpoint.AuthorizationServer`, fed the fixed
 draws), :mod:`tokens.cwt` and :func:`tokens.proof.build_proof`; CoAP
 messages are encoded by aiocoap. Sizes on the wire measured from a real
 handshake come from ``vectors/wire.json`` (written by
@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from firmware_notes.diag import diag
 from firmware_notes.render import fill
-from gateway.authorization_server import AuthorizationServer, ClientPolicy
+from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
 from tokens import cnf as cnf_mod
 from tokens import cose
 from tokens.ace import CreationHints, ErrorResponse, TokenRequest

@@ -173,9 +173,9 @@ async def measure(server: tuple[str, int], workdir: Path) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def local_gateway(state: Path) -> AsyncIterator[tuple[str, int]]:
     """A gateway on 127.0.0.1 with the vectors' device registered."""
-    from gateway.cli import main as cli_main
     from gateway.config import load_config
-    from gateway.server import Gateway
+    from gateway.runtime.cli import main as cli_main
+    from gateway.runtime.gateway import Gateway
 
     inputs = _inputs()
     if cli_main(["init", "--dir", str(state)], out=io.StringIO()) != 0:

@@ -3,7 +3,7 @@ frozen dataclasses.
 
 The schema is the dataclasses below: each field carries its help text, range
 and checks, so parsing, the default file written by ``acegw init``
-(:mod:`gateway.config_docs`) and the reference in ``docs/config.md`` come
+(:mod:`gateway.runtime.config_docs`) and the reference in ``docs/config.md`` come
 from one place. A bad configuration fails at start with a
 :class:`~gateway.errors.ConfigError` naming the key and the problem (unknown
 key, wrong type, out of range, missing file); nothing is checked with

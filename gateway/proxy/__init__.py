@@ -25,9 +25,15 @@ from pathlib import Path
 
 import aiocoap.interfaces
 
-from ..config import Config, RouteConfig
-from .mapping import Segments
-from .resource import InFlightLimit, ProxyRoute, RouteResource, RouteSubtree, site_entries
+from gateway.config import Config, RouteConfig
+from gateway.proxy.mapping import Segments
+from gateway.proxy.resource import (
+    InFlightLimit,
+    ProxyRoute,
+    RouteResource,
+    RouteSubtree,
+    site_entries,
+)
 
 
 class Proxy:
@@ -89,7 +95,7 @@ class Proxy:
         """The ``max_body`` of the route that serves Uri-Path ``path`` (the
         longest matching prefix, as the Site dispatches); None when no route
         does. The root refuses a larger body before block-wise assembly
-        spools it (RFC 7959 §2.9.3, :class:`gateway.authorization.AuthorizingSite`)."""
+        spools it (RFC 7959 §2.9.3, :class:`gateway.resource_server.authorizer.AuthorizingSite`)."""
         best: ProxyRoute | None = None
         for route in self.routes:
             n = len(route.prefix)

@@ -5,7 +5,8 @@ made safe for an HTTP field value (RFC 9110 §5.5).
 A device cannot send HTTP headers: the only header values it influences are
 the ones :mod:`gateway.proxy.mapping` derives from CoAP options
 (:data:`~gateway.proxy.mapping.MAPPED_REQUEST_HEADERS`). Identity headers are
-set by the gateway alone, from the verified :class:`~gateway.auth_context.AuthContext`.
+set by the gateway alone, from the verified
+:class:`~gateway.resource_server.auth_context.AuthContext`.
 A route's ``headers`` may not name a header the gateway derives or sets
 itself (checked when the route is built), so nothing can overwrite them.
 """
@@ -16,8 +17,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from .mapping import MAPPED_REQUEST_HEADERS
+from gateway.errors import ConfigError
+from gateway.proxy.mapping import MAPPED_REQUEST_HEADERS
 
 #: Headers set by the HTTP client or the proxy itself (framing, routing);
 #: a route may not configure them.

@@ -31,7 +31,7 @@ import aiocoap
 from aiocoap.numbers.codes import Code
 from multidict import CIMultiDictProxy
 
-from ..errors import (
+from gateway.errors import (
     NotAcceptable,
     ProxyRequestError,
     UnmappableContentFormat,

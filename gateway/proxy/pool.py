@@ -26,8 +26,8 @@ import ssl
 import time
 from collections.abc import Callable
 
-from .http1 import RawResponse, ResponseParser, encode_request
-from .mapping import DEFAULT_PORTS, IDEMPOTENT_HTTP_METHODS
+from gateway.proxy.http1 import RawResponse, ResponseParser, encode_request
+from gateway.proxy.mapping import DEFAULT_PORTS, IDEMPOTENT_HTTP_METHODS
 
 __all__ = ["ConnectionPool", "StaleConnection"]
 

@@ -4,13 +4,13 @@ everything below it).
 
 The authorization layer has already verified every request that reaches
 these resources (token, proof, scope for path and method), removed its Proof
-option and set the :class:`~gateway.auth_context.AuthContext`; the route
+option and set the :class:`~gateway.resource_server.auth_context.AuthContext`; the route
 still enforces, on every request, that it is no forward-proxy request (5.05,
 RFC 7252 §5.10.2), its own ``methods`` (4.05) and ``max_body`` (4.13 with
 Size1, RFC 7959 §2.9.3).
 
 The gateway reaches these resources only through their :meth:`render`: the
-root resource (:class:`gateway.observe.ServiceSite`) runs the block-wise
+root resource (:class:`gateway.coap.service_site.ServiceSite`) runs the block-wise
 flow (RFC 7959) itself, then the authorization layer and aiocoap's Site
 dispatch call ``render`` of the resource found. So Block1 requests arrive
 here reassembled, and the route's ``max_body`` is checked again on the whole
@@ -34,9 +34,9 @@ import aiocoap.interfaces
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
-from ..auth_context import AuthContext, current_auth
-from ..config import RouteConfig
-from ..errors import (
+from gateway.coap.ace_resources import error_response
+from gateway.config import RouteConfig
+from gateway.errors import (
     CircuitOpen,
     ConfigError,
     GatewayError,
@@ -47,10 +47,9 @@ from ..errors import (
     UpstreamBusy,
     UpstreamError,
 )
-from ..resources import error_response
-from .cache import CacheEntry, CacheKey, ResponseCache
-from .headers import compile_headers, uses_identity
-from .mapping import (
+from gateway.proxy.cache import CacheEntry, CacheKey, ResponseCache
+from gateway.proxy.headers import compile_headers, uses_identity
+from gateway.proxy.mapping import (
     DEFAULT_PORTS,
     METHOD_CODES,
     EtagCodec,
@@ -63,8 +62,9 @@ from .mapping import (
     map_response,
     parse_entity_tag,
 )
-from .upstream import USER_AGENT, CircuitBreaker, Upstream, tls_context
-from .upstream_auth import load_upstream_auth, resolve_path
+from gateway.proxy.upstream import USER_AGENT, CircuitBreaker, Upstream, tls_context
+from gateway.proxy.upstream_auth import load_upstream_auth, resolve_path
+from gateway.resource_server.auth_context import AuthContext, current_auth
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import (
+from gateway.errors import (
     CircuitOpen,
     GatewayError,
     UpstreamBadResponse,
@@ -48,9 +48,9 @@ from ..errors import (
     UpstreamTlsError,
     UpstreamTooLarge,
 )
-from .http1 import BodyTooLarge, ProtocolError
-from .mapping import HttpRequest, HttpResponse
-from .pool import ConnectionPool, StaleConnection
+from gateway.proxy.http1 import BodyTooLarge, ProtocolError
+from gateway.proxy.mapping import HttpRequest, HttpResponse
+from gateway.proxy.pool import ConnectionPool, StaleConnection
 
 log = logging.getLogger(__name__)
 

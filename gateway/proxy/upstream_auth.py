@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from ..auth_context import AuthContext
-from ..config import RouteConfig
-from ..errors import ConfigError
+from gateway.config import RouteConfig
+from gateway.errors import ConfigError
+from gateway.resource_server.auth_context import AuthContext
 
 #: Most (client, scope) JWTs kept per route.
 JWT_CACHE_ENTRIES = 10_000

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main as cli_main
 from gateway.config import Config, LimitsConfig, load_config
-from gateway.server import Gateway
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
 
 C_DIR = Path(__file__).resolve().parents[2] / "firmware_notes" / "c"
 VECTORS = C_DIR.parent / "vectors"

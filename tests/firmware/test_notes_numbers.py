@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from firmware_notes import recipe
-from gateway.authorization_server import AuthorizationServer, ClientPolicy
+from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
+from gateway.coap.ace_resources import MAX_ACE_PAYLOAD
 from gateway.config import AsConfig, DtlsConfig, LimitsConfig, RsConfig
 from gateway.dtls.server import TUNING
-from gateway.registry import GENERATED_PSK_CHARS, MAX_CLIENT_ID_LEN, MAX_PSK_LEN
-from gateway.resource_server import TokenIntake, TrustedIssuer
-from gateway.resources import MAX_ACE_PAYLOAD
+from gateway.registry.sqlite import GENERATED_PSK_CHARS, MAX_CLIENT_ID_LEN, MAX_PSK_LEN
+from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
 from tests.firmware.test_vectors import INPUTS, NOW, PROOFS, RESPONSES, SYM, h, keys
 from tokens.ace import TokenRequest
 from tokens.aif import Scope

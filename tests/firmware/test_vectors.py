@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from firmware_notes import generate_vectors as gen
 from firmware_notes import recipe
-from gateway.authorization_server import AuthorizationServer, ClientPolicy
+from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
 from tokens import cnf as cnf_mod
 from tokens.ace import TokenRequest, TokenResponse
 from tokens.aif import Scope

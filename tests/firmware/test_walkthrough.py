@@ -16,8 +16,8 @@ import pytest
 
 from firmware_notes import measure_wire, recipe, walkthrough
 from firmware_notes.relay import Datagram, UdpRelay
-from gateway.cli import main as cli_main
-from gateway.server import Gateway
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
 from tests.integration.conftest import gateway_config
 from tokens.cwt import TokenVerifier
 

@@ -1,5 +1,5 @@
-"""The one-step authorization path (gateway._admission, the C twin of
-gateway.authorization.Admission): the same verdicts and the same effects on
+"""The one-step authorization path (gateway.resource_server._admission, the C twin of
+gateway.resource_server.authorizer.Admission): the same verdicts and the same effects on
 the replay window and the rate limit as its Python reference, on real
 proofs, windows and buckets."""
 
@@ -11,8 +11,8 @@ from aiocoap.numbers.codes import Code
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.authorization import ACCELERATED, Admission
-from gateway.limits import RateLimiter
+from gateway.resource_server.authorizer import ACCELERATED, Admission
+from gateway.resource_server.rate_limits import RateLimiter
 from tokens.echo import EchoIssuer
 from tokens.keys import SymmetricKey
 from tokens.params import Alg
@@ -20,7 +20,7 @@ from tokens.proof import ProofedRequest, build_proof, mac_proof_check
 from tokens.replay import FreshnessGuard
 
 try:
-    from gateway import _admission
+    from gateway.resource_server import _admission
 except ImportError:  # test_the_c_admission_is_built_and_checks_its_arguments says so
     _admission = None  # type: ignore[assignment]
 
@@ -113,7 +113,7 @@ def test_verdicts(implementation):
 
 
 def test_the_c_admission_is_built_and_checks_its_arguments():
-    """`pip install` builds gateway._admission; without it every warm request
+    """`pip install` builds gateway.resource_server._admission; without it every warm request
     would run the Python sequence."""
     assert ACCELERATED
     with pytest.raises(TypeError):

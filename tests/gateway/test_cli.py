@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.authorization_server.keystore import Keystore
 from gateway.config import load_config
-from gateway.keystore import Keystore
-from gateway.masterkey import ENV_VAR
-from gateway.registry import GENERATED_PSK_CHARS, Registry
+from gateway.registry.masterkey import ENV_VAR
+from gateway.registry.sqlite import GENERATED_PSK_CHARS, Registry
+from gateway.runtime.cli import main
 from tokens.cwt import Claims, mint
 from tokens.keys import Ec2Key
 
@@ -301,20 +301,20 @@ def test_serve_calls_gateway_server(
     gw: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen = []
-    fake = types.ModuleType("gateway.server")
+    fake = types.ModuleType("gateway.runtime.serve")
 
     async def serve(config: object) -> int:
         seen.append(config)
         return 0
 
     fake.serve = serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gateway.server", fake)
+    monkeypatch.setitem(sys.modules, "gateway.runtime.serve", fake)
     assert run("serve", "--dir", str(gw))[0] == 0
     assert seen[0].source == (gw / "acegw.toml").absolute()
-    monkeypatch.setitem(sys.modules, "gateway.server", None)  # module absent
+    monkeypatch.setitem(sys.modules, "gateway.runtime.serve", None)  # module absent
     assert run("serve", "--dir", str(gw))[0] == 1
     err = capsys.readouterr().err
-    assert "gateway.server" in err and "Traceback" not in err
+    assert "gateway.runtime.serve" in err and "Traceback" not in err
 
 
 def test_console_script(gw: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, load_config, parse_config
-from gateway.config_docs import default_config_text, reference_markdown
 from gateway.errors import ConfigError
+from gateway.runtime.config_docs import default_config_text, reference_markdown
 from tokens.params import Alg
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
@@ -245,7 +245,7 @@ def test_metrics_off(tmp_path: Path) -> None:
 
 def test_docs_reference_is_current() -> None:
     """docs/config.md carries the generated reference; regenerate it with
-    ``python -c 'from gateway.config_docs import reference_markdown as r; print(r())'``."""
+    ``python -c 'from gateway.runtime.config_docs import reference_markdown as r; print(r())'``."""
     text = DOCS.read_text()
     begin, end = "<!-- BEGIN GENERATED REFERENCE -->\n", "<!-- END GENERATED REFERENCE -->"
     assert begin in text and end in text

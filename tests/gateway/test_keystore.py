@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.authorization_server.keystore import MANIFEST, Keystore, load_key_set
 from gateway.errors import ConfigError, KeystoreError, UnknownKid
-from gateway.keystore import MANIFEST, Keystore, load_key_set
 from tokens.errors import UnknownKey
 from tokens.keys import Ec2Key, OkpKey, SymmetricKey
 from tokens.params import Alg

@@ -1,4 +1,4 @@
-"""Rate limits (gateway/limits.py), on explicit times."""
+"""Rate limits (gateway/resource_server/rate_limits.py), on explicit times."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.limits import (
+from gateway.resource_server.rate_limits import (
     ACCELERATED,
     Limiter,
     RateLimiter,
@@ -15,7 +15,7 @@ from gateway.limits import (
 )
 
 try:
-    from gateway import _bucket
+    from gateway.resource_server import _bucket
 except ImportError:  # test_the_c_buckets_are_built says so
     _bucket = None  # type: ignore[assignment]
 
@@ -36,7 +36,7 @@ def test_bucket_spends_refills_and_says_how_long_to_wait():
 
 
 def test_the_c_buckets_are_built():
-    """`pip install` builds gateway._bucket; without it every request's rate
+    """`pip install` builds gateway.resource_server._bucket; without it every request's rate
     limit would run the Python reference."""
     assert ACCELERATED
     assert RateLimiter.__mro__[1] is _bucket.Limiter

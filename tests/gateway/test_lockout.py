@@ -1,5 +1,5 @@
-"""The lockout model (gateway/lockout.py) on explicit times, the port claim
-(gateway/port_claim.py), the screening of half-open peers
+"""The lockout model (gateway/resource_server/lockout.py) on explicit times, the port claim
+(gateway/runtime/port_claim.py), the screening of half-open peers
 (gateway/dtls/records.py) and the half-open share of one address
 (gateway/dtls/session.py)."""
 
@@ -13,8 +13,8 @@ import pytest
 from gateway.dtls import records
 from gateway.dtls.session import Session, SessionTable
 from gateway.errors import PortInUse
-from gateway.lockout import BanScope, LockedOut, Lockout
-from gateway.port_claim import PortClaim
+from gateway.resource_server.lockout import BanScope, LockedOut, Lockout
+from gateway.runtime.port_claim import PortClaim
 
 DEVICE = b"acc-0001"
 HOME, ATTACKER = "192.0.2.1", "198.51.100.7"

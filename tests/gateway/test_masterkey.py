@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError, CorruptRecord, MasterKeyError
-from gateway.masterkey import ENV_VAR, MasterKey, create_key_file, load_master_key
+from gateway.registry.masterkey import ENV_VAR, MasterKey, create_key_file, load_master_key
 
 RAW = bytes(range(32))
 

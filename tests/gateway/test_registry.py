@@ -20,8 +20,8 @@ from gateway.errors import (
     MasterKeyError,
     RegistryError,
 )
-from gateway.masterkey import MasterKey
-from gateway.registry import (
+from gateway.registry.masterkey import MasterKey
+from gateway.registry.sqlite import (
     CHANGELOG_RETENTION,
     GENERATED_PSK_CHARS,
     MAX_PSK_LEN,
@@ -272,8 +272,8 @@ def test_crash_mid_write_leaves_old_record(reg: Registry, db_path: Path, key: Ma
     reg.close()
     code = f"""
 import os
-from gateway.masterkey import MasterKey
-from gateway.registry import Registry
+from gateway.registry.masterkey import MasterKey
+from gateway.registry.sqlite import Registry
 r = Registry({str(db_path)!r}, MasterKey(bytes.fromhex({KEY_HEX!r})))
 def crash(*a):
     os._exit(3)

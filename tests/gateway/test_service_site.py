@@ -1,4 +1,4 @@
-"""The gateway's root resource (:class:`gateway.observe.ServiceSite`) behind
+"""The gateway's root resource (:class:`gateway.coap.service_site.ServiceSite`) behind
 the DTLS server: its own block-wise flow (RFC 7959) with an aiocoap client."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import aiocoap
 import pytest
 from aiocoap import resource
 
+from gateway.coap.service_site import ServiceSite
 from gateway.dtls import DtlsServerConfig, create_server_context
-from gateway.observe import GatewayMetrics, RouteLabels, ServiceSite
+from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels
 
 from .conftest import DTLS_PSKS, DtlsBlob
 

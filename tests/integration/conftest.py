@@ -13,9 +13,9 @@ from pathlib import Path
 import aiocoap
 import pytest
 
-from gateway.cli import main as cli_main
 from gateway.config import Config, load_config
-from gateway.server import Gateway
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
 
 DEVICE_ID = "sensor-1"
 DEVICE_PSK = b"sensor-1-psk-abc"

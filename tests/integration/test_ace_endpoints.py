@@ -249,7 +249,7 @@ async def test_introspection_for_a_resource_server_client(gateway):
 def test_pop_kids_and_keys_never_contain_nul(gateway):
     """They become an RFC 9202 psk_identity and PSK; C-string DTLS clients
     would cut them at a NUL. The random source here yields mostly zeros."""
-    from gateway.authorization_server import POP_KEY_BYTES
+    from gateway.authorization_server.token_endpoint import POP_KEY_BYTES
 
     draws = iter([b"\x00" * 15 + b"\x01", b"\x00\x02" * 8, b"\x03" * 16] * 10)
     gateway.authorization_server._random = lambda n: next(draws)[:n]

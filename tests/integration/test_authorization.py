@@ -14,8 +14,8 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import OpaqueOption
 
-from gateway.registry import Registry
-from gateway.server import Gateway
+from gateway.registry.sqlite import Registry
+from gateway.runtime.gateway import Gateway
 from tokens.ace import CreationHints
 from tokens.keys import SymmetricKey
 from tokens.params import PROOF_OPTION
@@ -118,7 +118,7 @@ async def test_warm_requests_skip_the_general_path_and_decide_the_same(gateway, 
     """Once a device's proofs verified on its session, its canonical Mac0
     requests are decided in one step (no general proof parse); anything
     unusual still gets the general path's exact answer."""
-    from gateway.authorization import Authorizer
+    from gateway.resource_server.authorizer import Authorizer
 
     parses = []  # Proof options the general path authenticated
     general = Authorizer._authenticate
@@ -168,7 +168,7 @@ async def test_a_lifted_ban_gives_warm_requests_the_one_step_path_back(state_dir
     """While any key is banned, every request takes the general path (it
     checks bans); once the last ban has lifted, warm requests are decided in
     one step again, without anything having looked the lifted ban up."""
-    from gateway.authorization import Authorizer
+    from gateway.resource_server.authorizer import Authorizer
 
     clock = FakeClock()
     gw = Gateway(gateway_config(state_dir), clock=clock)

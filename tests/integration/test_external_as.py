@@ -8,8 +8,8 @@ import os
 
 from aiocoap.numbers.codes import Code
 
-from gateway.keystore import Keystore
-from gateway.server import Gateway
+from gateway.authorization_server.keystore import Keystore
+from gateway.runtime.gateway import Gateway
 from tokens import cnf as cnf_mod
 from tokens.aif import Scope
 from tokens.cwt import Claims, mint

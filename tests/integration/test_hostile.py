@@ -20,8 +20,8 @@ from aiocoap.optiontypes import OpaqueOption
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.cli import main as cli_main
-from gateway.server import Gateway
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
 from tokens.ace import TokenRequest
 from tokens.params import PROOF_OPTION
 

@@ -11,8 +11,8 @@ import pytest
 from aiocoap.numbers.codes import Code
 from aiohttp import web
 
-from gateway import demo_upstream
-from gateway.server import Gateway
+from examples import demo_upstream
+from gateway.runtime.gateway import Gateway
 from tokens.params import PROOF_OPTION
 from tokens.proof import ProofedRequest, build_proof
 

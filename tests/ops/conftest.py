@@ -1,5 +1,5 @@
 """Running the gateway as an operator does: ``acegw serve`` (or ``make run``'s
-``python -m gateway.demo``) as a subprocess on loopback with free ports, its
+``python -m examples.demo``) as a subprocess on loopback with free ports, its
 HTTP port scraped, and devices on :class:`gateway.dtls.probe.DtlsProbe`
 sessions (one UDP source port each) doing token, upload, Echo and proofs."""
 
@@ -21,18 +21,18 @@ import aiocoap
 import aiohttp
 from aiocoap.optiontypes import OpaqueOption
 
-from gateway import metrics
-from gateway.cli import main as cli_main
 from gateway.config import load_config
 from gateway.dtls.probe import ProbeSession
-from gateway.registry import Registry
+from gateway.operations import metrics
+from gateway.registry.sqlite import Registry
+from gateway.runtime.cli import main as cli_main
 from tokens import cnf as cnf_mod
 from tokens.ace import TokenRequest, TokenResponse
 from tokens.keys import CoseKey, Ec2Key
 from tokens.params import PROOF_OPTION
 from tokens.proof import ProofedRequest, build_proof
 
-ACEGW = [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
+ACEGW = [sys.executable, "-c", "import sys; from gateway.runtime.cli import main; sys.exit(main())"]
 ROOT = Path(__file__).resolve().parents[2]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

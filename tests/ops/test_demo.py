@@ -1,4 +1,4 @@
-"""``make run``'s entry point (``python -m gateway.demo``) on a fresh state
+"""``make run``'s entry point (``python -m examples.demo``) on a fresh state
 directory: a device gets a token, reaches the demo upstream through a route,
 the metrics show it, and SIGTERM stops everything with exit status 0."""
 
@@ -22,7 +22,7 @@ async def test_make_run_entry_point_serves_a_device_end_to_end(tmp_path):
     env = gateway_env(udp, http, ACEGW_LOGGING_LEVEL="INFO")
     for key in ("ACEGW_SERVER_BIND", "ACEGW_AUDIT_PATH"):
         env.pop(key)  # the demo's own defaults
-    args = [sys.executable, "-m", "gateway.demo", "--dir", str(state), "--port", str(udp)]
+    args = [sys.executable, "-m", "examples.demo", "--dir", str(state), "--port", str(udp)]
     args += ["--upstream-port", str(upstream)]
     async with serving(args, env, tmp_path / "demo.log", udp, http) as served:
         text = served.output()

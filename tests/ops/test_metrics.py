@@ -13,11 +13,11 @@ import pytest
 from aiocoap.optiontypes import OpaqueOption
 from aiohttp import web
 
-from gateway.admin_http import AdminHttp
 from gateway.config import load_config
 from gateway.dtls.probe import DtlsProbe, ProbeError
-from gateway.metrics import Counter, Family, Histogram, merge, parse, render
-from gateway.server import Gateway
+from gateway.operations.admin_http import AdminHttp
+from gateway.operations.metrics import Counter, Family, Histogram, merge, parse, render
+from gateway.runtime.gateway import Gateway
 from tokens import cbor
 from tokens.keys import SymmetricKey
 from tokens.params import PROOF_OPTION

@@ -8,7 +8,8 @@ import asyncio
 import aiocoap
 from aiocoap.numbers.codes import Code
 
-from gateway.observe import GatewayMetrics, RouteLabels, ServiceSite
+from gateway.coap.service_site import ServiceSite
+from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels
 
 
 class Blocking:

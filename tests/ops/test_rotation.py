@@ -12,11 +12,11 @@ import time
 import aiocoap
 import pytest
 
-from gateway.cli import main as cli_main
 from gateway.config import load_config
 from gateway.dtls.probe import DtlsProbe
-from gateway.metrics import parse, render
-from gateway.server import Gateway
+from gateway.operations.metrics import parse, render
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
 from tokens import cbor
 from tokens.cwt import decode_unverified
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import aiocoap
 
-from gateway.cli import main as cli_main
 from gateway.dtls.probe import DtlsProbe, ProbeError
+from gateway.runtime.cli import main as cli_main
 from tokens.cwt import decode_unverified
 
 from .conftest import (

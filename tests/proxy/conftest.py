@@ -3,9 +3,9 @@ records what it received, and the proxy's resources served by a real aiocoap
 server over plain UDP CoAP on 127.0.0.1, driven by an aiocoap client.
 
 Requests take the gateway's production path to the proxy's resources: the
-root is the gateway's :class:`~gateway.observe.ServiceSite` (block-wise flow,
+root is the gateway's :class:`~gateway.coap.service_site.ServiceSite` (block-wise flow,
 RFC 7959; request metrics), in front of the gateway's
-:class:`~gateway.authorization.AuthorizingSite` (body limit before
+:class:`~gateway.resource_server.authorizer.AuthorizingSite` (body limit before
 reassembly, critical options, Proof removal, ``CURRENT``), in front of an
 aiocoap Site whose dispatch calls the route resource's ``render``. Only the
 authorizer is stood in for (:class:`StandInAuthorizer`: every request is
@@ -36,12 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from gateway.auth_context import AuthContext
-from gateway.authorization import DEFAULT_MAX_BODY, AuthorizingSite, Decisions
+from gateway.coap.service_site import ServiceSite
 from gateway.config import parse_config
-from gateway.observe import GatewayMetrics, RouteLabels, ServiceSite, time_upstream
+from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels, time_upstream
 from gateway.proxy import Proxy
-from gateway.token_store import AccessToken
+from gateway.resource_server.auth_context import AuthContext
+from gateway.resource_server.authorizer import DEFAULT_MAX_BODY, AuthorizingSite, Decisions
+from gateway.resource_server.token_store import AccessToken
 from tokens.aif import Scope
 from tokens.cwt import Claims
 from tokens.keys import SymmetricKey
@@ -153,7 +154,7 @@ class RecordingUpstream:
 
 
 class StandInAuthorizer:
-    """Stands in for :class:`gateway.authorization.Authorizer` behind the
+    """Stands in for :class:`gateway.resource_server.authorizer.Authorizer` behind the
     real :class:`AuthorizingSite`: every request is authorized, with
     ``identity()`` as its AuthContext."""
 
@@ -183,7 +184,7 @@ def production_root(
     max_body: int = DEFAULT_MAX_BODY,
     body_limit: Callable[[tuple[str, ...]], int | None] | None = None,
 ) -> ServiceSite:
-    """The root resource as gateway.server builds it (Gateway.site and
+    """The root resource as gateway.runtime.gateway builds it (Gateway.site and
     Gateway.start) around ``site``; ``max_body`` is ``limits.max_body``,
     ``body_limit`` the proxy's per-route limit."""
     authorizing = AuthorizingSite(
@@ -224,7 +225,7 @@ class ProxyHarness:
         #: ``limits.max_body``: the gateway-wide body limit, checked per block
         self.max_body = max_body
         self.metrics = GatewayMetrics()
-        for route in self.proxy.routes:  # as Gateway does (gateway.server)
+        for route in self.proxy.routes:  # as Gateway does (gateway.runtime.gateway)
             time_upstream(route.upstream, route.config.prefix, self.metrics)
         self.root: ServiceSite | None = None
         self.server: aiocoap.Context | None = None

@@ -1,4 +1,4 @@
-"""The demo upstream (gateway/demo_upstream.py) behind the proxy, as
+"""The demo upstream (examples/demo_upstream.py) behind the proxy, as
 ``make run`` uses it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aiocoap.numbers.codes import Code
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import demo_upstream
+from examples import demo_upstream
 
 from .conftest import Clock, ProxyHarness, make_auth
 

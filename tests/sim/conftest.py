@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from device_sim.scenario import DeviceSpec
-from gateway.cli import main as cli_main
 from gateway.config import load_config
-from gateway.server import Gateway
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
 
 
 def make_devices(n: int, scope: str = "/whoami:GET", prefix: str = "sim") -> list[DeviceSpec]:

@@ -1,7 +1,7 @@
 """The resource server's token intake: /authz-info (RFC 9200 §5.10.1).
 
 :class:`TokenIntake` verifies an uploaded token and turns it into an
-:class:`~gateway.token_store.AccessToken`, with the response codes in the
+:class:`~gateway.resource_server.token_store.AccessToken`, with the response codes in the
 order RFC 9200 §5.10.1.1 lists them: unparsable token 4.00, bad signature or
 issuer 4.01, expired 4.01, wrong audience 4.03, unknown scope 4.00. Tokens
 come from the embedded AS or, in external-AS mode, from configured issuers;
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.resource_server.token_store import AccessToken
 from tokens import cnf as cnf_mod
 from tokens.aif import Scope
 from tokens.cwt import Claims, TokenVerifier, decode_unverified
@@ -27,8 +28,6 @@ from tokens.errors import (
     UnknownKey,
 )
 from tokens.keys import KeySet
-
-from .token_store import AccessToken
 
 
 @dataclass(frozen=True, slots=True)

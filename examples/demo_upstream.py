@@ -17,7 +17,7 @@ endpoint that checks the per-device JWT the gateway mints.
                            audience): 200 ``{"sub", "scope"}`` or 401
 =========================  ==================================================
 
-Run: ``python -m gateway.demo_upstream --port 8080 [--jwt-public-key
+Run: ``python -m examples.demo_upstream --port 8080 [--jwt-public-key
 pub.pem --jwt-audience AUD]``. JWT checking uses PyJWT (an independent JOSE
 implementation, installed with the ``test`` extra).
 """

@@ -32,9 +32,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.errors import GatewayError
 from tokens.params import CoapCode
-
-from .errors import GatewayError
 
 
 class LockedOut(GatewayError):

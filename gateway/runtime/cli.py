@@ -33,15 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.authorization_server.keystore import Keystore
+from gateway.config import CONFIG_FILE_NAME, Config, load_config
+from gateway.errors import ConfigError, GatewayError, InvalidArgument
+from gateway.registry.masterkey import ENV_VAR, create_key_file, load_master_key
+from gateway.registry.sqlite import Client, Registry
+from gateway.runtime.config_docs import default_config_text
 from tokens.cnf import psk_identity_for_kid
 from tokens.errors import TokenError
-
-from .config import CONFIG_FILE_NAME, Config, load_config
-from .config_docs import default_config_text
-from .errors import ConfigError, GatewayError, InvalidArgument
-from .keystore import Keystore
-from .masterkey import ENV_VAR, create_key_file, load_master_key
-from .registry import Client, Registry
 
 PROG = "acegw"
 
@@ -153,7 +152,7 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the gateway (``gateway.server.serve(config)``). ``--workers`` is
+    """Run the gateway (``gateway.runtime.serve.serve(config)``). ``--workers`` is
     an environment override (``ACEGW_SERVER_WORKERS``), so worker processes
     read the same value."""
     if getattr(args, "workers", None) is not None:
@@ -162,16 +161,16 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         os.environ["ACEGW_SERVER_WORKERS"] = str(args.workers)
     config = _config(args)
     try:
-        server = importlib.import_module("gateway.server")
+        server = importlib.import_module("gateway.runtime.serve")
     except ModuleNotFoundError as exc:
-        if exc.name != "gateway.server":
+        if exc.name != "gateway.runtime.serve":
             raise
         raise GatewayError(
-            "this installation has no gateway.server module; the service cannot start"
+            "this installation has no gateway.runtime.serve module; the service cannot start"
         ) from None
     serve = getattr(server, "serve", None)
     if serve is None:
-        raise GatewayError("gateway.server has no serve(config) function")
+        raise GatewayError("gateway.runtime.serve has no serve(config) function")
     level = getattr(args, "log_level", None)
     result = serve(config, log_level=level) if level else serve(config)
     if inspect.isawaitable(result):

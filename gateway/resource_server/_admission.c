@@ -1,8 +1,8 @@
 /*
- * gateway._admission: the one-step path of a request that carries a
+ * gateway.resource_server._admission: the one-step path of a request that carries a
  * canonical Mac0 proof from a client whose standing is current, in C.
  *
- * Admission behaves exactly as gateway.authorization.Admission, the
+ * Admission behaves exactly as gateway.resource_server.authorizer.Admission, the
  * pure-Python reference (kept, and tested against this type): it runs the
  * checks that follow the standing's in DESIGN.md's order with the C objects
  * that make them (the proof check, the replay windows, the device limiter),
@@ -138,7 +138,7 @@ Admission_admit(Admission *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (!fresh)
         Py_RETURN_NONE;
-    /* committed: the device rate limit (gateway.limits.RateLimiter.wait) */
+    /* committed: the device rate limit (gateway.resource_server.rate_limits.RateLimiter.wait) */
     PyObject *wait_args[4] = {self->limiter, self->client_id, args[5], self->rate};
     PyObject *wait = PyObject_VectorcallMethod(WAIT, wait_args, 4, NULL);
     if (wait == NULL)
@@ -198,11 +198,11 @@ static PyMethodDef Admission_methods[] = {
 
 PyDoc_STRVAR(Admission_doc,
 "Admission(verifier, windows, kid, limiter, client_id, rate, masks)\n--\n\n"
-"One held token's one-step path; see gateway.authorization.Admission.");
+"One held token's one-step path; see gateway.resource_server.authorizer.Admission.");
 
 static PyTypeObject AdmissionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gateway._admission.Admission",
+    .tp_name = "gateway.resource_server._admission.Admission",
     .tp_basicsize = sizeof(Admission),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = Admission_doc,
@@ -216,7 +216,7 @@ static PyTypeObject AdmissionType = {
 
 static struct PyModuleDef admission_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "gateway._admission",
+    .m_name = "gateway.resource_server._admission",
     .m_doc = "One held token's one-step authorization path, in C.",
     .m_size = -1,
 };

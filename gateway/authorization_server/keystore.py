@@ -37,14 +37,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.config import Config
+from gateway.errors import ConfigError, KeystoreError, UnknownKid
+from gateway.registry.masterkey import insecure_mode_problem, write_private_file
 from tokens import cbor
 from tokens.errors import TokenError
 from tokens.keys import CoseKey, Ec2Key, KeySet, OkpKey, SymmetricKey, key_from_cose
 from tokens.params import Alg
-
-from .config import Config
-from .errors import ConfigError, KeystoreError, UnknownKid
-from .masterkey import insecure_mode_problem, write_private_file
 
 MANIFEST = "manifest.json"
 _LOCK = ".lock"

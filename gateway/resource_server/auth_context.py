@@ -1,6 +1,6 @@
 """Who is asking: the authorization context of one request.
 
-The authorization layer (``gateway.authorization``) verifies a request before
+The authorization layer (``gateway.resource_server.authorizer``) verifies a request before
 the site dispatches it and sets :data:`CURRENT` for the duration of the
 render; protected resources (the proxy, /whoami) read it with
 :func:`current_auth`. Policy stays in the layer, resources only use the
@@ -13,10 +13,9 @@ import contextvars
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.errors import GatewayError
+from gateway.resource_server.token_store import AccessToken
 from tokens.aif import Scope
-
-from .errors import GatewayError
-from .token_store import AccessToken
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
-from .config import SECTIONS, IssuerConfig, RouteConfig, _fields, _num, _Opt
+from gateway.config import SECTIONS, IssuerConfig, RouteConfig, _fields, _num, _Opt
 
 # --- the default file -------------------------------------------------------------
 

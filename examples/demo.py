@@ -6,7 +6,7 @@ keys, an SQLite registry and a few demo devices (also written to
 the gateway and prints the exact commands to try. Ctrl-C or SIGTERM stops
 everything (exit status 0).
 
-    python -m gateway.demo [--dir DIR] [--port PORT]
+    python -m examples.demo [--dir DIR] [--port PORT]
 """
 
 from __future__ import annotations
@@ -21,20 +21,20 @@ import shlex
 import sys
 from pathlib import Path
 
+from examples import demo_upstream
+from gateway.config import CONFIG_FILE_NAME, Config, load_config
+from gateway.operations.logs import setup_logging
+from gateway.registry.sqlite import Registry
+from gateway.runtime.cli import main as cli_main
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.serve import run
 from tokens.ace import TokenRequest
-
-from . import demo_upstream
-from .cli import main as cli_main
-from .config import CONFIG_FILE_NAME, Config, load_config
-from .logs import setup_logging
-from .registry import Registry
-from .server import Gateway, run
 
 DEMO_DEVICES = 3
 DEMO_SCOPE = "/whoami:GET /temp:GET,PUT /readings:GET,POST"
 DEMO_UPSTREAM_PORT = 8089
 DEMO_ROUTES = """
-# Routes to the demo HTTP upstream (python -m gateway.demo_upstream), added by make run.
+# Routes to the demo HTTP upstream (python -m examples.demo_upstream), added by make run.
 [[routes]]
 prefix = "/temp"
 upstream = "http://127.0.0.1:{port}/temp"
@@ -141,7 +141,7 @@ def instructions(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__)
     parser.add_argument("--dir", default=os.environ.get("ACEGW_DEMO_DIR", "demo-state"))
     parser.add_argument("--port", type=int, default=5684)
     parser.add_argument("--upstream-port", type=int, default=DEMO_UPSTREAM_PORT)

@@ -5,7 +5,7 @@ The supervisor (the ``acegw serve`` process):
 
 * opens N UDP sockets on the configured address with SO_REUSEPORT (the
   first one picks the port when it is 0) and starts one worker per socket,
-  ``python -m gateway.workers``, handing it its socket. The kernel spreads
+  ``python -m gateway.runtime.worker``, handing it its socket. The kernel spreads
   datagrams over the sockets of a SO_REUSEPORT group by a hash of the
   4-tuple, so a peer stays on one worker and its DTLS session is local to
   that worker. The supervisor keeps every socket open, also while its worker
@@ -43,29 +43,25 @@ no message is logged.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
 import json
 import logging
-import os
 import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from . import metrics as m
-from .admin_http import AdminHttp
-from .config import Config, load_config
-from .errors import ConfigError, GatewayError
-from .keystore import Keystore
-from .logs import setup_logging
+from gateway.authorization_server.keystore import Keystore
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.operations import metrics as m
+from gateway.operations.admin_http import AdminHttp
 
-log = logging.getLogger("gateway.workers")  # also when run as __main__
+log = logging.getLogger(__name__)
 
 #: Largest control message (a metrics snapshot) in bytes.
 LINE_LIMIT = 16 << 20
@@ -193,7 +189,7 @@ class Supervisor:
         args = [
             sys.executable,
             "-m",
-            "gateway.workers",
+            "gateway.runtime.worker",
             "--config",
             str(self.config.source),
             "--index",
@@ -450,107 +446,4 @@ def supervise(config: Config, workers: int, *, log_level: str | None = None) -> 
     return asyncio.run(Supervisor(config, workers, log_level=log_level).run())
 
 
-# --- a worker ---------------------------------------------------------------------------
-
-
-class ControlChannel:
-    """The worker's end of the control socket."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-
-    def send(self, message: dict[str, Any]) -> None:
-        if not self._writer.is_closing():
-            self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-
-    def share_token(self, token: bytes, exp: float) -> None:
-        self.send({"t": "token", "v": token.hex(), "exp": exp})
-
-
-async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gateway: Any) -> None:
-    """Serve the supervisor's requests; on EOF (supervisor gone) stop."""
-    while True:
-        try:
-            line = await reader.readline()
-        except (ValueError, ConnectionError):
-            line = b""
-        if not line:
-            log.warning("supervisor gone; stopping")
-            signal.raise_signal(signal.SIGTERM)
-            return
-        try:
-            message = json.loads(line)
-            kind = message["t"]
-            if kind == "token":
-                gateway.accept_shared(bytes.fromhex(message["v"]), gateway.clock())
-            elif kind == "metrics?":
-                families = [f.to_json() for f in gateway.collect()]
-                channel.send({"t": "metrics", "id": message["id"], "families": families})
-            elif kind == "bans?":
-                channel.send({"t": "bans", "id": message["id"], "bans": gateway.bans()})
-        except Exception:  # keep the channel alive; the supervisor times out
-            log.exception("cannot handle a control message")
-
-
-async def run_worker(config: Config, index: int, udp_fd: int, control_fd: int) -> None:
-    """One worker: a :class:`~gateway.server.Gateway` on the inherited socket."""
-    from .server import Gateway, serve_gateway
-
-    sock = socket.socket(fileno=control_fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
-    channel = ControlChannel(writer)
-    gateway = Gateway(config, worker=index, udp_fd=udp_fd, share_token=channel.share_token)
-
-    def ready(gw: Gateway) -> None:
-        os.close(udp_fd)  # the server holds its own duplicate
-        channel.send({"t": "ready", "port": gw.address[1], "pid": os.getpid()})
-
-    # Take the tokens other workers hold before serving, so a device that
-    # lands here after a crash or a NAT rebinding needs no new token.
-    channel.send({"t": "hello"})
-    while True:
-        line = await reader.readline()
-        if not line:
-            return  # supervisor gone before we started
-        message = json.loads(line)
-        if message.get("t") == "synced":
-            break
-        if message.get("t") == "token":
-            gateway.accept_shared(bytes.fromhex(message["v"]), gateway.clock())
-    control = asyncio.create_task(_control(reader, channel, gateway))
-    try:
-        await serve_gateway(gateway, admin=False, ready=ready)
-    finally:
-        control.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await control
-        writer.close()
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.workers", description=__doc__)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--udp-fd", type=int, required=True)
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--log-level")
-    args = parser.parse_args(argv)
-    # Ctrl-C reaches the whole process group: the supervisor decides when
-    # workers stop (SIGTERM), so none is restarted by mistake meanwhile.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        config = load_config(Path(args.config))
-    except GatewayError as exc:
-        print(f"worker {args.index}: {exc.description}", file=sys.stderr)
-        return 2
-    setup_logging(
-        args.log_level or config.logging.level, json_lines=config.logging.json, worker=args.index
-    )
-    asyncio.run(run_worker(config, args.index, args.udp_fd, args.control_fd))
-    return 0
-
-
-__all__ = ["Supervisor", "open_sockets", "run_worker", "supervise", "worker_main"]
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main())
+__all__ = ["Supervisor", "open_sockets", "supervise"]

@@ -7,10 +7,10 @@
   second chance, "CLOCK": least-recently-used eviction without reordering
   anything per request).
 
-Lockout after repeated failures is :mod:`gateway.lockout`.
+Lockout after repeated failures is :mod:`gateway.resource_server.lockout`.
 
 :class:`TokenBucket` and :class:`Limiter` (the buckets by key, the base of
-:class:`RateLimiter`) have C twins in ``gateway._bucket``, built by ``pip
+:class:`RateLimiter`) have C twins in ``gateway.resource_server._bucket``, built by ``pip
 install`` (:data:`ACCELERATED` says which run) and held by the tests to the
 same answers: the device limit is taken on every authorized request.
 """
@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from .errors import RateLimited
+from gateway.errors import RateLimited
 
 
 class TooManyRequests(RateLimited):
@@ -70,7 +70,7 @@ class TokenBucket:
 class Limiter:
     """Token buckets by key, oldest first, and the one step a
     request needs (:meth:`wait`): the base of :class:`RateLimiter`.
-    ``gateway._bucket.Limiter`` is its C twin."""
+    ``gateway.resource_server._bucket.Limiter`` is its C twin."""
 
     __slots__ = ("_buckets", "burst", "max_keys", "rate")
 
@@ -102,7 +102,7 @@ if TYPE_CHECKING:
     _Limiter = Limiter
 else:
     try:
-        from ._bucket import Limiter as _Limiter
+        from gateway.resource_server._bucket import Limiter as _Limiter
     except ImportError:  # built by `pip install` (setup.py); Python stands in
         _Limiter = Limiter
 

@@ -1,9 +1,9 @@
 /*
- * gateway._bucket: one key's token bucket (the device and peer rate
+ * gateway.resource_server._bucket: one key's token bucket (the device and peer rate
  * limits, RFC 8516), in C.
  *
- * Limiter (the base of gateway.limits.RateLimiter) and its Bucket behave
- * exactly as gateway.limits.Limiter and TokenBucket, the pure-Python
+ * Limiter (the base of gateway.resource_server.rate_limits.RateLimiter) and its Bucket behave
+ * exactly as gateway.resource_server.rate_limits.Limiter and TokenBucket, the pure-Python
  * references (kept, and tested against these types on the same sequences of
  * calls): a bucket holds `tokens` left as of time `at`; a take refills
  * (now - at) * rate, capped at burst, then spends one token or says how long
@@ -76,11 +76,11 @@ static PyMemberDef Bucket_members[] = {
 
 PyDoc_STRVAR(Bucket_doc,
 "One key's token bucket, made and taken from by a Limiter; see\n"
-"gateway.limits.TokenBucket.");
+"gateway.resource_server.rate_limits.TokenBucket.");
 
 static PyTypeObject BucketType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gateway._bucket.Bucket",
+    .tp_name = "gateway.resource_server._bucket.Bucket",
     .tp_basicsize = sizeof(Bucket),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = Bucket_doc,
@@ -89,7 +89,7 @@ static PyTypeObject BucketType = {
 };
 
 /* ------------------------------------------------------------------------
- * Limiter: the base of gateway.limits.RateLimiter, holding the buckets by
+ * Limiter: the base of gateway.resource_server.rate_limits.RateLimiter, holding the buckets by
  * key (an OrderedDict, oldest first; a key beyond max_keys evicts the
  * oldest not taken from since last passed over, a second chance for the
  * others) and the per-request spend. */
@@ -219,11 +219,11 @@ static PyMemberDef Limiter_members[] = {
 PyDoc_STRVAR(Limiter_doc,
 "Limiter()\n--\n\n"
 "Token buckets by key with the per-request wait (the base of\n"
-"gateway.limits.RateLimiter; see gateway.limits.Limiter for the reference).");
+"gateway.resource_server.rate_limits.RateLimiter; see gateway.resource_server.rate_limits.Limiter for the reference).");
 
 static PyTypeObject LimiterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "gateway._bucket.Limiter",
+    .tp_name = "gateway.resource_server._bucket.Limiter",
     .tp_basicsize = sizeof(Limiter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = Limiter_doc,
@@ -237,7 +237,7 @@ static PyTypeObject LimiterType = {
 
 static struct PyModuleDef bucket_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "gateway._bucket",
+    .m_name = "gateway.resource_server._bucket",
     .m_doc = "One key's token bucket, in C.",
     .m_size = -1,
 };

@@ -26,7 +26,7 @@ import socket
 import struct
 from types import TracebackType
 
-from .errors import PortInUse
+from gateway.errors import PortInUse
 
 #: Abstract socket name prefix (the leading NUL makes it abstract).
 _NAME = "\0acegw-coaps-udp-{port}"

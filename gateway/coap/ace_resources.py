@@ -19,13 +19,12 @@ import aiocoap.resource
 import cbor2
 from aiocoap.numbers.codes import Code
 
+from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
+from gateway.errors import GatewayError
 from tokens import cbor
 from tokens.ace import ErrorResponse, IntrospectionRequest, IntrospectionResponse, TokenRequest
 from tokens.errors import InvalidClient, MalformedError, TokenError
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, AceError, CoapCode
-
-from .authorization_server import AuthorizationServer, ClientPolicy
-from .errors import GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +267,7 @@ class WhoAmIResource(aiocoap.resource.Resource):  # type: ignore[misc]
     JSON (Content-Format 50)."""
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
-        from .auth_context import current_auth
+        from gateway.resource_server.auth_context import current_auth
 
         auth = current_auth()
         body = {

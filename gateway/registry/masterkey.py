@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import CorruptRecord, MasterKeyError
+from gateway.errors import CorruptRecord, MasterKeyError
 
 #: Environment variable holding the master key itself (not a file name).
 ENV_VAR = "ACEGW_MASTER_KEY"

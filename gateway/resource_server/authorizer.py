@@ -3,7 +3,7 @@
 :class:`AuthorizingSite` wraps the aiocoap site (like aiocoap's OSCORE site
 wrapper): for a protected path it authorizes the request as received, before
 the site dispatches it, and hands the result to the resource through
-:data:`gateway.auth_context.CURRENT`. The ACE endpoints (/token,
+:data:`gateway.resource_server.auth_context.CURRENT`. The ACE endpoints (/token,
 /introspect, /authz-info) and /.well-known/core are not protected.
 
 A request is authorized by exactly one of (docs/design.md "Wire formats"):
@@ -20,7 +20,7 @@ A request is authorized by exactly one of (docs/design.md "Wire formats"):
 
 A warm request (a canonical Mac0 proof of the token whose proofs verified
 on this session before, its standing current) is decided in one step: its
-:class:`Admission` (in C when ``gateway._admission`` is built) runs the proof
+:class:`Admission` (in C when ``gateway.resource_server._admission`` is built) runs the proof
 check, the window, the rate limit and the remembered scope mask in one call.
 
 The sequence number is committed once the proof verified and the window
@@ -44,6 +44,12 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
+from gateway.coap.ace_resources import error_response, peer_of
+from gateway.errors import GatewayError
+from gateway.resource_server.auth_context import CURRENT, AuthContext
+from gateway.resource_server.lockout import Lockout
+from gateway.resource_server.rate_limits import RateLimiter, TooManyRequests
+from gateway.resource_server.token_store import AccessToken, TokenStore
 from tokens import cnf as cnf_mod
 from tokens.ace import CreationHints
 from tokens.errors import (
@@ -58,13 +64,6 @@ from tokens.keys import SymmetricKey
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, PROOF_OPTION, CoapCode
 from tokens.proof import covered, mac_proof_check, parse_proof
 from tokens.replay import FreshnessGuard
-
-from .auth_context import CURRENT, AuthContext
-from .errors import GatewayError
-from .limits import RateLimiter, TooManyRequests
-from .lockout import Lockout
-from .resources import error_response, peer_of
-from .token_store import AccessToken, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class Decisions:
 class Admission:
     """The one-step path of one held token's canonical Mac0 proofs: the
     checks after the token's standing, in the order in docs/authorization.md, with the objects
-    that make them. ``gateway._admission.Admission`` is its C twin (the one
+    that make them. ``gateway.resource_server._admission.Admission`` is its C twin (the one
     used when built), held by the tests to the same answers. :meth:`admit`
     says what the caller is to do:
 
@@ -200,11 +199,11 @@ if TYPE_CHECKING:
     _Admission = Admission
 else:
     try:
-        from ._admission import Admission as _Admission
+        from gateway.resource_server._admission import Admission as _Admission
     except ImportError:  # built by `pip install` (setup.py); Python stands in
         _Admission = Admission
 
-#: Whether the one-step path runs in C (``gateway._admission``).
+#: Whether the one-step path runs in C (``gateway.resource_server._admission``).
 ACCELERATED = _Admission is not Admission
 
 

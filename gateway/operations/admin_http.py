@@ -1,7 +1,7 @@
 """The operator's HTTP port (``[metrics] listen``, default 127.0.0.1:9100).
 
 =====================  =========================================================
-``GET /metrics``       Prometheus text format (:mod:`gateway.metrics`)
+``GET /metrics``       Prometheus text format (:mod:`gateway.operations.metrics`)
 ``GET /healthz``       200 while the process serves its event loop
 ``GET /readyz``        200 when devices can be served, 503 while starting or
                        draining; a JSON body says why
@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import ConfigError
-from .metrics import CONTENT_TYPE
+from gateway.errors import ConfigError
+from gateway.operations.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 

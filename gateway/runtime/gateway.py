@@ -1,19 +1,12 @@
-"""The gateway service: wires the registry, the key store, the embedded AS,
-the RS token intake and the DTLS transport into one aiocoap server.
+"""One gateway worker: wires the registry, the key store, the embedded AS,
+the RS token intake, the proxy and the DTLS transport into one CoAP server.
 
-``Gateway(config)`` is started with :meth:`Gateway.start` and stopped with
-:meth:`Gateway.stop` (tests do this); :func:`serve` runs it until SIGINT or
-SIGTERM (``acegw serve``): one process, or with ``[server] workers`` other
-than 1 a supervisor and N worker processes (:mod:`gateway.workers`).
-
-Life cycle of a running gateway (docs/operations.md): SIGTERM/SIGINT drains
-(:meth:`Gateway.drain`: no new handshakes, new requests 5.03, in-flight
-requests finish within ``server.drain_timeout``), then :meth:`Gateway.stop`
-sends close_notify to every peer. SIGHUP re-reads the configuration file and
-applies routes, limits and the log level (:meth:`Gateway.reload`) without
-touching DTLS sessions, tokens or replay windows. Metrics, /healthz, /readyz
-and the verification key set are served over HTTP (:mod:`gateway.admin_http`);
-the key set also over CoAP at ``/.well-known/ace-keys`` (unprotected).
+``Gateway(config)`` is started with :meth:`Gateway.start`, drained with
+:meth:`Gateway.drain` and stopped with :meth:`Gateway.stop`;
+:mod:`gateway.runtime.serve` runs it under signals. :meth:`Gateway.reload`
+applies routes, limits and the log level without touching DTLS sessions,
+tokens or replay windows. The AS key set is also served over CoAP at
+``/.well-known/ace-keys`` (unprotected).
 
 PSK lookup for DTLS (RFC 4279 §2, RFC 9202 §3.3): a psk_identity is, in this
 order, a registered client id (the registry's PSK), an RFC 9202 kid identity
@@ -28,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +30,46 @@ from typing import Any
 import aiocoap
 import aiocoap.resource
 
+from gateway.authorization_server.keystore import Keystore, load_key_set
+from gateway.authorization_server.token_endpoint import (
+    AuthorizationServer,
+    ClientPolicy,
+    client_policy,
+)
+from gateway.coap.ace_resources import (
+    AuthzInfoResource,
+    IntrospectResource,
+    TokenResource,
+    WhoAmIResource,
+)
+from gateway.coap.service_site import ServiceSite
+from gateway.config import SECTIONS, Config
+from gateway.dtls import (
+    CloseReason,
+    DtlsRemote,
+    DtlsServer,
+    DtlsServerConfig,
+    HandshakeFailure,
+    HandshakeOutcome,
+    create_server_context,
+)
+from gateway.errors import GatewayError
+from gateway.operations import metrics as m
+from gateway.operations.audit import AuditLog
+from gateway.operations.gateway_metrics import (
+    GatewayMetrics,
+    MeteredAudit,
+    RouteLabels,
+    collect,
+    time_upstream,
+)
+from gateway.proxy import Proxy
+from gateway.registry.sqlite import Registry
+from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, AuthorizingSite
+from gateway.resource_server.lockout import Ban, Lockout
+from gateway.resource_server.rate_limits import RateLimiter
+from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
+from gateway.resource_server.token_store import AccessToken, TokenStore
 from tokens import cnf as cnf_mod
 from tokens.ace import CreationHints, IntrospectionResponse
 from tokens.cwt import TokenVerifier, decode_unverified
@@ -48,46 +79,6 @@ from tokens.keys import KeySet, SymmetricKey
 from tokens.params import PROOF_OPTION
 from tokens.proof import parse_proof
 from tokens.replay import FreshnessGuard
-
-from . import metrics as m
-from .admin_http import AdminHttp
-from .audit import AuditLog
-from .authorization import UNPROTECTED, Authorizer, AuthorizingSite
-from .authorization_server import AuthorizationServer, ClientPolicy, client_policy
-from .config import SECTIONS, Config, load_config
-from .dtls import (
-    CloseReason,
-    DtlsRemote,
-    DtlsServer,
-    DtlsServerConfig,
-    HandshakeFailure,
-    HandshakeOutcome,
-    create_server_context,
-)
-from .errors import GatewayError
-from .keystore import Keystore, load_key_set
-from .limits import RateLimiter
-from .lockout import Ban, Lockout
-from .logs import setup_logging
-from .observe import (
-    GatewayMetrics,
-    MeteredAudit,
-    RouteLabels,
-    ServiceSite,
-    collect,
-    time_upstream,
-)
-from .port_claim import PortClaim
-from .proxy import Proxy
-from .registry import Registry
-from .resource_server import TokenIntake, TrustedIssuer
-from .resources import (
-    AuthzInfoResource,
-    IntrospectResource,
-    TokenResource,
-    WhoAmIResource,
-)
-from .token_store import AccessToken, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +298,7 @@ class Gateway:
 
     def _request_failed(self, request: aiocoap.Message, reason: str) -> None:
         """A failed proof counts towards the lockout of the session's
-        (identity, address) pair (:mod:`gateway.lockout`), except a bad MAC on
+        (identity, address) pair (:mod:`gateway.resource_server.lockout`), except a bad MAC on
         a request carrying an Echo value this process issued for that very
         kid: a client library repeating a 4.01 + Echo on its own with the old
         proof (libcoap does), not a forger."""
@@ -787,111 +778,6 @@ def describe_ban(ban: Ban) -> str:
     return f"{who} from {ban.address}" if ban.identity is not None else f"address {ban.address}"
 
 
-async def serve_gateway(
-    gateway: Gateway,
-    *,
-    admin: bool = True,
-    ready: Callable[[Gateway], None] | None = None,
-    exiting: bool = True,
-) -> None:
-    """Start ``gateway``, serve until SIGINT/SIGTERM, drain, stop. SIGHUP
-    reloads the configuration file; a second SIGINT/SIGTERM skips the rest of
-    the drain. ``admin``: also serve the metrics HTTP port (``[metrics]
-    listen``) from this process. ``exiting``: the process ends afterwards, so
-    SIGTERM is ignored from then on."""
-    config = gateway.config
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second SIGTERM/SIGINT: skip the drain wait
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
-    lock = asyncio.Lock()
-
-    def hup() -> None:
-        task = asyncio.create_task(reload_from_file(gateway, lock))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    def term() -> None:
-        (hurry if stop.is_set() else stop).set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, term)
-    loop.add_signal_handler(signal.SIGHUP, hup)
-    http: AdminHttp | None = None
-    try:
-        await gateway.start()
-        if exiting:
-            tune_gc(config.server.gc_threshold)
-        if admin and config.metrics.enabled:
-            http = AdminHttp(
-                metrics=gateway.metrics_text,
-                ready=gateway.readiness,
-                key_set=gateway.keystore.export_public,
-                bans=gateway.bans_list,
-            )
-            await http.start(config.metrics.host, config.metrics.port)
-        if ready is not None:
-            ready(gateway)
-        await stop.wait()
-        log.info("stopping: draining for up to %g s", gateway.config.server.drain_timeout)
-        drain = asyncio.create_task(gateway.drain(gateway.config.server.drain_timeout))
-        hurried = asyncio.create_task(hurry.wait())
-        await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (drain, hurried):
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-    finally:
-        for reload in list(reloads):
-            reload.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reload
-        try:
-            await gateway.stop()
-            if http is not None:
-                await http.stop()
-        finally:
-            # only now: a signal during the shutdown must not kill the process
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            if exiting:
-                # the process ends now; a late SIGTERM must not turn exit 0 into -15
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log.info("gateway stopped")
-
-
-def tune_gc(threshold: int) -> None:
-    """Process-wide garbage collector settings for a serving process: what
-    exists after start-up (modules, configuration, caches) is frozen out of
-    collections, and young collections run every ``threshold`` allocations
-    instead of Python's 700. Requests leave no garbage cycles and remembered
-    exchanges are compact (:mod:`gateway.dtls.exchanges`), so collections are
-    rare and short either way; a higher threshold keeps them rarer still."""
-    if threshold <= 0:
-        return
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(threshold, middle, old)
-
-
-async def reload_from_file(gateway: Gateway, lock: asyncio.Lock | None = None) -> bool:
-    """SIGHUP: read the configuration file again and apply what can be
-    applied live; a bad file is logged and changes nothing."""
-    source = gateway.config.source
-    if source is None:
-        log.warning("SIGHUP ignored: the configuration was not read from a file")
-        return False
-    async with lock or asyncio.Lock():
-        try:
-            await gateway.reload(load_config(source))
-        except GatewayError as exc:
-            gateway.metrics.reloads.inc("error")
-            log.error("configuration reload refused, keeping the old one: %s", exc.description)
-            return False
-    return True
-
-
 async def _close_later(proxy: Proxy, delay: float) -> None:
     try:
         await asyncio.sleep(delay)
@@ -899,29 +785,4 @@ async def _close_later(proxy: Proxy, delay: float) -> None:
         await proxy.close()
 
 
-async def run(config: Config, *, ready: Callable[[Gateway], None] | None = None) -> None:
-    """Run one gateway process (with its metrics port) until SIGINT/SIGTERM."""
-    await serve_gateway(Gateway(config), admin=True, ready=ready)
-
-
-def worker_count(config: Config) -> int:
-    """``server.workers``, 0 meaning one per CPU."""
-    return config.server.workers or os.cpu_count() or 1
-
-
-def serve(config: Config, *, log_level: str | None = None) -> int:
-    """``acegw serve``: run the gateway until stopped; one process, or a
-    supervisor with ``server.workers`` worker processes."""
-    setup_logging(log_level or config.logging.level, json_lines=config.logging.json)
-    workers = worker_count(config)
-    # one instance per port: refused (PortInUse, exit 2) before anything binds
-    with PortClaim(config.server.bind, config.server.port):
-        if workers == 1:
-            asyncio.run(run(config))
-            return 0
-        from .workers import supervise
-
-        return supervise(config, workers, log_level=log_level)
-
-
-__all__ = ["Gateway", "KeySetResource", "reload_from_file", "run", "serve", "serve_gateway"]
+__all__ = ["Gateway", "KeySetResource", "ban_label", "describe_ban", "identity_fields"]

@@ -3,7 +3,7 @@ optional public key) and the list of revoked token ids, in SQLite (WAL mode).
 
 * Scopes are stored in the text form given (``"/temp:GET /cfg:GET,PUT"``,
   :mod:`tokens.aif`), after checking that they parse.
-* PSKs are sealed at rest under the master key (:mod:`gateway.masterkey`,
+* PSKs are sealed at rest under the master key (:mod:`gateway.registry.masterkey`,
   AES-GCM, random nonce per record, the client id as associated data), so the
   database file alone reveals no PSK and a sealed PSK copied onto another
   client's row does not open. A check value sealed at creation makes a wrong
@@ -46,14 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokens.aif import Scope
-from tokens.errors import TokenError
-from tokens.keys import key_from_cose
-from tokens.params import KeyParam, KeyType
-
-from .config import Config
-from .dtls.tinydtls import MAX_PSK_LENGTH
-from .errors import (
+from gateway.config import Config
+from gateway.dtls.tinydtls import MAX_PSK_LENGTH
+from gateway.errors import (
     ClientExists,
     ClientNotFound,
     CorruptRecord,
@@ -61,7 +56,11 @@ from .errors import (
     MasterKeyError,
     RegistryError,
 )
-from .masterkey import MasterKey, load_master_key
+from gateway.registry.masterkey import MasterKey, load_master_key
+from tokens.aif import Scope
+from tokens.errors import TokenError
+from tokens.keys import key_from_cose
+from tokens.params import KeyParam, KeyType
 
 SCHEMA_VERSION = 1
 #: tinydtls DTLS_PSK_MAX_CLIENT_IDENTITY_LEN (measured: 33 bytes fail).

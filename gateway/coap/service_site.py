@@ -1,0 +1,110 @@
+"""The root CoAP resource of a gateway worker: it counts every request by
+route and CoAP response code, tracks requests in flight (graceful shutdown
+waits for them; beyond ``limits.max_in_flight`` new requests get 5.03 before
+any authorization work) and, while draining, answers new requests 5.03 with
+Max-Age (RFC 7252 §5.9.3.4). Its ``inner`` (the authorization layer and the
+resource tree) is swapped on a configuration reload without touching DTLS
+sessions or block-wise state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+import aiocoap.interfaces
+from aiocoap.numbers.codes import Code
+
+from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels, code_label
+
+#: Max-Age of the 5.03 a draining gateway answers (RFC 7252 §5.9.3.4).
+DRAINING_MAX_AGE = 5
+
+
+class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
+    """The root resource (see the module docstring)."""
+
+    def __init__(
+        self, inner: Any, metrics: GatewayMetrics, routes: RouteLabels, *, max_in_flight: int = 1024
+    ) -> None:
+        super().__init__()
+        #: requests in flight beyond which new ones get 5.03 (limits.max_in_flight),
+        #: refused before any authorization work is spent on them
+        self.max_in_flight = max_in_flight
+        self.inner = inner
+        self.routes = routes
+        self._metrics = metrics
+        self._requests = metrics.requests
+        self.in_flight = 0
+        self.draining = False
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        # Never called: its only caller is aiocoap's Resource._render_to_pipe,
+        # which render_to_pipe below replaces. Kept because it is abstract in
+        # aiocoap.interfaces.Resource (without it ServiceSite cannot be built).
+        return True
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        oversized = getattr(self.inner, "oversized", None)
+        refusal = oversized(pipe.request) if oversized is not None else None
+        if refusal is not None:  # before block-wise assembly spools the body
+            pipe.add_response(refusal, is_last=True)
+            return
+        # aiocoap's block-wise flow (Resource._render_to_pipe: Block1 spool,
+        # Block2 cache, RFC 7959), except that the Block2 cache and its key
+        # (every option of the request, encoded) are only used when the
+        # request asks for a later block or the response needs cutting into
+        # blocks: most requests need neither.
+        request = self._block1.feed_and_take(pipe.request)
+        if request.opt.block2 is None:
+            response = await self.render(request)
+            if len(response.payload) > request.remote.maximum_payload_size:
+                response = await self._block2.extract_or_insert(request, _rendered(response))
+        else:
+            response = await self._block2.extract_or_insert(request, lambda: self.render(request))
+        response.opt.block1 = request.opt.block1
+        pipe.add_response(response, is_last=True)
+
+    def get_resources_as_linkheader(self) -> Any:
+        return self.inner.get_resources_as_linkheader()
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        route = self.routes(tuple(request.opt.uri_path))
+        if self.draining:
+            response = aiocoap.Message(
+                code=Code.SERVICE_UNAVAILABLE, max_age=DRAINING_MAX_AGE, payload=b"shutting down"
+            )
+            self._requests.inc(route, "5.03")
+            return response
+        if self.in_flight >= self.max_in_flight:
+            self._requests.inc(route, "5.03")
+            return aiocoap.Message(
+                code=Code.SERVICE_UNAVAILABLE, max_age=1, payload=b"too many requests in flight"
+            )
+        self.in_flight += 1
+        code = "5.00"
+        try:
+            response = await self.inner.render(request)
+            code = code_label(int(response.code))
+            return response
+        except aiocoap.error.RenderableError as exc:
+            # aiocoap renders these (e.g. 4.04 for an unknown path)
+            with contextlib.suppress(Exception):
+                code = code_label(int(exc.to_message().code))
+            raise
+        finally:
+            self.in_flight -= 1
+            self._requests.inc(route, code)
+
+
+def _rendered(response: aiocoap.Message) -> Callable[[], Awaitable[aiocoap.Message]]:
+    """A response builder for :meth:`aiocoap.blockwise.Block2Cache.extract_or_insert`
+    that returns a response already rendered."""
+
+    async def build() -> aiocoap.Message:
+        return response
+
+    return build

@@ -1,0 +1,161 @@
+"""Running a gateway: ``acegw serve`` as one process or as a supervisor with
+worker processes, the signal handling of a serving process (SIGTERM/SIGINT
+drain then stop, SIGHUP reload) and its garbage-collector settings.
+
+Life cycle (docs/operations.md): SIGTERM/SIGINT drains (:meth:`Gateway.drain`:
+no new handshakes, new requests 5.03, in-flight requests finish within
+``server.drain_timeout``), then :meth:`Gateway.stop` sends close_notify to
+every peer. SIGHUP re-reads the configuration file and applies routes,
+limits and the log level (:meth:`Gateway.reload`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+from gateway.config import Config, load_config
+from gateway.errors import GatewayError
+from gateway.operations.admin_http import AdminHttp
+from gateway.operations.logs import setup_logging
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.port_claim import PortClaim
+from gateway.runtime.supervisor import supervise
+
+log = logging.getLogger(__name__)
+
+
+async def serve_gateway(
+    gateway: Gateway,
+    *,
+    admin: bool = True,
+    ready: Callable[[Gateway], None] | None = None,
+    exiting: bool = True,
+) -> None:
+    """Start ``gateway``, serve until SIGINT/SIGTERM, drain, stop. SIGHUP
+    reloads the configuration file; a second SIGINT/SIGTERM skips the rest of
+    the drain. ``admin``: also serve the metrics HTTP port (``[metrics]
+    listen``) from this process. ``exiting``: the process ends afterwards, so
+    SIGTERM is ignored from then on."""
+    config = gateway.config
+    stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second SIGTERM/SIGINT: skip the drain wait
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+    lock = asyncio.Lock()
+
+    def hup() -> None:
+        task = asyncio.create_task(reload_from_file(gateway, lock))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    def term() -> None:
+        (hurry if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, term)
+    loop.add_signal_handler(signal.SIGHUP, hup)
+    http: AdminHttp | None = None
+    try:
+        await gateway.start()
+        if exiting:
+            tune_gc(config.server.gc_threshold)
+        if admin and config.metrics.enabled:
+            http = AdminHttp(
+                metrics=gateway.metrics_text,
+                ready=gateway.readiness,
+                key_set=gateway.keystore.export_public,
+                bans=gateway.bans_list,
+            )
+            await http.start(config.metrics.host, config.metrics.port)
+        if ready is not None:
+            ready(gateway)
+        await stop.wait()
+        log.info("stopping: draining for up to %g s", gateway.config.server.drain_timeout)
+        drain = asyncio.create_task(gateway.drain(gateway.config.server.drain_timeout))
+        hurried = asyncio.create_task(hurry.wait())
+        await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (drain, hurried):
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+    finally:
+        for reload in list(reloads):
+            reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload
+        try:
+            await gateway.stop()
+            if http is not None:
+                await http.stop()
+        finally:
+            # only now: a signal during the shutdown must not kill the process
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if exiting:
+                # the process ends now; a late SIGTERM must not turn exit 0 into -15
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("gateway stopped")
+
+
+def tune_gc(threshold: int) -> None:
+    """Process-wide garbage collector settings for a serving process: what
+    exists after start-up (modules, configuration, caches) is frozen out of
+    collections, and young collections run every ``threshold`` allocations
+    instead of Python's 700. Requests leave no garbage cycles and remembered
+    exchanges are compact (:mod:`gateway.dtls.exchanges`), so collections are
+    rare and short either way; a higher threshold keeps them rarer still."""
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(threshold, middle, old)
+
+
+async def reload_from_file(gateway: Gateway, lock: asyncio.Lock | None = None) -> bool:
+    """SIGHUP: read the configuration file again and apply what can be
+    applied live; a bad file is logged and changes nothing."""
+    source = gateway.config.source
+    if source is None:
+        log.warning("SIGHUP ignored: the configuration was not read from a file")
+        return False
+    async with lock or asyncio.Lock():
+        try:
+            await gateway.reload(load_config(source))
+        except GatewayError as exc:
+            gateway.metrics.reloads.inc("error")
+            log.error("configuration reload refused, keeping the old one: %s", exc.description)
+            return False
+    return True
+
+
+async def run(config: Config, *, ready: Callable[[Gateway], None] | None = None) -> None:
+    """Run one gateway process (with its metrics port) until SIGINT/SIGTERM."""
+    await serve_gateway(Gateway(config), admin=True, ready=ready)
+
+
+def worker_count(config: Config) -> int:
+    """``server.workers``, 0 meaning one per CPU."""
+    return config.server.workers or os.cpu_count() or 1
+
+
+def serve(config: Config, *, log_level: str | None = None) -> int:
+    """``acegw serve``: run the gateway until stopped; one process, or a
+    supervisor with ``server.workers`` worker processes."""
+    setup_logging(log_level or config.logging.level, json_lines=config.logging.json)
+    workers = worker_count(config)
+    # one instance per port: refused (PortInUse, exit 2) before anything binds
+    with PortClaim(config.server.bind, config.server.port):
+        if workers == 1:
+            asyncio.run(run(config))
+            return 0
+        return supervise(config, workers, log_level=log_level)
+
+
+__all__ = ["reload_from_file", "run", "serve", "serve_gateway", "tune_gc", "worker_count"]
