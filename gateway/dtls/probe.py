@@ -4,7 +4,11 @@ integration tests and the DTLS benchmark (RFC 7252 §9 over RFC 6347).
 Many sessions share one tinydtls context and one timer; each session has its
 own UDP socket (its own source port, so the server sees one peer per session)
 and its own PSK identity. Requests are CON with RFC 7252 §4.2 retransmission
-and a piggybacked or separate response.
+and a piggybacked or separate response. Sessions whose PSK or identity
+tinydtls cannot take (PSKs over 16 bytes, identities over 32 bytes: RFC 9202
+access tokens as identities), and sessions that ask for a Connection ID
+(RFC 9146), run on the engine's own client (:mod:`gateway.dtls.engine.client`)
+instead.
 
 Not a device simulator (that lives in ``device_sim``, which must not import
 the gateway); this exists so the gateway can be tested and measured from the
@@ -24,9 +28,12 @@ from aiocoap import CON, Message
 from aiocoap.numbers.types import Type
 from DTLSSocket import dtls
 
+from .engine.client import DtlsClient
+from .engine.errors import EngineError
 from .tinydtls import (
     EVENT_CONNECTED,
     LEVEL_NOALERT,
+    MAX_IDENTITY_LENGTH,
     MAX_PSK_LENGTH,
     PskStore,
     TickClock,
@@ -69,6 +76,21 @@ class ProbeSession:
         self.is_open = False
         self._muted = False
         self._on_datagram: Callable[[bytes], bool] | None = None
+        #: The engine's client, for sessions tinydtls cannot run.
+        self._client: DtlsClient | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def server_cid(self) -> bytes:
+        """The Connection ID the server gave this session (b"": none)."""
+        return self._client.server_cid if self._client is not None else b""
+
+    def rebind(self) -> None:
+        """Continue from a new source port, as after a NAT rebinding (engine
+        sessions only: the session goes on if the server gave a CID)."""
+        if self._client is None:
+            raise ProbeError("only engine sessions can move")
+        self._probe._rebind(self)
 
     def __repr__(self) -> str:
         return f"<ProbeSession :{self.local_port}>"
@@ -189,37 +211,48 @@ class DtlsProbe:
         timeout: float = 10.0,
         local_port: int = 0,
         on_datagram: Callable[[bytes], bool] | None = None,
+        connection_id: bool = False,
     ) -> ProbeSession:
         """Open a session (handshake with cookie exchange) from ``local_port``
         (0: any). ``on_datagram`` sees each datagram from the server first;
-        returning False drops it (tests use it to stall a handshake)."""
+        returning False drops it (tests use it to stall a handshake).
+        ``connection_id``: offer RFC 9146 (the session can then
+        :meth:`~ProbeSession.rebind`)."""
         if self._dtls is None:
             raise ProbeError("probe is closed")
-        if not 0 < len(psk) <= MAX_PSK_LENGTH or b"\0" in identity:
-            raise ProbeError("identity or PSK not usable with tinydtls")
-        sock = socket.socket(self._family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            wildcard = "::" if self._family == socket.AF_INET6 else "0.0.0.0"
-            sock.bind((self._source or wildcard, local_port))
-            sock.connect(self._server)
-        except BaseException:
-            sock.close()
-            raise
+        if not psk or not identity:
+            raise ProbeError("empty identity or PSK")
+        on_engine = (
+            connection_id
+            or len(psk) > MAX_PSK_LENGTH
+            or len(identity) > MAX_IDENTITY_LENGTH
+            or b"\0" in identity
+        )
+        sock = self._socket(local_port)
         session = ProbeSession(self, identity, psk, sock)
         session._on_datagram = on_datagram
+        if on_engine:
+            session._client = DtlsClient(
+                identity,
+                psk,
+                cid=b"" if connection_id else None,
+                initial_retransmit=_ACK_TIMEOUT / 2,
+            )
         self._sessions[session.key] = session
         self._loop.add_reader(sock.fileno(), self._on_readable, session)
         try:
-            self._enter(session)
-            try:
-                # write() to an unknown peer starts a client handshake; unlike
-                # connect() it returns no Connection, whose finalizer would
-                # close the session when garbage collected.
-                self._dtls.write(session._dtls_session, b"")
-            finally:
-                self._leave()
-            self._drive_retransmissions()
+            if session._client is not None:
+                self._engine_send(session, session._client.connect(self._loop.time()))
+            else:
+                self._enter(session)
+                try:
+                    # write() to an unknown peer starts a client handshake;
+                    # unlike connect() it returns no Connection, whose
+                    # finalizer would close the session when garbage collected.
+                    self._dtls.write(session._dtls_session, b"")
+                finally:
+                    self._leave()
+                self._drive_retransmissions()
             await asyncio.wait_for(asyncio.shield(session._connected), timeout)
         except BaseException as e:
             self._close_session(session, notify=False)
@@ -246,6 +279,77 @@ class DtlsProbe:
 
     # --- internals ---
 
+    def _socket(self, local_port: int) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            wildcard = "::" if self._family == socket.AF_INET6 else "0.0.0.0"
+            sock.bind((self._source or wildcard, local_port))
+            sock.connect(self._server)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _rebind(self, session: ProbeSession) -> None:
+        self._loop.remove_reader(session._sock.fileno())
+        session._sock.close()
+        session._sock = self._socket(0)
+        session.local_port = session._sock.getsockname()[1]
+        self._loop.add_reader(session._sock.fileno(), self._on_readable, session)
+
+    # --- sessions on the engine's client ---
+
+    def _engine_send(self, session: ProbeSession, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            if session._muted:
+                return
+            try:
+                session._sock.send(datagram)
+            except OSError as e:
+                log.debug("%r: send failed: %s", session, e)
+        self._engine_timer(session)
+
+    def _engine_timer(self, session: ProbeSession) -> None:
+        client = session._client
+        assert client is not None
+        if session._timer is not None:
+            session._timer.cancel()
+            session._timer = None
+        deadline = client.next_deadline()
+        if deadline is not None and not client.established and not client.closed:
+            session._timer = self._loop.call_at(deadline, self._engine_retransmit, session)
+
+    def _engine_retransmit(self, session: ProbeSession) -> None:
+        session._timer = None
+        client = session._client
+        if client is not None and self._sessions.get(session.key) is session:
+            self._engine_send(session, client.handle_timer(self._loop.time()))
+
+    def _engine_received(self, session: ProbeSession, data: bytes) -> None:
+        client = session._client
+        assert client is not None
+        seen = len(client.received)
+        try:
+            out = client.receive(data, self._loop.time())
+        except EngineError as e:
+            log.debug("%r: %s", session, e)
+            self._peer_closed(session)
+            return
+        self._engine_send(session, out)
+        if client.established and not session._connected.done():
+            session.is_open = True
+            session._connected.set_result(None)
+        for plaintext in client.received[seen:]:
+            self._loop.call_soon(session._received_plaintext, plaintext)
+        del client.received[:]
+        if client.alerts:
+            session.alert = client.alerts[-1]
+        if client.closed:
+            self._loop.call_soon(self._peer_closed, session)
+
+    # --- sessions on tinydtls ---
+
     def _enter(self, session: ProbeSession) -> None:
         self._current = session
         assert self._dtls is not None
@@ -269,6 +373,9 @@ class DtlsProbe:
     def _write(self, session: ProbeSession, data: bytes) -> None:
         if self._dtls is None or not session.is_open:
             return
+        if session._client is not None:
+            self._engine_send(session, [session._client.send(data)])
+            return
         self._enter(session)
         try:
             self._dtls.write(session._dtls_session, data)
@@ -281,7 +388,14 @@ class DtlsProbe:
         # Without notify the session vanishes silently: tinydtls forgets the
         # peer, and whatever it wants to send (close_notify) goes nowhere.
         session._muted = not notify
-        if self._dtls is not None:
+        if session._timer is not None:
+            session._timer.cancel()
+            session._timer = None
+        if session._client is not None:
+            client = session._client
+            if client.established and not client.closed:
+                self._engine_send(session, [client.close()])
+        elif self._dtls is not None:
             self._enter(session)
             try:
                 self._dtls.resetPeer(session._dtls_session)
@@ -302,6 +416,11 @@ class DtlsProbe:
                 log.debug("%r: %s", session, e)
                 return
             if session._on_datagram is not None and not session._on_datagram(data):
+                continue
+            if session._client is not None:
+                self._engine_received(session, data)
+                if self._sessions.get(session.key) is not session:
+                    return
                 continue
             if self._dtls is None:
                 return

@@ -133,11 +133,14 @@ DtlsHarnessFactory = Callable[..., Awaitable[DtlsHarness]]
 @pytest.fixture
 async def dtls_harness() -> AsyncIterator[DtlsHarnessFactory]:
     """``await dtls_harness(**config_fields)`` starts a server; ``psk_lookup=``
-    replaces the PSK table lookup."""
+    replaces the PSK table lookup, ``admit_identity=`` adds a lockout check."""
     harnesses: list[DtlsHarness] = []
 
     async def make(
-        *, psk_lookup: Callable[[bytes], bytes | None] | None = None, **overrides: object
+        *,
+        psk_lookup: Callable[[bytes], bytes | None] | None = None,
+        admit_identity: Callable[[bytes, tuple[object, ...]], bool] | None = None,
+        **overrides: object,
     ) -> DtlsHarness:
         config = replace(DtlsServerConfig(host="127.0.0.1", port=0), **overrides)  # type: ignore[arg-type]
         site = resource.Site()
@@ -155,6 +158,7 @@ async def dtls_harness() -> AsyncIterator[DtlsHarnessFactory]:
             psk_lookup or (lambda identity: psks.get(identity)),
             on_session_closed=lambda remote, reason: closed.append((remote, reason)),
             on_handshake=handshakes.append,
+            admit_identity=admit_identity,
         )
         harness = DtlsHarness(context, server, whoami, slow, psks, closed, handshakes)
         harnesses.append(harness)

@@ -118,6 +118,71 @@ async def test_wildcard_and_ipv6_binds_answer_from_the_address_asked(
     assert hostinfo == f"{local}:{session.local_port}".encode()
 
 
+async def test_long_identities_and_32_byte_psks(dtls_harness: DtlsHarnessFactory) -> None:
+    """RFC 4279 §5.3 sizes and beyond: a 128-byte identity with a 32-byte
+    PSK, and a 600-byte identity (an RFC 9202 access token is 120-260 bytes)
+    with a 64-byte binary one; the identity reaches the resource whole and
+    never a log line in full."""
+    long_identities = {
+        b"device-" + b"i" * 121: b"0123456789abcdef" * 2,
+        b"t" * 600: bytes(range(64)),
+    }
+    h = await dtls_harness(psk_lookup=lambda i: {**long_identities, **DTLS_PSKS}.get(i))
+    probe = h.probe()
+    for identity, psk in long_identities.items():
+        session = await probe.connect(identity, psk)
+        response = await session.request(dtls_get())
+        assert response.payload.split(b"|")[0] == identity
+        assert identity.decode() not in repr(h.whoami.remotes[-1])
+    assert h.server.stats().handshakes_ok == 2
+
+
+async def test_with_a_connection_id_a_moved_peer_keeps_its_session_and_remote(
+    dtls_harness: DtlsHarnessFactory,
+) -> None:
+    """RFC 9146: the device's source port changes three times (NAT
+    rebinding); no new handshake, the resource sees one remote throughout,
+    whose address follows the device."""
+    h = await dtls_harness()
+    session = await h.probe().connect(b"dev-1", PSK1, connection_id=True)
+    assert len(session.server_cid) == 6
+    ports = []
+    for _ in range(4):
+        ports.append(session.local_port)
+        response = await session.request(dtls_get())
+        assert response.payload.split(b"|")[1].endswith(b":%d" % session.local_port)
+        session.rebind()
+    assert len(set(ports)) == 4
+    assert len({id(r) for r in h.whoami.remotes}) == 1
+    assert h.whoami.remotes[0].address[1] == ports[-1]
+    stats = h.server.stats()
+    assert (stats.handshakes_ok, stats.address_changes, stats.sessions) == (1, 3, 1)
+
+
+async def test_a_locked_out_identity_fails_like_a_wrong_psk(
+    dtls_harness: DtlsHarnessFactory,
+) -> None:
+    """The admission check sees (identity, address) before the PSK lookup;
+    a refused pair fails at the Finished (the peer cannot tell it from a
+    wrong PSK) and is reported as locked_out."""
+    seen: list[tuple[bytes, object]] = []
+
+    def admit(identity: bytes, address: tuple[object, ...]) -> bool:
+        seen.append((identity, address[0]))
+        return identity != b"dev-2"
+
+    h = await dtls_harness(admit_identity=admit)
+    probe = h.probe()
+    with pytest.raises(ProbeError):
+        await probe.connect(b"dev-2", PSK2, timeout=5.0)
+    session = await probe.connect(b"dev-1", PSK1)
+    assert (await session.request(dtls_get())).code == aiocoap.CONTENT
+    assert seen == [(b"dev-2", "127.0.0.1"), (b"dev-1", "127.0.0.1")]
+    await dtls_wait_for(lambda: h.server.stats().handshakes_failed == 1)
+    assert h.server.stats().handshake_failures == {"locked_out": 1}
+    assert h.handshakes[0].failure is HandshakeFailure.LOCKED_OUT
+
+
 # --- failed handshakes ------------------------------------------------------------------
 
 
