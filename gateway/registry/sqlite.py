@@ -19,11 +19,12 @@ optional public key) and the list of revoked token ids, in SQLite (WAL mode).
   §3.1) answers from an in-memory cache; :meth:`Registry.is_revoked` from an
   in-memory set. Both are refreshed from the change log.
 
-Limits measured on DTLSSocket 0.2.3 (its bundled tinydtls): a handshake
-completes with PSKs of 1..18 bytes and PSK identities of at most 32 bytes, so
-client ids are at most 32 bytes and PSKs at most 18 bytes. Generated PSKs
-are 18 characters of the base64url alphabet (108 bits of entropy), printable
-so that libcoap's ``coap-client -k`` can use them.
+Limits: PSKs of 1..64 bytes (what the gateway's DTLS engine takes, RFC 4279
+§5.3). Generated PSKs are 32 random bytes (256 bits), or with ``printable``
+43 characters of the base64url alphabet (258 bits) so that libcoap's
+``coap-client -k`` (text only) can use them. Client ids are at most 32 bytes:
+the id is the token's ``sub`` and the notes for device makers bound the size
+of a token by it (RFC 9202 access tokens as identities are not client ids).
 
 The API is synchronous (calls take microseconds); an ``RLock`` guards the one
 connection so the server may also call it from a thread.
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
-from gateway.dtls.tinydtls import MAX_PSK_LENGTH
+from gateway.dtls import MAX_PSK_LENGTH
 from gateway.errors import (
     ClientExists,
     ClientNotFound,
@@ -63,15 +64,16 @@ from tokens.keys import key_from_cose
 from tokens.params import KeyParam, KeyType
 
 SCHEMA_VERSION = 1
-#: tinydtls DTLS_PSK_MAX_CLIENT_IDENTITY_LEN (measured: 33 bytes fail).
+#: Longest client id: it is the tokens' ``sub`` claim, and the device notes
+#: bound a token's size with it.
 MAX_CLIENT_ID_LEN = 32
-#: Longest PSK the DTLS transport accepts (tinydtls 0.8.6 in DTLSSocket
-#: 0.2.3: longer keys overrun its key buffer; with libcoap peers a 17- or
-#: 18-byte PSK ends in an internal-error alert).
+#: Longest PSK the DTLS engine takes (RFC 4279 §5.3: up to 64 bytes).
 MAX_PSK_LEN = MAX_PSK_LENGTH
-#: Characters in a generated PSK (base64url alphabet: 6 bits each, so 96
-#: bits of entropy: printable for libcoap's ``-k``, within the 16-byte cap).
-GENERATED_PSK_CHARS = MAX_PSK_LENGTH
+#: Bytes of a generated PSK (256 bits).
+GENERATED_PSK_BYTES = 32
+#: Characters of a generated printable PSK (base64url alphabet, 6 bits each:
+#: 258 bits), for libcoap's ``-k``, which takes text only.
+GENERATED_PSK_CHARS = 43
 _PSK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+\-]*")
 _KEY_CHECK = b"acegw registry key check"
@@ -121,10 +123,15 @@ _COLUMNS = (
 )
 
 
-def generate_psk() -> bytes:
-    """A fresh printable PSK: :data:`GENERATED_PSK_CHARS` characters drawn
-    uniformly from the base64url alphabet (RFC 4648 §5) with ``secrets``."""
-    return "".join(secrets.choice(_PSK_ALPHABET) for _ in range(GENERATED_PSK_CHARS)).encode()
+def generate_psk(*, printable: bool = False, size: int = GENERATED_PSK_BYTES) -> bytes:
+    """A fresh PSK from ``secrets``: ``size`` random bytes, or with
+    ``printable`` :data:`GENERATED_PSK_CHARS` characters drawn uniformly from
+    the base64url alphabet (RFC 4648 §5)."""
+    if printable:
+        return "".join(secrets.choice(_PSK_ALPHABET) for _ in range(GENERATED_PSK_CHARS)).encode()
+    if not 16 <= size <= MAX_PSK_LEN:
+        raise InvalidArgument(f"generated PSKs are 16..{MAX_PSK_LEN} bytes")
+    return secrets.token_bytes(size)
 
 
 def check_client_id(client_id: str) -> str:
@@ -145,9 +152,7 @@ def check_client_id(client_id: str) -> str:
 
 def _check_psk(psk: bytes) -> bytes:
     if not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LEN:
-        raise InvalidArgument(
-            f"PSK must be 1..{MAX_PSK_LEN} bytes (the DTLS stack refuses longer keys)"
-        )
+        raise InvalidArgument(f"PSK must be 1..{MAX_PSK_LEN} bytes (RFC 4279 §5.3)")
     return psk
 
 
@@ -413,6 +418,7 @@ class Registry:
         scope: str,
         psk: bytes | None = None,
         default_scope: str | None = None,
+        printable: bool = False,
         audiences: tuple[str, ...] | list[str] = (),
         public_key: bytes | None = None,
         enabled: bool = True,
@@ -420,7 +426,7 @@ class Registry:
         """Register a client; returns its PSK (generated when ``psk`` is None).
         Raises :class:`ClientExists` if the id is taken."""
         check_client_id(client_id)
-        psk = generate_psk() if psk is None else _check_psk(psk)
+        psk = generate_psk(printable=printable) if psk is None else _check_psk(psk)
         row = self._row(client_id, psk, scope, default_scope, audiences, public_key, enabled)
         with self._write() as db:
             if db.execute(_INSERT, row).rowcount != 1:
@@ -466,11 +472,13 @@ class Registry:
         *,
         audiences: tuple[str, ...] | list[str] = (),
         default_scope: str | None = None,
+        psk_bytes: int = GENERATED_PSK_BYTES,
     ) -> list[tuple[str, bytes]]:
         """Register ``count`` clients ``<prefix><number>`` with generated PSKs
         in one transaction (all or none). Numbers continue after the highest
         existing ``<prefix><digits>`` id and are zero-padded to at least 4
-        digits. Returns ``[(client_id, psk), ...]``."""
+        digits; PSKs of ``psk_bytes`` random bytes. Returns
+        ``[(client_id, psk), ...]``."""
         if not isinstance(count, int) or not 1 <= count <= 1_000_000:
             raise InvalidArgument("count must be between 1 and 1000000")
         start = 0
@@ -485,7 +493,7 @@ class Registry:
         ids = [f"{prefix}{n:0{width}d}" for n in range(start, start + count)]
         check_client_id(ids[0])
         check_client_id(ids[-1])
-        out = [(cid, generate_psk()) for cid in ids]
+        out = [(cid, generate_psk(size=psk_bytes)) for cid in ids]
         rows = [
             self._row(cid, psk, scope, default_scope, audiences, None, True) for cid, psk in out
         ]
@@ -587,9 +595,11 @@ class Registry:
     def enable(self, client_id: str) -> None:
         self._modify(client_id, "enable", "enabled = 1", ())
 
-    def rotate_psk(self, client_id: str, psk: bytes | None = None) -> bytes:
+    def rotate_psk(
+        self, client_id: str, psk: bytes | None = None, *, printable: bool = False
+    ) -> bytes:
         """Replace the client's PSK (generated when ``psk`` is None); returns it."""
-        psk = generate_psk() if psk is None else _check_psk(psk)
+        psk = generate_psk(printable=printable) if psk is None else _check_psk(psk)
         sealed = self._key.seal(psk, _psk_aad(client_id))
         self._modify(client_id, "rotate", "psk = ?, rotated_at = ?", (sealed, self._clock()))
         return psk

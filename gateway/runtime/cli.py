@@ -37,7 +37,7 @@ from gateway.authorization_server.keystore import Keystore
 from gateway.config import CONFIG_FILE_NAME, Config, load_config
 from gateway.errors import ConfigError, GatewayError, InvalidArgument
 from gateway.registry.masterkey import ENV_VAR, create_key_file, load_master_key
-from gateway.registry.sqlite import Client, Registry
+from gateway.registry.sqlite import GENERATED_PSK_BYTES, MAX_PSK_LEN, Client, Registry
 from gateway.runtime.config_docs import default_config_text
 from tokens.cnf import psk_identity_for_kid
 from tokens.errors import TokenError
@@ -207,6 +207,7 @@ def cmd_clients_add(args: argparse.Namespace, out: TextIO) -> int:
             scope=args.scope,
             psk=psk,
             default_scope=args.default_scope,
+            printable=args.printable,
             audiences=args.audience or (),
             public_key=public_key,
         )
@@ -311,7 +312,7 @@ def _simple(action: str) -> Callable[[argparse.Namespace, TextIO], int]:
 def cmd_clients_rotate_psk(args: argparse.Namespace, out: TextIO) -> int:
     psk = _given_psk(args)
     with _registry(args) as reg:
-        new = reg.rotate_psk(args.id, psk)
+        new = reg.rotate_psk(args.id, psk, printable=args.printable)
     print(f"client {args.id}: PSK rotated", file=out)
     if psk is None:
         for line in _psk_lines(new):
@@ -338,7 +339,11 @@ def cmd_clients_bulk_add(args: argparse.Namespace, out: TextIO) -> int:
             target = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
         try:
             created = reg.bulk_add(
-                args.count, args.prefix, args.scope, audiences=args.audience or ()
+                args.count,
+                args.prefix,
+                args.scope,
+                audiences=args.audience or (),
+                psk_bytes=args.psk_bytes,
             )
         except BaseException:
             if not to_stdout:
@@ -578,8 +583,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def psk_args(s: argparse.ArgumentParser) -> None:
         m = s.add_mutually_exclusive_group()
-        m.add_argument("--psk", metavar="TEXT", help="PSK as text (default: generated)")
+        m.add_argument(
+            "--psk", metavar="TEXT", help="PSK as text (default: 32 random bytes, generated)"
+        )
         m.add_argument("--psk-hex", metavar="HEX", help="PSK as hex bytes")
+        m.add_argument(
+            "--printable",
+            action="store_true",
+            help="generate a printable PSK (43 characters, 256 bits) for libcoap's -k",
+        )
 
     s = cs.add_parser("add", parents=[where], help="register a device")
     s.add_argument("id")
@@ -624,6 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scope", required=True)
     s.add_argument("--audience", action="append", metavar="A")
     s.add_argument("--out", required=True, metavar="CSV", help="CSV file for the PSKs, or -")
+    s.add_argument(
+        "--psk-bytes",
+        type=int,
+        default=GENERATED_PSK_BYTES,
+        metavar="N",
+        help=f"bytes of each generated PSK, 16..{MAX_PSK_LEN} (default {GENERATED_PSK_BYTES}; "
+        "acegw-sim's tinydtls devices take at most 18)",
+    )
     s.set_defaults(func=cmd_clients_bulk_add)
 
     tokens = sub.add_parser("tokens", aliases=["token"], help="revoke or inspect tokens")

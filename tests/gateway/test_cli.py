@@ -17,7 +17,7 @@ import pytest
 from gateway.authorization_server.keystore import Keystore
 from gateway.config import load_config
 from gateway.registry.masterkey import ENV_VAR
-from gateway.registry.sqlite import GENERATED_PSK_CHARS, Registry
+from gateway.registry.sqlite import GENERATED_PSK_BYTES, GENERATED_PSK_CHARS, Registry
 from gateway.runtime.cli import main
 from tokens.cwt import Claims, mint
 from tokens.keys import Ec2Key
@@ -80,9 +80,14 @@ def test_init_with_master_key_from_env(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_client_lifecycle(gw: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = ["--dir", str(gw)]
+    code, out = run("clients", "add", "dev0", "--scope", "/temp:GET", *d)
+    assert code == 0
+    assert len(psk_from(out)) == GENERATED_PSK_BYTES and "psk: " not in out  # 256 random bits
+    assert run("clients", "delete", "dev0", *d)[0] == 0
     code, out = run(
-        "clients", "add", "dev1", "--scope", "/temp:GET /cfg:GET,PUT", "--audience", "acegw", *d
-    )
+        "clients", "add", "dev1", "--scope", "/temp:GET /cfg:GET,PUT", "--audience", "acegw",
+        "--printable", *d,
+    )  # fmt: skip
     assert code == 0
     psk = psk_from(out)
     assert len(psk) == GENERATED_PSK_CHARS and f"psk: {psk.decode()}" in out

@@ -23,6 +23,7 @@ from gateway.errors import (
 from gateway.registry.masterkey import MasterKey
 from gateway.registry.sqlite import (
     CHANGELOG_RETENTION,
+    GENERATED_PSK_BYTES,
     GENERATED_PSK_CHARS,
     MAX_PSK_LEN,
     Registry,
@@ -84,15 +85,18 @@ def test_add_get_list_roundtrip(reg: Registry) -> None:
     assert reg.count() == 2
     assert reg.psk_for("dev-1") == psk == reg.psk("dev-1")
     assert reg.psk_for(b"dev-0") == b"given-psk"
-    assert "PSK" not in repr(c) and psk.decode() not in repr(c)
+    assert "PSK" not in repr(c) and psk.hex() not in repr(c) and repr(psk) not in repr(c)
 
 
-def test_generated_psks_are_printable_and_distinct() -> None:
-    psks = {generate_psk() for _ in range(500)}
+def test_generated_psks_are_256_bits_printable_on_request_and_distinct() -> None:
+    psks = {generate_psk(printable=True) for _ in range(500)}
     assert len(psks) == 500
     for p in psks:
         assert len(p) == GENERATED_PSK_CHARS <= MAX_PSK_LEN
         assert set(p) <= B64URL
+    assert GENERATED_PSK_CHARS * 6 >= 256
+    binary = {generate_psk() for _ in range(500)}
+    assert len(binary) == 500 and {len(p) for p in binary} == {32}
 
 
 def test_unknown_client(reg: Registry) -> None:
@@ -152,7 +156,7 @@ def test_disable_enable_rotate_update_delete(reg: Registry) -> None:
     reg.enable("dev")
     assert reg.psk_for("dev") == psk
     new = reg.rotate_psk("dev")
-    assert new != psk and len(new) == GENERATED_PSK_CHARS
+    assert new != psk and len(new) == GENERATED_PSK_BYTES
     assert reg.psk_for("dev") == new
     c = reg.get("dev")
     assert c.rotated_at == 1_000_000.0 and c.generation == 3
@@ -223,7 +227,7 @@ def test_swapped_psk_records_do_not_decrypt(reg: Registry, db_path: Path, key: M
         assert r.psk_for("a") == psk_a
         with pytest.raises(CorruptRecord) as exc:
             r.psk_for("b")
-        assert psk_a.decode() not in str(exc.value)
+        assert psk_a.hex() not in str(exc.value) and repr(psk_a) not in str(exc.value)
         with pytest.raises(CorruptRecord):
             r.psk("b")
     finally:
