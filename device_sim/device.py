@@ -395,23 +395,25 @@ class Device:
             self._backoff(now)
 
     def _refusal(self, reason: str) -> str:
-        """Why the gateway refused a handshake, from what it sent: a
-        close_notify or a bad_record_mac/handshake_failure/decrypt_error
-        alert after our Finished (the gateway knows the identity; the keys
-        differ), another fatal alert when asked for the identity's key
-        (unknown, disabled, or locked out: ``locked_out`` when this identity
-        worked before or failed with a wrong key before), or no gateway at all
-        (ICMP port unreachable)."""
+        """Why the gateway refused a handshake, from what it sent and what
+        this device saw before: no gateway at all (ICMP port unreachable);
+        ``locked_out`` when the same identity and key completed a handshake
+        before (locked out, disabled or re-keyed since); ``wrong_psk`` for a
+        close_notify or a bad_record_mac/handshake_failure/decrypt_error alert
+        (the keys differ, or the identity is unknown to a gateway that answers
+        both alike, as RFC 4279 §2 recommends); ``unknown_identity`` for
+        another fatal alert (a gateway that says it does not know the
+        identity, e.g. unknown_psk_identity)."""
         if reason == "port_unreachable":
             return reason
+        if reason != "close_notify" and not reason.startswith("fatal_alert"):
+            return reason
+        if self.ever_connected:
+            return "locked_out"
         if reason == "close_notify" or reason in _WRONG_KEY_ALERTS:
             self._psk_refusals += 1
             return "wrong_psk"
-        if reason.startswith("fatal_alert"):
-            if self.ever_connected or self._psk_refusals:
-                return "locked_out"
-            return "unknown_identity"
-        return reason
+        return "unknown_identity"
 
     def _handshake_failed(self, refusal: str, now: float) -> bool:
         """A handshake failed (``refusal``: see :meth:`_refusal`, or

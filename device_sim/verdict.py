@@ -108,17 +108,18 @@ def hint_for(kind: str, report: Mapping[str, Any]) -> str | None:
             "running, on this address and port?"
         ),
         "handshake_wrong_psk": (
-            "the gateway knows the identity but the PSK does not match: devices.csv "
-            "and the gateway's registry disagree (export it again with acegw "
-            "clients bulk-add --out)"
+            "the gateway refused the key: devices.csv and the gateway's registry "
+            "disagree (export it again with acegw clients bulk-add --out), or the "
+            "identities are not registered (a gateway answers an unknown identity "
+            "like a wrong key, RFC 4279 §2)"
         ),
         "handshake_unknown_identity": (
             "the gateway does not know these identities (or they are disabled): "
             "register them (acegw clients bulk-add) or check --devices-csv"
         ),
         "handshake_locked_out": (
-            "the identity was refused after it had worked or after failed handshakes: "
-            "the gateway locks identities out after [limits] lockout_failures failures"
+            "the identity and key had worked, then were refused: locked out after "
+            "[limits] lockout_failures failures, disabled or re-keyed on the gateway"
         ),
         "handshake_timeout": (
             "no handshake within [device] handshake_timeout: the gateway is down, "

@@ -132,3 +132,22 @@ def test_body_templates_fill_per_device_and_per_request_fields() -> None:
         scenario_from_dict({"requests": [{"body": {"a": 1}, "payload_size": 3}]})
     with pytest.raises(ScenarioError, match="unknown placeholder"):
         scenario_from_dict({"requests": [{"body": {"a": "$whatever"}}]})
+
+
+def test_handshake_refusals_are_classified_from_the_wire_and_the_devices_history() -> None:
+    def refused(reason: str, *, worked_before: bool = False) -> dict[str, int]:
+        rec = Recorder()
+        dev = Device(make_devices(1)[0], Scenario(), rec, rng=random.Random(1))
+        dev.timer(0.0)  # start: connect
+        if worked_before:
+            dev.connected(0.1)
+            dev.closed(0.2, "close_notify")  # the gateway ends the session
+            dev.timer(dev.deadline)  # reconnect after the back-off
+        dev.closed(dev.deadline - 1e-3 if dev.deadline < 1e9 else 1.0, reason)
+        return {k: v for k, v in rec.errors.items() if k.startswith("handshake_")}
+
+    assert refused("fatal_alert_20") == {"handshake_wrong_psk": 1}  # bad_record_mac
+    assert refused("close_notify") == {"handshake_wrong_psk": 1}
+    assert refused("fatal_alert_115") == {"handshake_unknown_identity": 1}
+    assert refused("port_unreachable") == {"handshake_port_unreachable": 1}
+    assert refused("fatal_alert_20", worked_before=True) == {"handshake_locked_out": 1}
