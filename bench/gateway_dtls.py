@@ -3,7 +3,10 @@
 Servers (each in its own process, all serving a 136-byte GET on ``/``, the
 size of libcoap's ``/``, with one PSK for every identity):
 
-- ``ours``: the gateway's transport (:mod:`gateway.dtls`);
+- ``ours``: the gateway's transport (:mod:`gateway.dtls`, the project's own
+  DTLS engine);
+- ``tinydtls``: the transport it replaced (tinydtls 0.8.6 through DTLSSocket,
+  :mod:`gateway.dtls.tinydtls_server`), the baseline for CPU per request;
 - ``aiocoap``: aiocoap 0.4.17's experimental ``tinydtls_server`` (given an
   O(1) credential lookup so that the transport, not its linear
   ``CredentialsMap`` scan, is measured);
@@ -24,16 +27,25 @@ Under attack (``ours+flood``): the same handshakes while one address
 ports (:func:`gateway.dtls.hostile.half_open_flood`), holding its share of
 the half-open table the whole time.
 
+NAT rebinding (``ours``, after the rounds): one session with a Connection ID
+(RFC 9146) and a 32-byte PSK moves to a new source port every 4 requests
+(``--rebind-requests`` in all); every extra handshake it needed is counted
+(``cid_rebind_handshakes``, 0 when CID works); the same without CID, where
+each move costs a new handshake (``nocid_rebind_handshakes``).
+
 Last line: ``RESULT handshakes_per_s=<ours, seen> req_per_s=<ours, seen>
-vs_aiocoap=<aiocoap CPU per request / ours> vs_libcoap=<libcoap's / ours>
+vs_tinydtls=<tinydtls CPU per request / ours> vs_aiocoap=<aiocoap's / ours>
+vs_libcoap=<libcoap's / ours> hs_cpu_us=<ours, server CPU per handshake>
 kb_per_session=<ours> handshakes_per_s_flood=<ours under the flood>
-flood_ratio=<under the flood / without>``.
+flood_ratio=<under the flood / without> cid_rebind_handshakes=<n>
+nocid_rebind_handshakes=<n>``.
 
 Ratios in the RESULT line compare server CPU per request (capacity), which
 the load generator does not limit; the table also shows the rates it saw.
 
 Usage: ``python -m bench.gateway_dtls [--tiny] [--sessions N] [--requests N]
-[--concurrency N] [--rounds N] [--servers ours,aiocoap,libcoap] [--json FILE]``.
+[--concurrency N] [--rounds N] [--servers ours,tinydtls,aiocoap,libcoap]
+[--json FILE]``.
 """
 
 from __future__ import annotations
@@ -59,10 +71,15 @@ from bench._common import fmt_ratio, fmt_us, print_table
 from gateway.dtls import DtlsServerConfig, create_server_context
 from gateway.dtls.hostile import half_open_flood
 from gateway.dtls.probe import DtlsProbe, ProbeError, ProbeSession
+from gateway.dtls.tinydtls_server import create_tinydtls_server_context
 
 PSK = b"bench-psk-0123ab"
+#: The rebinding device's PSK (the registry's default length).
+LONG_PSK = bytes(range(32))
 PAYLOAD = b"x" * 136
-SERVERS = ("ours", "aiocoap", "libcoap")
+SERVERS = ("ours", "tinydtls", "aiocoap", "libcoap")
+#: Requests between two source-port changes of the rebinding device.
+REBIND_EVERY = 4
 #: The flooding address of the ``ours+flood`` measurement.
 FLOODER = "127.0.0.10"
 #: No phase may take longer than this (seconds).
@@ -91,7 +108,7 @@ async def _serve(kind: str, port: int, sessions: int) -> None:
     logging.basicConfig(level=logging.ERROR)
     site = resource.Site()
     site.add_resource([], _Trivial())
-    if kind == "ours":
+    if kind in ("ours", "tinydtls"):
         config = DtlsServerConfig(
             host="127.0.0.1",
             port=port,
@@ -100,7 +117,12 @@ async def _serve(kind: str, port: int, sessions: int) -> None:
             # address): the load generator is one address, like a NAT
             max_handshakes=500,
         )
-        context, _server = await create_server_context(site, config, lambda _identity: PSK)
+
+        def lookup(identity: bytes) -> bytes:
+            return LONG_PSK if identity.startswith(b"rebind") else PSK
+
+        create = create_server_context if kind == "ours" else create_tinydtls_server_context
+        context, _server = await create(site, config, lookup)
     else:
         # tinydtls_server listens on the given port + 1.
         context = await aiocoap.Context.create_server_context(
@@ -346,6 +368,36 @@ async def _measure(kind: str, args: argparse.Namespace, *, flood: bool = False) 
     return result
 
 
+async def _rebinding(connection_id: bool, requests: int) -> tuple[int, int]:
+    """One device on ``ours`` moving to a new source port every
+    :data:`REBIND_EVERY` requests: ``(extra handshakes, requests answered)``.
+    A request that gets no answer in 1 s costs a new handshake."""
+    port = _free_port_pair()
+    process = await _start("ours", port, 10)
+    probe = DtlsProbe(("127.0.0.1", port))
+    extra = answered = 0
+    request = aiocoap.Message(code=aiocoap.GET, uri_path=())
+    try:
+        identity = b"rebind-" + (b"cid" if connection_id else b"plain")
+        session = await probe.connect(identity, LONG_PSK, connection_id=connection_id)
+        for n in range(requests):
+            if n and n % REBIND_EVERY == 0:
+                session.rebind()
+            try:
+                await session.request(request, timeout=1.0)
+                answered += 1
+            except ProbeError:
+                await session.close(notify=False)
+                session = await probe.connect(identity, LONG_PSK, connection_id=connection_id)
+                extra += 1
+                await session.request(request, timeout=5.0)
+                answered += 1
+    finally:
+        await probe.close()
+        await _stop(process)
+    return extra, answered
+
+
 def _per_op_us(seconds: float, operations: int) -> float:
     """CPU per operation; NaN when the kernel's tick counts are too few to say
     (below 20 ticks, e.g. with ``--tiny``)."""
@@ -378,6 +430,10 @@ async def _run(args: argparse.Namespace) -> int:
             if kind == "ours":
                 rounds["ours+flood"].append(await _measure(kind, args, flood=True))
     results = {kind: _combine(measured) for kind, measured in rounds.items()}
+    rebinding: dict[str, tuple[int, int]] = {}
+    if "ours" in args.servers:
+        for label, cid in (("cid", True), ("nocid", False)):
+            rebinding[label] = await _rebinding(cid, args.rebind_requests)
     print()
     rows = [
         [
@@ -414,7 +470,7 @@ async def _run(args: argparse.Namespace) -> int:
     )
     ours = results.get("ours", Result("ours"))
     ratios: dict[str, dict[str, float]] = {}
-    for other in ("aiocoap", "libcoap"):
+    for other in ("tinydtls", "aiocoap", "libcoap"):
         if other not in results:
             continue
         theirs = results[other]
@@ -432,15 +488,26 @@ async def _run(args: argparse.Namespace) -> int:
             f"{fmt_ratio(x['capacity_handshakes'])}, requests "
             f"{fmt_ratio(x['capacity_requests'])}; memory per session {fmt_ratio(x['memory'])}"
         )
+    for label, (extra, answered) in rebinding.items():
+        print(
+            f"rebinding every {REBIND_EVERY} requests ({label}): {extra} extra handshake(s), "
+            f"{answered} of {args.rebind_requests} requests answered"
+        )
     flooded = results.get("ours+flood", Result("ours+flood"))
+    nan = float("nan")
     result = {
         "handshakes_per_s_flood": flooded.handshakes_per_s,
         "flood_ratio": _ratio(flooded.handshakes_per_s, ours.handshakes_per_s),
         "handshakes_per_s": ours.handshakes_per_s,
         "req_per_s": ours.req_per_s,
+        "vs_tinydtls": ratios.get("tinydtls", {}).get("capacity_requests", nan),
+        "hs_vs_tinydtls": ratios.get("tinydtls", {}).get("capacity_handshakes", nan),
+        "hs_cpu_us": ours.handshake_cpu_us,
         "vs_aiocoap": ratios.get("aiocoap", {}).get("capacity_requests", float("nan")),
         "vs_libcoap": ratios.get("libcoap", {}).get("capacity_requests", float("nan")),
         "kb_per_session": ours.kb_per_session,
+        "cid_rebind_handshakes": rebinding.get("cid", (nan, 0))[0],
+        "nocid_rebind_handshakes": rebinding.get("nocid", (nan, 0))[0],
     }
     if args.json:
         report = {
@@ -462,13 +529,17 @@ async def _run(args: argparse.Namespace) -> int:
     print()
     print(
         f"RESULT handshakes_per_s={ours.handshakes_per_s:.0f} req_per_s={ours.req_per_s:.0f} "
-        f"vs_aiocoap={result['vs_aiocoap']:.2f} vs_libcoap={result['vs_libcoap']:.2f} "
+        f"vs_tinydtls={result['vs_tinydtls']:.2f} vs_aiocoap={result['vs_aiocoap']:.2f} "
+        f"vs_libcoap={result['vs_libcoap']:.2f} hs_cpu_us={ours.handshake_cpu_us:.0f} "
         f"kb_per_session={ours.kb_per_session:.1f} "
         f"handshakes_per_s_flood={flooded.handshakes_per_s:.0f} "
-        f"flood_ratio={result['flood_ratio']:.2f}"
+        f"flood_ratio={result['flood_ratio']:.2f} "
+        f"cid_rebind_handshakes={result['cid_rebind_handshakes']} "
+        f"nocid_rebind_handshakes={result['nocid_rebind_handshakes']}"
     )
     failed = any(r.error or r.handshake_failures or r.request_failures for r in results.values())
-    return 1 if ours.error or not ours.sessions or (failed and args.tiny) else 0
+    rebind_failed = rebinding.get("cid", (0, 0))[0] != 0
+    return 1 if ours.error or not ours.sessions or rebind_failed or (failed and args.tiny) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         default=SERVERS,
         help="comma-separated subset of " + ",".join(SERVERS),
     )
-    parser.add_argument("--serve", choices=("ours", "aiocoap"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rebind-requests", type=int, default=40, help="requests of the rebinding device"
+    )
+    parser.add_argument("--serve", choices=("ours", "tinydtls", "aiocoap"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -493,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.tiny:
         args.sessions, args.requests, args.concurrency, args.rounds = 20, 100, 10, 1
+        args.rebind_requests = 12
     unknown = set(args.servers) - set(SERVERS)
     if unknown or min(args.sessions, args.requests, args.concurrency, args.rounds) < 1:
         parser.error("bad --servers, --sessions, --requests, --concurrency or --rounds")
