@@ -49,6 +49,7 @@ from gateway.dtls import (
     DtlsRemote,
     DtlsServer,
     DtlsServerConfig,
+    HandOver,
     HandshakeFailure,
     HandshakeOutcome,
     create_server_context,
@@ -127,6 +128,7 @@ class Gateway:
         worker: int = 0,
         udp_fd: int | None = None,
         share_token: TokenShare | None = None,
+        hand_over: HandOver | None = None,
     ) -> None:
         """``worker``: this worker's index (the metrics ``worker`` label);
         ``udp_fd``: an already bound UDP socket to serve on (from the
@@ -137,6 +139,9 @@ class Gateway:
         self.worker = worker
         self._udp_fd = udp_fd
         self.share_token = share_token
+        #: Several workers on one port: this worker's index goes into the CIDs
+        #: it assigns, and datagrams with another worker's CID go here.
+        self.hand_over = hand_over
         self.metrics = GatewayMetrics()
         self.registry = registry or Registry.from_config(config)
         self.keystore = keystore or Keystore.from_config(config)
@@ -505,6 +510,7 @@ class Gateway:
             idle_timeout=self.config.dtls.idle_timeout,
             handshake_timeout=self.config.dtls.handshake_timeout,
             inherited_fd=self._udp_fd,
+            cid_owner=self.worker if self.hand_over is not None else None,
         )
         await self.proxy.start()
         self.root = ServiceSite(
@@ -520,6 +526,7 @@ class Gateway:
             on_session_closed=self._session_closed,
             on_handshake=self._handshake_done,
             admit_identity=self.admit_identity,
+            hand_over=self.hand_over,
         )
         self.registry.refresh()
         self._housekeeping = asyncio.create_task(self._housekeep())

@@ -336,6 +336,13 @@ class Supervisor:
             log.info("worker %d ready", slot.index)
         elif kind == "token":
             self._share(slot, bytes.fromhex(message["v"]), float(message["exp"]))
+        elif kind == "cid":
+            # A datagram for a session another worker owns (the first byte of
+            # its Connection ID): passed on as it came, dropped if that
+            # worker is not serving.
+            owner = int(message["w"])
+            if 0 <= owner < len(self.slots) and owner != slot.index and self.slots[owner].ready:
+                self.slots[owner].send(message)
         elif kind == "metrics":
             future = slot.pending.pop(int(message["id"]), None)
             if future is not None and not future.done():

@@ -43,6 +43,14 @@ class ControlChannel:
     def share_token(self, token: bytes, exp: float) -> None:
         self.send({"t": "token", "v": token.hex(), "exp": exp})
 
+    def hand_over(
+        self, owner: int, datagram: bytes, address: tuple[object, ...], local: Any
+    ) -> None:
+        """A datagram whose Connection ID names worker ``owner`` (RFC 9146:
+        its peer moved and the kernel hashed the new 4-tuple here)."""
+        ancillary = None if local is None else [local[0], local[1], local[2].hex()]
+        self.send({"t": "cid", "w": owner, "d": datagram.hex(), "a": list(address), "l": ancillary})
+
 
 async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gateway: Any) -> None:
     """Serve the supervisor's requests; on EOF (supervisor gone) stop."""
@@ -60,6 +68,13 @@ async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gatewa
             kind = message["t"]
             if kind == "token":
                 gateway.accept_shared(bytes.fromhex(message["v"]), gateway.clock())
+            elif kind == "cid" and gateway.dtls is not None:
+                local = message["l"]
+                gateway.dtls.receive_handed_over(
+                    bytes.fromhex(message["d"]),
+                    tuple(message["a"]),
+                    None if local is None else (local[0], local[1], bytes.fromhex(local[2])),
+                )
             elif kind == "metrics?":
                 families = [f.to_json() for f in gateway.collect()]
                 channel.send({"t": "metrics", "id": message["id"], "families": families})
@@ -74,7 +89,13 @@ async def run_worker(config: Config, index: int, udp_fd: int, control_fd: int) -
     sock = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
     channel = ControlChannel(writer)
-    gateway = Gateway(config, worker=index, udp_fd=udp_fd, share_token=channel.share_token)
+    gateway = Gateway(
+        config,
+        worker=index,
+        udp_fd=udp_fd,
+        share_token=channel.share_token,
+        hand_over=channel.hand_over,
+    )
 
     def ready(gw: Gateway) -> None:
         os.close(udp_fd)  # the server holds its own duplicate
