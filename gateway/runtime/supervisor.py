@@ -25,6 +25,10 @@ The supervisor (the ``acegw serve`` process):
   4-tuple changes (NAT rebinding, reconnect) and lands on another worker then
   needs a new DTLS handshake but not a new token; that worker has no replay
   window for its key yet, so its first proof gets one Echo challenge;
+* passes on datagrams with a Connection ID (RFC 9146): each worker writes its
+  index into the CIDs it assigns, and a datagram that reaches another worker
+  after a NAT rebinding is sent to the owner (``cid``), so a device with a
+  CID keeps its session, with no new handshake and no Echo;
 * on SIGTERM/SIGINT sends SIGTERM to every worker (each drains: no new
   handshakes, in-flight requests finish within ``server.drain_timeout``,
   close_notify to its peers) and waits; on SIGHUP forwards SIGHUP (each worker
@@ -36,8 +40,9 @@ registry's change log and the key directory's manifest every 0.25 s.
 
 The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
-``ready``, ``token`` (both ways), ``metrics`` and ``bans`` (the lockout bans
-in force, for ``GET /bans``). It never leaves the host;
+``ready``, ``token`` (both ways), ``cid`` (worker to supervisor to the
+owning worker), ``metrics`` and ``bans`` (the lockout bans in force, for
+``GET /bans``). It never leaves the host;
 no message is logged.
 """
 
