@@ -19,7 +19,7 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml setup.py tokens/_mac0.c tokens/_window.c gateway/resource_server/_bucket.c gateway/resource_server/_admission.c gateway/dtls/_codec.c | deps
+$(STAMP): pyproject.toml setup.py tokens/_mac0.c tokens/_window.c gateway/resource_server/_bucket.c gateway/dtls/_codec.c | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

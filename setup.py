@@ -2,9 +2,9 @@
 against: ``tokens._mac0`` (the per-request Mac0 proof check,
 ``tokens/_mac0.c``), ``tokens._window`` (the replay window,
 ``tokens/_window.c``), ``gateway.resource_server._bucket`` (the rate
-limits' token bucket), ``gateway.resource_server._admission`` (the
-one-step authorization path) and ``gateway.dtls._codec`` (a CoAP message's
-options). Everything else is in pyproject.toml."""
+limits' token bucket) and ``gateway.dtls._codec`` (a CoAP message's
+options); :mod:`gateway.native` says which runs. Everything else is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -22,11 +22,6 @@ setup(
         Extension(
             "gateway.resource_server._bucket",
             ["gateway/resource_server/_bucket.c"],
-            extra_compile_args=_FLAGS,
-        ),
-        Extension(
-            "gateway.resource_server._admission",
-            ["gateway/resource_server/_admission.c"],
             extra_compile_args=_FLAGS,
         ),
         Extension("gateway.dtls._codec", ["gateway/dtls/_codec.c"], extra_compile_args=_FLAGS),

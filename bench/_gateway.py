@@ -81,6 +81,7 @@ LIFTED_LIMITS = {
 
 def serve(state: Path) -> None:
     """Run the bench gateway on ``state`` until stdin is closed."""
+    from gateway.coap.resource_tree import ResourceTree
     from gateway.config import load_config
     from gateway.resource_server.authorizer import UNPROTECTED
     from gateway.runtime.gateway import Gateway
@@ -99,7 +100,7 @@ def serve(state: Path) -> None:
     class BenchGateway(Gateway):
         unprotected = UNPROTECTED | {("bench-open",), ("bench-cpu",)}
 
-        def resource_tree(self) -> aiocoap.resource.Site:
+        def resource_tree(self) -> ResourceTree:
             site = super().resource_tree()
             site.add_resource(["bench"], Trivial())
             site.add_resource(["bench-open"], Trivial())

@@ -1,5 +1,6 @@
 """Suite-wide guards: a test that leaves a child process or an asyncio task
-behind fails (servers started by a test are stopped by it)."""
+behind fails (servers started by a test are stopped by it); the suite does
+not start on C extensions older than their source."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ import os
 from pathlib import Path
 
 import pytest
+
+from gateway.native import stale_extensions
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test C extensions that are missing or older than their
+    source (``make venv`` rebuilds them)."""
+    stale = stale_extensions()
+    if stale:
+        pytest.exit("stale C extensions: " + "; ".join(stale) + " (run make venv)", returncode=3)
 
 
 def _child_pids() -> set[int]:

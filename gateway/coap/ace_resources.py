@@ -2,8 +2,7 @@
 AS, RFC 9200 §5.8, §5.9) and /authz-info (the RS, RFC 9200 §5.10.1).
 
 Resources only decode, call the sans-I/O decision code and encode; errors
-(:class:`~tokens.errors.TokenError`, :class:`~gateway.errors.GatewayError`)
-become CoAP responses in one place, :func:`error_response`. Every decision is
+become CoAP responses through :func:`gateway.coap.responses.error_response`. Every decision is
 reported to an ``audit`` callable (no secret and no whole token in it).
 """
 
@@ -20,9 +19,11 @@ import cbor2
 from aiocoap.numbers.codes import Code
 
 from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
+from gateway.coap.authorizing_site import authorized, peer_of
+from gateway.coap.responses import error_response
 from gateway.errors import GatewayError
 from tokens import cbor
-from tokens.ace import ErrorResponse, IntrospectionRequest, IntrospectionResponse, TokenRequest
+from tokens.ace import IntrospectionRequest, IntrospectionResponse, TokenRequest
 from tokens.errors import InvalidClient, MalformedError, TokenError
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, AceError, CoapCode
 
@@ -55,24 +56,6 @@ class NotAuthenticated(GatewayError):
     coap_code = CoapCode.UNAUTHORIZED
     ace_error = AceError.INVALID_CLIENT
     reason = "not_authenticated"
-
-
-def error_response(exc: TokenError | GatewayError, *, ace_body: bool = True) -> aiocoap.Message:
-    """The one place errors become CoAP responses. ACE errors carry the
-    RFC 9200 §5.8.3 CBOR map; others a short diagnostic payload."""
-    code = Code(int(exc.coap_code))
-    if ace_body and exc.ace_error is not None:
-        body = ErrorResponse(error=exc.ace_error, error_description=exc.description).encode()
-        return aiocoap.Message(code=code, payload=body, content_format=CONTENT_FORMAT_ACE_CBOR)
-    return aiocoap.Message(code=code, payload=exc.description.encode("utf-8")[:128])
-
-
-def peer_of(request: aiocoap.Message) -> str:
-    """The peer's address for audit records (never the identity bytes)."""
-    try:
-        return str(request.remote.hostinfo)
-    except Exception:  # pragma: no cover - remotes always have hostinfo
-        return "?"
 
 
 def ace_payload(request: aiocoap.Message) -> bytes:
@@ -267,9 +250,7 @@ class WhoAmIResource(aiocoap.resource.Resource):  # type: ignore[misc]
     JSON (Content-Format 50)."""
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
-        from gateway.resource_server.auth_context import current_auth
-
-        auth = current_auth()
+        auth = authorized(request)
         body = {
             "client_id": auth.client_id,
             "scope": str(auth.scope),

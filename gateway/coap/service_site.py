@@ -15,22 +15,22 @@ from typing import Any
 
 import aiocoap
 import aiocoap.error
-import aiocoap.interfaces
 from aiocoap.numbers.codes import Code
 
+from gateway.coap.aiocoap_adapter import block1_spool, block2_cache
 from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels, code_label
 
 #: Max-Age of the 5.03 a draining gateway answers (RFC 7252 §5.9.3.4).
 DRAINING_MAX_AGE = 5
 
 
-class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
-    """The root resource (see the module docstring)."""
+class ServiceSite:
+    """The root resource (see the module docstring); aiocoap's server calls
+    its :meth:`render_to_pipe`."""
 
     def __init__(
         self, inner: Any, metrics: GatewayMetrics, routes: RouteLabels, *, max_in_flight: int = 1024
     ) -> None:
-        super().__init__()
         #: requests in flight beyond which new ones get 5.03 (limits.max_in_flight),
         #: refused before any authorization work is spent on them
         self.max_in_flight = max_in_flight
@@ -40,12 +40,8 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         self._requests = metrics.requests
         self.in_flight = 0
         self.draining = False
-
-    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
-        # Never called: its only caller is aiocoap's Resource._render_to_pipe,
-        # which render_to_pipe below replaces. Kept because it is abstract in
-        # aiocoap.interfaces.Resource (without it ServiceSite cannot be built).
-        return True
+        self._block1 = block1_spool()
+        self._block2 = block2_cache()
 
     async def render_to_pipe(self, pipe: Any) -> None:
         oversized = getattr(self.inner, "oversized", None)
@@ -53,8 +49,8 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
         if refusal is not None:  # before block-wise assembly spools the body
             pipe.add_response(refusal, is_last=True)
             return
-        # aiocoap's block-wise flow (Resource._render_to_pipe: Block1 spool,
-        # Block2 cache, RFC 7959), except that the Block2 cache and its key
+        # aiocoap's block-wise flow (its resources' Block1 spool and Block2
+        # cache, RFC 7959), except that the Block2 cache and its key
         # (every option of the request, encoded) are only used when the
         # request asks for a later block or the response needs cutting into
         # blocks: most requests need neither.
@@ -67,9 +63,6 @@ class ServiceSite(aiocoap.interfaces.Resource):  # type: ignore[misc]
             response = await self._block2.extract_or_insert(request, lambda: self.render(request))
         response.opt.block1 = request.opt.block1
         pipe.add_response(response, is_last=True)
-
-    def get_resources_as_linkheader(self) -> Any:
-        return self.inner.get_resources_as_linkheader()
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         route = self.routes(tuple(request.opt.uri_path))

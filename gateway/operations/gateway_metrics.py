@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway import native
 from gateway.operations import metrics as m
 from gateway.operations.metrics import Counter, Histogram
 
@@ -237,6 +238,12 @@ def collect(gateway: Any) -> list[m.Family]:
     decisions = gateway.authorizer.decisions
     now = gateway.clock()
     out += [
+        m.family(
+            "acegw_native_extension",
+            "gauge",
+            "1 when the C extension runs, 0 when its Python reference does (gateway.native).",
+            [({**const, "module": k}, int(v)) for k, v in sorted(native.choices().items())],
+        ),
         m.family(
             "acegw_authorization_decisions_total",
             "counter",

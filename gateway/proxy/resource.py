@@ -34,7 +34,8 @@ import aiocoap.interfaces
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
-from gateway.coap.ace_resources import error_response
+from gateway.coap.authorizing_site import authorized
+from gateway.coap.responses import error_response
 from gateway.config import RouteConfig
 from gateway.errors import (
     CircuitOpen,
@@ -64,7 +65,7 @@ from gateway.proxy.mapping import (
 )
 from gateway.proxy.upstream import USER_AGENT, CircuitBreaker, Upstream, tls_context
 from gateway.proxy.upstream_auth import load_upstream_auth, resolve_path
-from gateway.resource_server.auth_context import AuthContext, current_auth
+from gateway.resource_server.auth_context import AuthContext
 
 log = logging.getLogger(__name__)
 
@@ -218,15 +219,14 @@ class ProxyRoute:
     def error_response(self, exc: GatewayError) -> aiocoap.Message:
         """The response for a proxy error (via the gateway's one error
         renderer); errors are never cached downstream beyond their Max-Age."""
-        msg = error_response(exc, ace_body=False)
         if isinstance(exc, UpstreamBusy | CircuitOpen):
-            msg.opt.max_age = exc.max_age
+            max_age = exc.max_age
         elif isinstance(exc, Overloaded):
-            msg.opt.max_age = 1
+            max_age = 1
         else:
-            msg.opt.max_age = 0
-        if isinstance(exc, RequestTooLarge):
-            msg.opt.size1 = self.config.max_body
+            max_age = 0
+        size1 = self.config.max_body if isinstance(exc, RequestTooLarge) else None
+        msg = error_response(exc, ace_body=False, max_age=max_age, size1=size1)
         if isinstance(exc, UpstreamError | Overloaded):
             log.log(
                 logging.DEBUG if isinstance(exc, Overloaded) else logging.WARNING,
@@ -241,8 +241,10 @@ class ProxyRoute:
 
     async def _handle(self, request: aiocoap.Message) -> aiocoap.Message:
         self.check(request)
-        auth = current_auth()
-        segments = tuple(request.opt.uri_path)
+        auth = authorized(request)
+        segments = tuple(request.opt.uri_path)[len(self.prefix) :]
+        if segments == ("",):
+            segments = ()  # "/api/" is the route's root, as "/api"
         accept = int(request.opt.accept) if request.opt.accept is not None else None
         safe = request.code in (Code.GET, Code.FETCH)
         device_etags = [bytes(e) for e in request.opt.etags] if safe else []

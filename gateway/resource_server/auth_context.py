@@ -1,15 +1,14 @@
-"""Who is asking: the authorization context of one request.
+"""Who is asking: the authorization context of one authorized request.
 
-The authorization layer (``gateway.resource_server.authorizer``) verifies a request before
-the site dispatches it and sets :data:`CURRENT` for the duration of the
-render; protected resources (the proxy, /whoami) read it with
-:func:`current_auth`. Policy stays in the layer, resources only use the
-result (aiocoap's OSCORE site wrapper pattern).
+The authorizer (:mod:`gateway.resource_server.authorizer`) returns it in its
+:class:`~gateway.resource_server.authorizer.Allow` verdict; the CoAP adapter
+puts it on the request the resources receive
+(:func:`gateway.coap.authorizing_site.authorized` reads it there). Policy
+stays in the authorizer; resources only use the result.
 """
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,16 +46,3 @@ class NotAuthorized(GatewayError):
     (a wiring error, never a peer's fault)."""
 
     reason = "no_auth_context"
-
-
-CURRENT: contextvars.ContextVar[AuthContext | None] = contextvars.ContextVar(
-    "acegw_auth", default=None
-)
-
-
-def current_auth() -> AuthContext:
-    """The authorization context of the request being rendered."""
-    auth = CURRENT.get()
-    if auth is None:
-        raise NotAuthorized("protected resource rendered outside the authorization layer")
-    return auth

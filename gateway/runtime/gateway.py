@@ -30,6 +30,7 @@ from typing import Any
 import aiocoap
 import aiocoap.resource
 
+from gateway import native
 from gateway.authorization_server.keystore import Keystore, load_key_set
 from gateway.authorization_server.token_endpoint import (
     AuthorizationServer,
@@ -42,6 +43,8 @@ from gateway.coap.ace_resources import (
     TokenResource,
     WhoAmIResource,
 )
+from gateway.coap.authorizing_site import AuthorizingSite
+from gateway.coap.resource_tree import ResourceTree
 from gateway.coap.service_site import ServiceSite
 from gateway.config import SECTIONS, Config
 from gateway.dtls import (
@@ -66,7 +69,7 @@ from gateway.operations.gateway_metrics import (
 )
 from gateway.proxy import Proxy
 from gateway.registry.sqlite import Registry
-from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, AuthorizingSite
+from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, RequestView
 from gateway.resource_server.lockout import Ban, Lockout
 from gateway.resource_server.rate_limits import RateLimiter
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
@@ -77,7 +80,6 @@ from tokens.cwt import TokenVerifier, decode_unverified
 from tokens.echo import EchoIssuer
 from tokens.errors import TokenError, WrongAudience
 from tokens.keys import KeySet, SymmetricKey
-from tokens.params import PROOF_OPTION
 from tokens.proof import parse_proof
 from tokens.replay import FreshnessGuard
 
@@ -177,13 +179,13 @@ class Gateway:
             guard=self.guard,
             is_revoked=self.registry.is_revoked,
             client_enabled=self._client_enabled,
-            session_client=self._session_client,
             device_limits=self.device_limits,
             device_rate=lambda client_id: self.config.limits.client_rates.get(client_id),
-            version=self.registry.current_version,
+            version=lambda: self.registry.version,  # housekeeping polls; requests read
             lockout=self.lockout,
-            hints=self._creation_hints,
-            clock=clock,
+            ace_limits=self.ace_limits,
+            hints=CreationHints(audience=config.rs.audience),
+            unprotected=self.unprotected,
         )
         self.proxy = self._build_proxy(config)
         #: identities (psk_identity bytes) of sessions bound to each token kid
@@ -243,9 +245,9 @@ class Gateway:
     #: Paths served without authorization (the ACE endpoints, the key set).
     unprotected: frozenset[tuple[str, ...]] = UNPROTECTED | {KEYS_PATH}
 
-    def resource_tree(self) -> aiocoap.resource.Site:
-        """The resources, before the authorization layer."""
-        site = aiocoap.resource.Site()
+    def resource_tree(self) -> ResourceTree:
+        """The resources, before the authorizing site."""
+        site = ResourceTree()
         site.add_resource(["whoami"], WhoAmIResource())
         if self.config.as_.enabled:
             site.add_resource(
@@ -262,58 +264,37 @@ class Gateway:
         return site
 
     def site(self) -> AuthorizingSite:
-        """The resource tree behind the authorization layer."""
+        """The resource tree behind the authorizing site."""
         return AuthorizingSite(
             self.resource_tree(),
             self.authorizer,
             self.audit,
+            clock=self.clock,
             on_failure=self._request_failed,
-            ace_limit=self._ace_limit,
-            unprotected=self.unprotected,
+            as_uri=self._as_uri,
             max_body=self.config.limits.max_body,
             body_limit=self.proxy.body_limit,
         )
 
-    def _creation_hints(self, request: aiocoap.Message) -> CreationHints:
-        """AS Request Creation Hints (RFC 9200 §5.3) for a 4.01 answer."""
-        as_uri = None
-        if self.config.as_.enabled:
-            base = getattr(request.remote, "uri_base_local", None)
-            as_uri = f"{base}/token" if base else None
-        return CreationHints(as_uri=as_uri, audience=self.config.rs.audience)
-
-    def _session_client(self, identity: bytes) -> str | None:
-        try:
-            return identity.decode("utf-8")
-        except UnicodeDecodeError:
+    def _as_uri(self, request: aiocoap.Message) -> str | None:
+        """The AS's /token URI for Request Creation Hints (RFC 9200 §5.3):
+        on the address the request came to, when the AS is embedded."""
+        if not self.config.as_.enabled:
             return None
+        base = getattr(request.remote, "uri_base_local", None)
+        return f"{base}/token" if base else None
 
-    def _ace_limit(self, request: aiocoap.Message) -> None:
-        """Rate limit of the ACE endpoints (4.29), per authenticated identity:
-        they are only reached inside a DTLS session, whose PSK identity the
-        handshake proved. Devices behind one NAT share an address, not a
-        bucket. (A remote without an identity falls back to its address.)"""
-        identity = getattr(request.remote, "psk_identity", None)
-        if identity is None:
-            address = getattr(request.remote, "address", None)
-            key: tuple[str, Any] = ("address", address[0] if address else None)
-        else:
-            key = ("identity", identity)
-        self.ace_limits.take(key, self.clock())
-
-    def _request_failed(self, request: aiocoap.Message, reason: str) -> None:
+    def _request_failed(self, view: RequestView, reason: str) -> None:
         """A failed proof counts towards the lockout of the session's
-        (identity, address) pair (:mod:`gateway.resource_server.lockout`), except a bad MAC on
-        a request carrying an Echo value this process issued for that very
-        kid: a client library repeating a 4.01 + Echo on its own with the old
-        proof (libcoap does), not a forger."""
+        (identity, address) pair (:mod:`gateway.resource_server.lockout`),
+        except a bad MAC on a request carrying an Echo value this process
+        issued for that very kid: a client library repeating a 4.01 + Echo on
+        its own with the old proof (libcoap does), not a forger."""
         now = self.clock()
-        if reason == "bad_signature" and self._echoed_by_us(request, now):
+        if reason == "bad_signature" and self._echoed_by_us(view, now):
             return
-        identity = getattr(request.remote, "psk_identity", None)
-        address = getattr(request.remote, "address", None)
-        if identity is not None and address:
-            self._failed(identity, str(address[0]), reason, now)
+        if view.identity is not None and view.address:
+            self._failed(view.identity, view.address, reason, now)
 
     def _failed(self, identity: bytes, address: str, reason: str, now: float) -> None:
         for ban in self.lockout.failure(identity, address, now):
@@ -365,13 +346,11 @@ class Gateway:
             log.info("lockout: %d ban(s) lifted (%s)", len(lifted), by)
         return len(lifted)
 
-    def _echoed_by_us(self, request: aiocoap.Message, now: float) -> bool:
-        echo = request.opt.echo
-        proof = request.opt.get_option(PROOF_OPTION)
-        if echo is None or not proof:
+    def _echoed_by_us(self, view: RequestView, now: float) -> bool:
+        if view.echo is None or not view.proofs:
             return False
         try:
-            self.echo.verify(echo, parse_proof(proof[0].value).kid, now)
+            self.echo.verify(view.echo, parse_proof(view.proofs[0]).kid, now)
         except TokenError:
             return False
         return True
@@ -532,6 +511,7 @@ class Gateway:
         self._housekeeping = asyncio.create_task(self._housekeep())
         host, port = self.dtls.address
         log.info("gateway listening on coaps://[%s]:%d", host, port)
+        native.log_choices()
 
     @property
     def address(self) -> tuple[str, int]:

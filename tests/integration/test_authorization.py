@@ -123,9 +123,9 @@ async def test_warm_requests_skip_the_general_path_and_decide_the_same(gateway, 
     parses = []  # Proof options the general path authenticated
     general = Authorizer._authenticate
 
-    def counting(self, request, identity, path, proof_options, now):
-        parses.extend(o.value for o in proof_options)
-        return general(self, request, identity, path, proof_options, now)
+    def counting(self, view, now):
+        parses.extend(view.proofs)
+        return general(self, view, now)
 
     async with device(gateway, DEVICE_ID.encode(), DEVICE_PSK) as dev:
         pd = await ProofDevice.enroll(dev)
@@ -177,9 +177,9 @@ async def test_a_lifted_ban_gives_warm_requests_the_one_step_path_back(state_dir
     parses = []
     general = Authorizer._authenticate
 
-    def counting(self, request, identity, path, proof_options, now):
+    def counting(self, view, now):
         parses.append(now)
-        return general(self, request, identity, path, proof_options, now)
+        return general(self, view, now)
 
     try:
         async with device(gw, DEVICE_ID.encode(), DEVICE_PSK) as dev:

@@ -5,9 +5,10 @@ server over plain UDP CoAP on 127.0.0.1, driven by an aiocoap client.
 Requests take the gateway's production path to the proxy's resources: the
 root is the gateway's :class:`~gateway.coap.service_site.ServiceSite` (block-wise flow,
 RFC 7959; request metrics), in front of the gateway's
-:class:`~gateway.resource_server.authorizer.AuthorizingSite` (body limit before
-reassembly, critical options, Proof removal, ``CURRENT``), in front of an
-aiocoap Site whose dispatch calls the route resource's ``render``. Only the
+:class:`~gateway.coap.authorizing_site.AuthorizingSite` (body limit before
+reassembly, critical options, the authorized context on the request), in
+front of the gateway's :class:`~gateway.coap.resource_tree.ResourceTree`
+whose dispatch calls the route resource's ``render``. Only the
 authorizer is stood in for (:class:`StandInAuthorizer`: every request is
 authorized as the harness's identity); the DTLS and proof layers are tested
 elsewhere, and end to end through DTLS + proofs + libcoap in
@@ -36,12 +37,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
+from gateway.coap.authorizing_site import DEFAULT_MAX_BODY, AuthorizingSite
+from gateway.coap.resource_tree import ResourceTree
 from gateway.coap.service_site import ServiceSite
 from gateway.config import parse_config
 from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels, time_upstream
 from gateway.proxy import Proxy
 from gateway.resource_server.auth_context import AuthContext
-from gateway.resource_server.authorizer import DEFAULT_MAX_BODY, AuthorizingSite, Decisions
+from gateway.resource_server.authorizer import Allow, Decisions, RequestView
 from gateway.resource_server.token_store import AccessToken
 from tokens.aif import Scope
 from tokens.cwt import Claims
@@ -162,8 +165,8 @@ class StandInAuthorizer:
         self._identity = identity
         self.decisions = Decisions()
 
-    def authorize(self, request: aiocoap.Message, path: tuple[str, ...]) -> AuthContext:
-        return self._identity()
+    def authorize(self, view: RequestView, now: float) -> Allow:
+        return Allow(self._identity())
 
 
 class NoAudit:
@@ -176,7 +179,7 @@ class NoAudit:
 
 
 def production_root(
-    site: aiocoap.resource.Site,
+    site: ResourceTree,
     identity: Callable[[], AuthContext],
     routes: list[str],
     metrics: GatewayMetrics,
@@ -188,7 +191,12 @@ def production_root(
     Gateway.start) around ``site``; ``max_body`` is ``limits.max_body``,
     ``body_limit`` the proxy's per-route limit."""
     authorizing = AuthorizingSite(
-        site, StandInAuthorizer(identity), NoAudit(), max_body=max_body, body_limit=body_limit
+        site,
+        StandInAuthorizer(identity),  # type: ignore[arg-type]
+        NoAudit(),
+        clock=lambda: 0.0,
+        max_body=max_body,
+        body_limit=body_limit,
     )
     return ServiceSite(authorizing, metrics, RouteLabels(routes))
 
@@ -233,7 +241,7 @@ class ProxyHarness:
         self.port = 0
 
     async def start(self) -> ProxyHarness:
-        site = aiocoap.resource.Site()
+        site = ResourceTree()
         for path, resource in self.proxy.site_entries():
             site.add_resource(path, resource)
         self.root = production_root(

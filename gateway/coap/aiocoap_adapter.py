@@ -1,0 +1,207 @@
+"""The one place the gateway reaches past aiocoap's documented API.
+
+aiocoap is the CoAP message model and server loop; a few things the gateway
+needs are only reachable through its internals. Each such hook is named in
+:data:`HOOKS` with a check, and :func:`check_aiocoap` runs them all at import,
+so an aiocoap release that moves one fails at start-up with the hook's name
+instead of misbehaving on the request path (docs/decisions.md "aiocoap behind
+one adapter"). The DTLS transport's own hooks are checked here too.
+
+Hooks used from this module:
+
+* the option dict of a message (``Options._options``: option number -> the
+  options of that number, each with a ``value``): the covered parts of a
+  Proof (docs/design.md "Wire formats") are read from it without decoding
+  every option through aiocoap's properties;
+* the block-wise helpers (``aiocoap.blockwise.Block1Spool`` and
+  ``Block2Cache``, RFC 7959) that aiocoap's own resources use privately;
+* attributes on a request message: the authorized context of a request
+  travels on the request object the resources receive (:func:`set_auth`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiocoap
+import aiocoap.blockwise
+import aiocoap.meta
+import aiocoap.options
+import aiocoap.protocol
+
+from gateway.errors import GatewayError
+
+#: aiocoap releases this adapter is written for (pyproject.toml says the same).
+SUPPORTED = ((0, 4, 17), (0, 5, 0))
+#: The same range as text, for messages.
+SUPPORTED_TEXT = ">=0.4.17,<0.5"
+#: Where the authorized context sits on a request message.
+AUTH_ATTRIBUTE = "acegw_auth"
+
+
+class AiocoapIncompatible(GatewayError):
+    """The installed aiocoap lacks a hook the gateway needs (exit status 2:
+    an installation problem, not a runtime one)."""
+
+    exit_status = 2
+    reason = "aiocoap_incompatible"
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One use of aiocoap beyond its documented API: ``check`` returns
+    normally when the installed aiocoap provides it, else raises."""
+
+    name: str
+    used_by: str
+    check: Callable[[], None]
+
+
+def _options_dict() -> None:
+    message = aiocoap.Message(code=aiocoap.GET, uri_path=("a",), uri_query=("q",))
+    options = message.opt._options
+    if not isinstance(options, dict) or [o.value for o in options[15]] != ["q"]:
+        raise TypeError("Options._options is not a dict of option number -> options")
+
+
+def _options_assignable() -> None:
+    opt = aiocoap.options.Options()
+    opt._options = {}  # gateway.dtls.codec builds a message's options itself
+
+
+def _block1_spool() -> None:
+    spool = aiocoap.blockwise.Block1Spool()
+    if not callable(spool.feed_and_take):
+        raise TypeError("Block1Spool.feed_and_take is not callable")
+
+
+def _block2_cache() -> None:
+    cache = aiocoap.blockwise.Block2Cache()
+    if not callable(cache.extract_or_insert):
+        raise TypeError("Block2Cache.extract_or_insert is not callable")
+
+
+def _message_attributes() -> None:
+    message = aiocoap.Message(code=aiocoap.GET)
+    setattr(message, AUTH_ATTRIBUTE, None)
+
+
+def _transport_append() -> None:
+    method = aiocoap.protocol.Context._append_tokenmanaged_messagemanaged_transport
+    if not callable(method):
+        raise TypeError("not callable")
+
+
+#: Every hook, checked at import.
+HOOKS: tuple[Hook, ...] = (
+    Hook("Options._options (read)", "gateway.coap", _options_dict),
+    Hook("Options._options (assign)", "gateway.dtls.codec", _options_assignable),
+    Hook("blockwise.Block1Spool.feed_and_take", "gateway.coap.service_site", _block1_spool),
+    Hook("blockwise.Block2Cache.extract_or_insert", "gateway.coap.service_site", _block2_cache),
+    Hook("Message attributes", "gateway.coap.authorizing_site", _message_attributes),
+    Hook(
+        "Context._append_tokenmanaged_messagemanaged_transport",
+        "gateway.dtls.interface",
+        _transport_append,
+    ),
+)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"0.4.17"`` -> ``(0, 4, 17)``; a pre-release suffix is ignored."""
+    parts: list[int] = []
+    for part in text.split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def missing_hooks(hooks: Sequence[Hook] = HOOKS) -> list[str]:
+    """The hooks the installed aiocoap does not provide, each with why."""
+    missing = []
+    for hook in hooks:
+        try:
+            hook.check()
+        except Exception as exc:
+            missing.append(f"{hook.name} (used by {hook.used_by}): {type(exc).__name__}: {exc}")
+    return missing
+
+
+def check_aiocoap(version: str | None = None, hooks: Sequence[Hook] = HOOKS) -> None:
+    """Raise :class:`AiocoapIncompatible` naming the version or every missing
+    hook when the installed aiocoap is not one this adapter works with."""
+    version = aiocoap.meta.version if version is None else version
+    low, high = SUPPORTED
+    if not low <= parse_version(version) < high:
+        raise AiocoapIncompatible(
+            f"aiocoap {version} is installed; the gateway needs aiocoap{SUPPORTED_TEXT}"
+        )
+    missing = missing_hooks(hooks)
+    if missing:
+        raise AiocoapIncompatible(
+            f"aiocoap {version} lacks what the gateway needs: " + "; ".join(missing)
+        )
+
+
+check_aiocoap()
+
+
+# --- the hooks ---------------------------------------------------------------
+
+
+def options_of(message: aiocoap.Message) -> Mapping[int, list[Any]]:
+    """The message's options by number (read only; each has a ``value``)."""
+    options: Mapping[int, list[Any]] = message.opt._options
+    return options
+
+
+def option_values(message: aiocoap.Message, number: int) -> tuple[Any, ...]:
+    """The values of the message's options with this number, in order."""
+    found = message.opt._options.get(number)
+    return () if found is None else tuple([o.value for o in found])
+
+
+def block1_spool() -> aiocoap.blockwise.Block1Spool:
+    """A Block1 reassembly spool (RFC 7959 §2.5)."""
+    return aiocoap.blockwise.Block1Spool()
+
+
+def block2_cache() -> aiocoap.blockwise.Block2Cache:
+    """A cache of responses being sent block by block (RFC 7959 §2.4)."""
+    return aiocoap.blockwise.Block2Cache()
+
+
+def set_auth(message: aiocoap.Message, auth: Any) -> None:
+    """Put the authorized context on the request the resources receive."""
+    setattr(message, AUTH_ATTRIBUTE, auth)
+
+
+def auth_of(message: aiocoap.Message) -> Any:
+    """The authorized context put on ``message``, or None."""
+    return getattr(message, AUTH_ATTRIBUTE, None)
+
+
+__all__ = [
+    "AUTH_ATTRIBUTE",
+    "HOOKS",
+    "SUPPORTED_TEXT",
+    "AiocoapIncompatible",
+    "Hook",
+    "auth_of",
+    "block1_spool",
+    "block2_cache",
+    "check_aiocoap",
+    "missing_hooks",
+    "option_values",
+    "options_of",
+    "parse_version",
+    "set_auth",
+]
