@@ -28,12 +28,20 @@ Shape, decided after measuring (see ``docs/simulator.md``):
 A connection in *raw* mode is not handed to tinydtls at all: its datagrams go
 to :meth:`SessionEvents.raw_datagram` (used by the handshake-flood attack,
 which writes DTLS records by hand, :func:`client_hello`).
+
+A device whose PSK or identity tinydtls cannot take (PSKs above
+:data:`MAX_PSK_LENGTH` bytes, identities above :data:`MAX_IDENTITY_LENGTH`:
+RFC 4279 §5.3 allows 64 and 128) runs its session on the sans-I/O DTLS 1.2
+PSK client of ``gateway.dtls.engine`` instead (same cipher suite, extended
+master secret), driven by the same pool: the only module of ``gateway`` the
+simulator imports, and only then (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -56,6 +64,9 @@ ALERT_FATAL = 2
 #: corrupt memory, so longer keys are refused before they reach the library.
 MAX_PSK_LENGTH = 18
 MAX_IDENTITY_LENGTH = 32
+#: What a session on the engine's client takes (RFC 4279 §5.3).
+MAX_LONG_PSK_LENGTH = 64
+MAX_LONG_IDENTITY_LENGTH = 128
 #: Seconds between ``checkRetransmit`` calls while handshakes are in progress.
 RETRANSMIT_POLL = 0.2
 _RECV_SIZE = 4096
@@ -84,7 +95,18 @@ class SessionEvents(Protocol):
 class Connection:
     """One device's DTLS session (or raw socket) towards the gateway."""
 
-    __slots__ = ("dtls_session", "fd", "identity", "key", "owner", "psk", "sock", "state")
+    __slots__ = (
+        "dtls_session",
+        "engine",
+        "fd",
+        "identity",
+        "key",
+        "owner",
+        "psk",
+        "sock",
+        "state",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -104,6 +126,9 @@ class Connection:
         self.dtls_session = dtls_session
         self.key = key
         self.state = state
+        #: the engine's client for keys tinydtls cannot take, else None
+        self.engine: Any = None
+        self.timer: asyncio.TimerHandle | None = None
 
     @property
     def local_port(self) -> int:
@@ -268,12 +293,15 @@ class DtlsClientPool:
         earlier connection of the same device."""
         if self._closed:
             raise RuntimeError("pool closed")
-        if not raw and (len(psk) > MAX_PSK_LENGTH or len(identity) > MAX_IDENTITY_LENGTH):
-            raise ValueError("PSK longer than 16 bytes or identity longer than 32 bytes")
-        if not raw and b"\x00" in identity:
+        long_key = len(psk) > MAX_PSK_LENGTH or len(identity) > MAX_IDENTITY_LENGTH
+        if not raw and (len(psk) > MAX_LONG_PSK_LENGTH or len(identity) > MAX_LONG_IDENTITY_LENGTH):
+            raise ValueError("PSK longer than 64 bytes or identity longer than 128 bytes")
+        if not raw and not long_key and b"\x00" in identity:
             raise ValueError("DTLSSocket cannot send a PSK identity containing NUL")
         if sock is None:
             sock = self.new_socket()
+        if not raw and long_key:
+            return self._open_engine(owner, sock, identity, psk)
         n = self._next_key
         self._next_key += 1
         session = dtls.Session(f"fd00:5e55::{(n >> 16) & 0xFFFF:x}:{n & 0xFFFF:x}", 5684)
@@ -291,10 +319,73 @@ class DtlsClientPool:
             self._schedule_poll()
         return conn
 
+    def _open_engine(
+        self, owner: Any, sock: socket.socket, identity: bytes, psk: bytes
+    ) -> Connection:
+        # keys tinydtls cannot take; imported by name, only when needed
+        client_class = importlib.import_module("gateway.dtls.engine.client").DtlsClient
+        n = self._next_key
+        self._next_key += 1
+        key = (f"engine:{n}", 0)
+        conn = Connection(owner, sock, identity, psk, None, key, HANDSHAKING)
+        conn.engine = client_class(identity, psk)
+        self._by_key[key] = conn
+        self._handshaking += 1
+        self._loop.add_reader(conn.fd, self._readable, conn)
+        self._engine_out(conn, conn.engine.connect(self._loop.time()))
+        return conn
+
+    def _engine_out(self, conn: Connection, datagrams: list[bytes]) -> None:
+        """Send what the engine's client produced, (re)arm its timer, and
+        report what changed: established, data, closed."""
+        for datagram in datagrams:
+            try:
+                conn.sock.send(datagram)
+                self.datagrams_sent += 1
+            except OSError:
+                self.send_errors += 1
+        client = conn.engine
+        if conn.state == HANDSHAKING and client.established:
+            conn.state = CONNECTED
+            self._handshaking -= 1
+            self._events.dtls_connected(conn)
+        if client.received and conn.state == CONNECTED:
+            received, client.received = client.received, []
+            for data in received:
+                if conn.state != CONNECTED:
+                    break
+                self._events.dtls_data(conn, data)
+        if client.closed and conn.state in (HANDSHAKING, CONNECTED):
+            level, code = client.alerts[-1] if client.alerts else (ALERT_FATAL, 0)
+            reason = (
+                "close_notify" if (level, code) == (ALERT_WARNING, 0) else f"fatal_alert_{code}"
+            )
+            self._forget(conn)
+            self._events.dtls_closed(conn, reason)
+            return
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        deadline = client.next_deadline()
+        if deadline is not None and conn.state == HANDSHAKING:
+            conn.timer = self._loop.call_at(deadline, self._engine_timer, conn)
+
+    def _engine_timer(self, conn: Connection) -> None:
+        conn.timer = None
+        if conn.state == HANDSHAKING:
+            self._engine_out(conn, conn.engine.handle_timer(self._loop.time()))
+
     def send(self, conn: Connection, data: bytes) -> bool:
         """Send application data on an established session."""
         if conn.state != CONNECTED:
             return False
+        if conn.engine is not None:
+            try:
+                conn.sock.send(conn.engine.send(data))
+                self.datagrams_sent += 1
+            except OSError:
+                self.send_errors += 1
+            return True
         self._enter(conn)
         try:
             ok = self._ctx.write(conn.dtls_session, data) > 0
@@ -319,7 +410,11 @@ class DtlsClientPool:
             if not keep_socket:
                 _close_socket(conn.sock)
             return
-        if conn.state != RAW:
+        if conn.engine is not None:
+            if conn.state == CONNECTED and not abrupt:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(conn.engine.close())
+        elif conn.state != RAW:
             self._enter(conn)
             self._muted = abrupt
             try:
@@ -334,6 +429,9 @@ class DtlsClientPool:
     def _forget(self, conn: Connection) -> None:
         if conn.state == HANDSHAKING:
             self._handshaking -= 1
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
         conn.state = CLOSED
         self._by_key.pop(conn.key, None)
         with contextlib.suppress(ValueError, OSError):
@@ -377,6 +475,9 @@ class DtlsClientPool:
             self.datagrams_received += 1
             if conn.state == RAW:
                 self._events.raw_datagram(conn, data)
+            elif conn.engine is not None:
+                if conn.state != CLOSED:
+                    self._engine_out(conn, conn.engine.receive(data, self._loop.time()))
             elif conn.state != CLOSED:
                 self._enter(conn)
                 try:
@@ -388,11 +489,12 @@ class DtlsClientPool:
 
     def _unreachable(self, conn: Connection) -> None:
         """Nothing listens at the gateway's address: the session is over."""
-        self._muted = True  # nobody to tell
-        try:
-            self._ctx.resetPeer(conn.dtls_session)
-        finally:
-            self._muted = False
+        if conn.engine is None:
+            self._muted = True  # nobody to tell
+            try:
+                self._ctx.resetPeer(conn.dtls_session)
+            finally:
+                self._muted = False
         self._forget(conn)
         self._events.dtls_closed(conn, "port_unreachable")
 

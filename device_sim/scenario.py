@@ -27,7 +27,7 @@ from typing import Any
 from tokens.params import Method
 
 from .coap import TransmissionParameters
-from .dtls_client import MAX_IDENTITY_LENGTH, MAX_PSK_LENGTH
+from .dtls_client import MAX_LONG_IDENTITY_LENGTH, MAX_LONG_PSK_LENGTH
 from .templates import BodyTemplate, TemplateError, compile_body
 from .verdict import Thresholds
 
@@ -638,13 +638,15 @@ def load_devices(path: str | Path, *, limit: int | None = None) -> list[DeviceSp
                 psk = bytes.fromhex(row[1].strip())
             except ValueError:
                 raise ScenarioError(f"{path}:{line}: psk_hex is not hex") from None
-            if not 0 < len(psk) <= MAX_PSK_LENGTH:
+            if not 0 < len(psk) <= MAX_LONG_PSK_LENGTH:
                 raise ScenarioError(
                     f"{path}:{line}: PSK of {cid} is {len(psk)} bytes; "
-                    f"the DTLS stack handles 1..{MAX_PSK_LENGTH}"
+                    f"DTLS-PSK takes 1..{MAX_LONG_PSK_LENGTH} (RFC 4279 §5.3)"
                 )
-            if not 0 < len(cid.encode()) <= MAX_IDENTITY_LENGTH or "\x00" in cid:
-                raise ScenarioError(f"{path}:{line}: client id must be 1..32 bytes")
+            if not 0 < len(cid.encode()) <= MAX_LONG_IDENTITY_LENGTH or "\x00" in cid:
+                raise ScenarioError(
+                    f"{path}:{line}: client id must be 1..{MAX_LONG_IDENTITY_LENGTH} bytes"
+                )
             scope = row[2].strip() if len(row) > 2 and row[2].strip() else None
             out.append(DeviceSpec(len(out), cid, psk, scope))
             if limit is not None and len(out) >= limit:

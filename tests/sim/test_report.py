@@ -280,10 +280,13 @@ def test_devices_csv(tmp_path) -> None:
         (d.client_id, d.psk, d.scope) for d in devices
     ]
     bad = tmp_path / "bad.csv"
-    bad.write_text("id,psk_hex,scope\nx," + "ab" * 19 + ",/a:GET\n")
-    with pytest.raises(ScenarioError, match="19 bytes") as info:
+    bad.write_text("id,psk_hex,scope\nx," + "ab" * 65 + ",/a:GET\n")
+    with pytest.raises(ScenarioError, match="65 bytes") as info:
         load_devices(bad)
-    assert "ab" * 19 not in str(info.value)  # never the key
+    assert "ab" * 65 not in str(info.value)  # never the key
+    long = tmp_path / "long.csv"  # 32-byte PSKs (acegw's default) are fine
+    long.write_text("id,psk_hex,scope\nx," + "ab" * 32 + ",/a:GET\n")
+    assert len(load_devices(long)[0].psk) == 32
 
 
 def test_cli_usage_errors_exit_2(tmp_path, capsys) -> None:
