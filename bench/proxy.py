@@ -38,8 +38,15 @@ Target: proxying costs at most 35% of the trivial resource's throughput
 (``proxy_ratio`` = proxy req/s / trivial req/s, median of paired rounds,
 >= 0.65), printed PASS/MISS.
 
-Last line: ``RESULT proxy_req_per_s=<n> proxy_ratio=<x> p99_ms=<n>`` (p99 of
-the proxy mode at half of peak).
+3. aiocoap bare, in the same run: aiocoap's own DTLS server
+   (``tinydtls_server``, as in :mod:`bench.gateway_dtls`) answering the same
+   trivial GET without any authorization, its CPU per request from /proc;
+   ``proxied_vs_aiocoap_bare`` = that CPU / our full authorized proxied
+   request's CPU (gateway + upstream). 1.0 would mean a proxied, authorized
+   request costs what aiocoap spends on a bare one.
+
+Last line: ``RESULT proxy_req_per_s=<n> proxy_ratio=<x> p99_ms=<n>
+proxied_vs_aiocoap_bare=<x>`` (p99 of the proxy mode at half of peak).
 
 Usage: ``python -m bench.proxy [--tiny] [--sessions N] [--requests N]
 [--rounds N] [--concurrency N] [--latency-seconds S] [--json FILE]``.
@@ -75,6 +82,8 @@ from bench._gateway import (
     stop,
 )
 from bench._upstream import start_upstream
+from bench.gateway_dtls import PSK as BARE_PSK
+from bench.gateway_dtls import _cpu_seconds, _free_port_pair, _start, _stop, _warm_up
 from gateway.dtls.probe import DtlsProbe, ProbeError
 
 MODES = ("trivial", "proxy")
@@ -224,8 +233,46 @@ async def _paced(
         gc.unfreeze()
 
 
+async def _aiocoap_bare(args: argparse.Namespace) -> list[float]:
+    """aiocoap's server CPU per bare trivial GET (us), one figure per round:
+    its own DTLS server, ``--sessions`` sessions, ``--requests`` GETs per
+    round, ``--concurrency`` in flight."""
+    port = _free_port_pair()
+    process = await _start("aiocoap", port, args.sessions)
+    target = ("127.0.0.1", port)
+    probe = DtlsProbe(target)
+    per_round: list[float] = []
+    try:
+        await _warm_up(target)
+        sessions = [
+            await probe.connect(b"bare-%06d" % i, BARE_PSK, timeout=20.0)
+            for i in range(args.sessions)
+        ]
+        message = aiocoap.Message(code=aiocoap.GET)
+        for _ in range(max(3, args.rounds // 2)):
+            done = 0
+
+            async def one(index: int) -> None:
+                nonlocal done
+                try:
+                    await sessions[index % len(sessions)].request(message, timeout=20.0)
+                    done += 1
+                except ProbeError:
+                    pass
+
+            cpu = _cpu_seconds(process.pid)
+            await asyncio.wait_for(pool(args.requests, args.concurrency, one), PHASE_LIMIT)
+            if done:
+                per_round.append((_cpu_seconds(process.pid) - cpu) / done * 1e6)
+    finally:
+        await probe.close()
+        await _stop(process)
+    return per_round
+
+
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     results = {mode: ModeResult(mode) for mode in MODES}
+    bare = await _aiocoap_bare(args)
     upstream, up_port = await start_upstream("application/octet-stream", PAYLOAD)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -266,15 +313,20 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await stop(gateway)
     finally:
         await stop(upstream)
-    return _report(results, args)
+    return _report(results, args, bare)
 
 
 def _round(x: float, digits: int = 3) -> float | None:
     return None if x != x else round(x, digits)
 
 
-def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[str, Any]:
+def _report(
+    results: dict[str, ModeResult], args: argparse.Namespace, bare: list[float]
+) -> dict[str, Any]:
     trivial, proxy = results["trivial"], results["proxy"]
+    bare_us = statistics.median(bare) if bare else math.nan
+    full_us = proxy.gateway_cpu_us + proxy.upstream_cpu_us
+    vs_bare = bare_us / full_us if full_us else math.nan
     ratio = median_ratio(proxy.rounds, trivial.rounds)
     total_ratio = proxy.req_per_s / trivial.req_per_s if trivial.req_per_s else math.nan
     cpu_ratio = median_ratio(trivial.cpu_rounds, proxy.cpu_rounds)
@@ -323,6 +375,11 @@ def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[st
         f"i.e. proxying costs <= {1 - TARGET_RATIO:.0%}); gateway CPU per request "
         f"trivial / proxied: {cpu_ratio:.2f}"
     )
+    print(
+        f"aiocoap bare trivial GET: {bare_us:.0f} us CPU per request (median of {len(bare)} "
+        f"rounds); ours proxied and authorized: {full_us:.0f} us (gateway + upstream); "
+        f"proxied_vs_aiocoap_bare {vs_bare:.2f}"
+    )
     p99 = proxy.percentile_ms(99)
     out: dict[str, Any] = {
         "bench": "proxy",
@@ -335,14 +392,20 @@ def _report(results: dict[str, ModeResult], args: argparse.Namespace) -> dict[st
         "proxy_ratio": _round(ratio),
         "proxy_ratio_of_totals": _round(total_ratio),
         "gateway_cpu_ratio": _round(cpu_ratio),
+        "aiocoap_bare_cpu_us_per_req": _round(bare_us, 1),
+        "proxied_vs_aiocoap_bare": _round(vs_bare),
         "target": {"proxy_ratio_min": TARGET_RATIO, "verdict": verdict},
         "result": {
             "proxy_req_per_s": _round(proxy.req_per_s, 1),
             "proxy_ratio": _round(ratio),
             "p99_ms": _round(p99),
+            "proxied_vs_aiocoap_bare": _round(vs_bare),
         },
     }
-    print(f"RESULT proxy_req_per_s={proxy.req_per_s:.0f} proxy_ratio={ratio:.2f} p99_ms={p99:.2f}")
+    print(
+        f"RESULT proxy_req_per_s={proxy.req_per_s:.0f} proxy_ratio={ratio:.2f} p99_ms={p99:.2f} "
+        f"proxied_vs_aiocoap_bare={vs_bare:.2f}"
+    )
     return out
 
 

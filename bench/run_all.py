@@ -85,7 +85,7 @@ SCRIPTS: tuple[Script, ...] = (
     Script(
         "proxy",
         "proxied request (DTLS + Mac0 + HTTP upstream) vs trivial resource; p99 at half peak",
-        ("proxy_ratio",),
+        ("proxy_ratio", "proxied_vs_aiocoap_bare"),
         limit=180,
     ),
     Script(

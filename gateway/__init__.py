@@ -1,4 +1,4 @@
-"""The ACE gateway service (docs/design.md "Layers"): the authorization server
+"""The ACE gateway service (docs/design.md "Inside the gateway"): the authorization server
 (:mod:`.authorization_server`), the resource server (:mod:`.resource_server`),
 the client registry (:mod:`.registry`), the CoAP adapter (:mod:`.coap`), the
 DTLS transport (:mod:`.dtls`), the HTTP reverse proxy (:mod:`.proxy`), the

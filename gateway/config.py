@@ -387,7 +387,12 @@ class LimitsConfig:
     )
     device_burst: int = _opt(20, "Token bucket size per device.", min=1, max=1_000_000)
     max_in_flight: int = _opt(
-        1024, "Upstream requests in flight per worker; more get 5.03.", min=1, max=1_000_000
+        1024,
+        "Requests in flight per worker, every request counted (proxied ones also against "
+        "this cap on upstream requests); more get 5.03 with Max-Age 1, before any "
+        "authorization work.",
+        min=1,
+        max=1_000_000,
     )
     client_rates: Mapping[str, float] = _opt(
         {},

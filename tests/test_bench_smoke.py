@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
                 "authz_mac0_ratio",
                 "authz_es256_ratio",
                 "proxy_ratio",
+                "proxied_vs_aiocoap_bare",
                 "workers2_speedup",
                 "cpu_per_req_ratio",
             ],
