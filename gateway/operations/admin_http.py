@@ -8,14 +8,22 @@
 ``GET /keys``          the AS verification keys as a COSE_KeySet (RFC 9052 §7,
                        ``application/cose-key-set``): public keys only, for
                        resource servers that verify this AS's tokens
-``GET /bans``          the lockout bans in force on every worker, as JSON
-                       (``acegw bans list``); lifting goes through the
-                       registry (``acegw bans lift``), not this port
+``GET /lockouts``      the lockout bans in force on every worker, as JSON
+                       (``acegw lockouts list``; ``/bans`` is the same)
+``GET /sessions``      established DTLS sessions on every worker
+                       (``?client=ID``: of one client), with the held tokens'
+                       cti and exp (``acegw sessions list``)
+``GET /tokens``        the tokens every worker holds: cti, client, exp, the
+                       AS key they came under (``acegw keys retire`` counts)
+``POST /lockouts/lift`` lift bans on every worker now: JSON ``{"address"``,
+                       ``"identity"`` (hex), or ``"all": true}``; answers
+                       how many each worker lifted (``acegw lockouts lift``)
 =====================  =========================================================
 
 ``/.well-known/ace-keys`` is the same key set (the CoAP side serves it at the
-same path). Nothing here needs authentication, which is why the default
-address is loopback only; no route reveals a secret.
+same path). The default address is loopback only. The live-state routes
+answer loopback peers only, and the state change needs the admin token too
+(:mod:`gateway.operations.admin_access`); no route reveals a secret.
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
+from gateway.operations.admin_access import is_loopback, refusal
 from gateway.operations.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,9 @@ MetricsText = Callable[[], Awaitable[str]]
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 KeySetBytes = Callable[[], bytes]
 BanList = Callable[[], Awaitable[list[dict[str, Any]]]]
+#: ``query(name, args)``: every worker's answer to a
+#: :data:`gateway.operations.live_state.QUERIES` query, items concatenated.
+LiveQuery = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 
 class AdminHttp:
@@ -51,11 +64,17 @@ class AdminHttp:
         ready: Readiness,
         key_set: KeySetBytes,
         bans: BanList | None = None,
+        live: LiveQuery | None = None,
+        token_file: Path | None = None,
     ) -> None:
+        """``live``: answers the live-state routes (absent: they are not
+        served); ``token_file``: the admin token state changes need."""
         self._metrics = metrics
         self._ready = ready
         self._key_set = key_set
         self._bans = bans
+        self._live = live
+        self._token_file = token_file
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -66,7 +85,13 @@ class AdminHttp:
         app.router.add_get("/readyz", self._get_readyz)
         app.router.add_get("/keys", self._get_keys)
         app.router.add_get("/.well-known/ace-keys", self._get_keys)
-        if self._bans is not None:
+        if self._live is not None:
+            for path in ("/bans", "/lockouts"):
+                app.router.add_get(path, self._get_lockouts)
+            app.router.add_get("/sessions", self._get_sessions)
+            app.router.add_get("/tokens", self._get_tokens)
+            app.router.add_post("/lockouts/lift", self._post_lift)
+        elif self._bans is not None:
             app.router.add_get("/bans", self._get_bans)
         return app
 
@@ -116,6 +141,44 @@ class AdminHttp:
         body = json.dumps({"bans": await self._bans()}, separators=(",", ":")) + "\n"
         return web.Response(text=body, content_type="application/json")
 
+    # --- live state (loopback only; changes need the admin token) ------------
+
+    async def _live_answer(
+        self, request: web.Request, query: str, args: dict[str, Any], key: str
+    ) -> web.Response:
+        assert self._live is not None
+        if not is_loopback(request.remote):
+            return _json({"error": "live state is served to loopback peers only"}, 403)
+        try:
+            items = await self._live(query, args)
+        except GatewayError as exc:
+            return _json({"error": exc.description}, 400)
+        return _json({key: items})
+
+    async def _get_lockouts(self, request: web.Request) -> web.Response:
+        return await self._live_answer(request, "lockouts", {}, "bans")
+
+    async def _get_sessions(self, request: web.Request) -> web.Response:
+        client = request.query.get("client")
+        return await self._live_answer(request, "sessions", {"client": client}, "sessions")
+
+    async def _get_tokens(self, request: web.Request) -> web.Response:
+        return await self._live_answer(request, "tokens", {}, "tokens")
+
+    async def _post_lift(self, request: web.Request) -> web.Response:
+        why = refusal(request.remote, request.headers.get("Authorization"), self._token_file)
+        if why is not None:
+            log.warning("admin: lift refused for %s: %s", request.remote, why)
+            return _json({"error": why}, 403)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json({"error": "the body must be a JSON object"}, 400)
+        if not isinstance(body, dict):
+            return _json({"error": "the body must be a JSON object"}, 400)
+        args = {k: body[k] for k in ("address", "identity", "all") if k in body}
+        return await self._live_answer(request, "lift", args, "lifted")
+
     async def _get_keys(self, request: web.Request) -> web.Response:
         try:
             data = self._key_set()
@@ -125,6 +188,11 @@ class AdminHttp:
         return web.Response(
             body=data, headers={"Content-Type": COSE_KEY_SET_TYPE, "Cache-Control": "max-age=60"}
         )
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    text = json.dumps(body, separators=(",", ":")) + "\n"
+    return web.Response(status=status, text=text, content_type="application/json")
 
 
 def _shown(address: tuple[str, int]) -> tuple[str, int]:

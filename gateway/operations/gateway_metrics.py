@@ -77,6 +77,9 @@ class GatewayMetrics:
         self.reloads = Counter(
             "acegw_config_reloads_total", "SIGHUP configuration reloads by outcome.", ("outcome",)
         )
+        #: handshakes refused because the identity is a disabled client
+        #: (the DTLS server counts them as unknown_identity; collect() moves them)
+        self.handshakes_client_disabled = 0
         self.token_retirements = Counter(
             "acegw_tokens_dropped_total",
             "Held tokens dropped by the RS, by cause (expired, revoked, client, key_retired).",
@@ -131,9 +134,16 @@ class RouteLabels:
 class MeteredAudit:
     """An audit sink that counts token decisions, then passes the record on."""
 
-    def __init__(self, audit: Callable[..., None], metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        audit: Callable[..., None],
+        metrics: GatewayMetrics,
+        observe: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """``observe``: also shown every refusal (the event floods)."""
         self.inner = audit
         self._metrics = metrics
+        self._observe = observe
 
     @property
     def enabled(self) -> bool:
@@ -155,6 +165,8 @@ class MeteredAudit:
                 m.tokens_rejected.inc("authz-info", str(fields.get("reason")))
         elif event == "introspect":
             m.introspections.inc(str(decision))
+        if decision == "deny" and self._observe is not None:
+            self._observe(fields)
         self.inner(**fields)
 
 
@@ -172,6 +184,17 @@ def time_upstream(upstream: Any, route: str, metrics: GatewayMetrics) -> None:
             errors.inc(route, failure)
 
     upstream.observer = observe
+
+
+def _failures(gateway: Any, stats: Any) -> dict[str, int]:
+    """Handshake failures by outcome, with ``client_disabled`` told apart
+    from ``unknown_identity`` (the DTLS server cannot tell them apart)."""
+    failures = dict(stats.handshake_failures)
+    disabled = min(gateway.metrics.handshakes_client_disabled, failures.get("unknown_identity", 0))
+    if disabled:
+        failures["unknown_identity"] -= disabled
+        failures["client_disabled"] = disabled
+    return failures
 
 
 def collect(gateway: Any) -> list[m.Family]:
@@ -196,7 +219,7 @@ def collect(gateway: Any) -> list[m.Family]:
                 "counter",
                 "DTLS handshakes by outcome (ok, or why they failed).",
                 [({**const, "outcome": "ok"}, st.handshakes_ok)]
-                + [({**const, "outcome": k}, v) for k, v in sorted(st.handshake_failures.items())],
+                + [({**const, "outcome": k}, v) for k, v in sorted(_failures(gateway, st).items())],
             ),
             m.family(
                 "acegw_dtls_handshakes_displaced_total",

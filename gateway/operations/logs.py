@@ -3,7 +3,9 @@
 
 A JSON line has ``ts`` (ISO 8601 UTC, milliseconds), ``level``, ``logger``,
 ``msg``, ``worker`` when the process is a worker, and ``exc`` with the
-traceback of an exception. Log messages in this project never hold a secret
+traceback of an exception. An operational event
+(:mod:`gateway.operations.events`) adds ``event`` (its stable name) and its
+fields as top-level keys. Log messages in this project never hold a secret
 or a whole token (identities appear as labels, keys as kids); the formatter
 adds nothing but these fields.
 """
@@ -34,6 +36,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        event = getattr(record, "event", None)
+        if event is not None:
+            out["event"] = event
+            for key, value in getattr(record, "fields", {}).items():
+                out.setdefault(key, value)
         if self.worker is not None:
             out["worker"] = self.worker
         if record.exc_info:

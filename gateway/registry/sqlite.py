@@ -109,6 +109,10 @@ CREATE TABLE IF NOT EXISTS changelog (
     client_id TEXT,
     at        REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS client_cutoffs (
+    client_id TEXT PRIMARY KEY,
+    at        REAL NOT NULL     -- last disable or delete: older tokens stay refused
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ban_lifts (
     seq      INTEGER PRIMARY KEY,  -- the changelog row of the lift ('lift')
     address  TEXT,                 -- NULL: any address
@@ -208,6 +212,24 @@ class Client:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class ClientStatus:
+    """:meth:`Registry.status`: ``exists`` false for a deleted client whose
+    cut-off is kept; ``cutoff`` the epoch time of its last disable or delete."""
+
+    exists: bool
+    enabled: bool
+    cutoff: float | None
+
+    def refuses(self, iat: float | None) -> bool:
+        """Whether a token issued at ``iat`` to this client is refused: not
+        enabled, or issued at or before the cut-off (no ``iat``: refused once
+        there is a cut-off)."""
+        if not self.enabled:
+            return True
+        return self.cutoff is not None and (iat is None or iat <= self.cutoff)
+
+
 #: Change kinds after which a client's live sessions may go on.
 _NO_CUT = frozenset({"add", "enable"})
 
@@ -230,6 +252,8 @@ class Changes:
     #: Operator lifts of lockout bans, in order: ``(address, identity)``,
     #: None meaning any (``acegw bans lift``).
     lifts: tuple[tuple[str | None, bytes | None], ...] = ()
+    #: Every change in order: ``(kind, client_id)`` (``disable``, ``revoke``, ...).
+    kinds: tuple[tuple[str, str | None], ...] = ()
 
 
 class Registry:
@@ -255,6 +279,7 @@ class Registry:
         self._cache_size = cache_size
         self._lock = threading.RLock()
         self._psk_cache: dict[str, bytes | None] = {}
+        self._status: dict[str, ClientStatus | None] = {}
         self._revoked: set[bytes] | None = None
         self._seen_stamp = 0
         self._last_poll = -float("inf")
@@ -393,8 +418,11 @@ class Registry:
             (kind, client_id, self._clock()),
         )
 
-    def _modify(self, client_id: str, kind: str, sql: str, args: tuple[Any, ...]) -> None:
-        """Update one existing client row, bump its generation, log the change."""
+    def _modify(
+        self, client_id: str, kind: str, sql: str, args: tuple[Any, ...], *, cut: bool = False
+    ) -> None:
+        """Update one existing client row, bump its generation, log the change;
+        ``cut``: also record the token cut-off (:meth:`status`)."""
         with self._write() as db:
             cur = db.execute(
                 f"UPDATE clients SET {sql}, generation = generation + 1 WHERE client_id = ?",
@@ -402,12 +430,47 @@ class Registry:
             )
             if cur.rowcount == 0:
                 raise ClientNotFound(f"no client {client_id!r}")
+            if cut:
+                self._cut(db, client_id)
             self._log_change(db, kind, client_id)
         self._forget(client_id)
 
+    def _cut(self, db: sqlite3.Connection, client_id: str) -> None:
+        db.execute(
+            "INSERT INTO client_cutoffs VALUES (?, ?) "
+            "ON CONFLICT (client_id) DO UPDATE SET at = excluded.at",
+            (client_id, self._clock()),
+        )
+
     def _forget(self, client_id: str) -> None:
         self._psk_cache.pop(client_id, None)
+        self._status.pop(client_id, None)
         self.version += 1
+
+    def status(self, client_id: str) -> ClientStatus | None:
+        """Whether the client exists and is enabled, and its token cut-off:
+        the time of its last disable or delete. Tokens issued to it at or
+        before the cut-off (``iat``) stay refused after an enable, or after
+        the id is registered again ("disable means disable"). From memory,
+        refreshed with the change log like :meth:`psk_for`."""
+        self.current_version()
+        if client_id in self._status:
+            return self._status[client_id]
+        rows = self._read(
+            "SELECT (SELECT enabled FROM clients WHERE client_id = ?), "
+            "(SELECT at FROM client_cutoffs WHERE client_id = ?)",
+            (client_id, client_id),
+        )
+        enabled, cutoff = rows[0]
+        found = (
+            None
+            if enabled is None and cutoff is None
+            else ClientStatus(exists=enabled is not None, enabled=bool(enabled), cutoff=cutoff)
+        )
+        if len(self._status) >= self._cache_size:
+            self._status.clear()
+        self._status[client_id] = found
+        return found
 
     # --- administration -------------------------------------------------------
 
@@ -589,8 +652,9 @@ class Registry:
         return self.get(client_id)
 
     def disable(self, client_id: str) -> None:
-        """Refuse the client's handshakes and token requests from now on."""
-        self._modify(client_id, "disable", "enabled = 0", ())
+        """Refuse the client's handshakes and token requests from now on, and
+        its tokens issued until now even after an enable (:meth:`status`)."""
+        self._modify(client_id, "disable", "enabled = 0", (), cut=True)
 
     def enable(self, client_id: str) -> None:
         self._modify(client_id, "enable", "enabled = 1", ())
@@ -608,6 +672,7 @@ class Registry:
         with self._write() as db:
             if db.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount == 0:
                 raise ClientNotFound(f"no client {client_id!r}")
+            self._cut(db, client_id)
             self._log_change(db, "delete", client_id)
         self._forget(client_id)
 
@@ -747,6 +812,7 @@ class Registry:
             complete=complete,
             cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in _NO_CUT),
             lifts=lifts,
+            kinds=tuple((r[1], r[2]) for r in rows),
         )
 
     def refresh(self) -> Changes:
@@ -755,11 +821,13 @@ class Registry:
             changes = self.changes_since(self._seen_stamp)
             if not changes.complete:
                 self._psk_cache.clear()
+                self._status.clear()
                 self._revoked = None
                 self.version += 1
             else:
                 for cid in changes.client_ids:
                     self._psk_cache.pop(cid, None)
+                    self._status.pop(cid, None)
                 if changes.revocations:
                     self._revoked = None
                 if changes.client_ids or changes.revocations:

@@ -41,6 +41,7 @@ from gateway.errors import GatewayError
 from gateway.resource_server.auth_context import AuthContext
 from gateway.resource_server.lockout import Lockout
 from gateway.resource_server.rate_limits import RateLimiter, TooManyRequests
+from gateway.resource_server.token_intake import SubjectDisabled
 from gateway.resource_server.token_store import AccessToken, TokenStore
 from tokens import cnf as cnf_mod
 from tokens.ace import CreationHints
@@ -228,7 +229,10 @@ class _Standing:
         self.token = token
         self.version = version
         self.revoked = authorizer._is_revoked(token.cti)
-        self.disabled = not authorizer._client_enabled(token.client_id)
+        # disabled, or issued before the client's last disable ("disable means disable")
+        self.disabled = not authorizer._client_enabled(token.client_id) or authorizer._cut_off(
+            token.client_id, token.claims.iat
+        )
         self.rate = authorizer._device_rate(token.client_id)
         #: the client identity (not an RFC 9202 one) its proofs verified on
         self.identity: bytes | None = None
@@ -286,6 +290,7 @@ class Authorizer:
         guard: FreshnessGuard,
         is_revoked: Callable[[bytes], bool],
         client_enabled: Callable[[str], bool],
+        cut_off: Callable[[str, float | None], bool] = lambda client_id, iat: False,
         device_limits: RateLimiter,
         device_rate: Callable[[str], float | None] = lambda client_id: None,
         version: Callable[[], int],
@@ -298,6 +303,8 @@ class Authorizer:
         self.guard = guard
         self._is_revoked = is_revoked
         self._client_enabled = client_enabled
+        #: whether a token issued at ``iat`` predates the client's last disable
+        self._cut_off = cut_off
         self._limits = device_limits
         self._device_rate = device_rate
         self._version = version
@@ -397,7 +404,7 @@ class Authorizer:
         if standing.revoked:
             raise Revoked("token revoked")
         if standing.disabled:
-            raise Revoked("client disabled")
+            raise SubjectDisabled("client disabled")
         self._limits.take(standing.token.client_id, now, rate=standing.rate)
         code = view.method
         if code < 1 or not standing.methods(view.path) >> (code - 1) & 1:  # AIF (RFC 9237 §2.3)

@@ -50,7 +50,10 @@ class TokenIntake:
         leeway: float = 30.0,
         is_revoked: Callable[[bytes], bool] = lambda cti: False,
         is_client_enabled: Callable[[str], bool] = lambda client_id: True,
+        cut_off: Callable[[str, float | None], bool] = lambda client_id, iat: False,
     ) -> None:
+        """``cut_off(sub, iat)``: whether a token issued then predates the
+        client's last disable (refused like a disabled client)."""
         self.audience = audience
         self._issuers = issuers
         self._verifiers = [
@@ -65,6 +68,7 @@ class TokenIntake:
         ]
         self._is_revoked = is_revoked
         self._is_client_enabled = is_client_enabled
+        self._cut_off = cut_off
 
     def _verifier_for(self, token: bytes) -> TokenVerifier:
         if len(self._verifiers) == 1:
@@ -104,6 +108,8 @@ class TokenIntake:
             raise Revoked("token revoked")
         if not self._is_client_enabled(claims.sub):
             raise SubjectDisabled("client disabled")
+        if self._cut_off(claims.sub, claims.iat):
+            raise SubjectDisabled("token issued before the client was last disabled")
         return AccessToken(
             kid=pop_key.kid,
             pop_key=pop_key,

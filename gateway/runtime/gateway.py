@@ -60,6 +60,7 @@ from gateway.dtls import (
 from gateway.errors import GatewayError
 from gateway.operations import metrics as m
 from gateway.operations.audit import AuditLog
+from gateway.operations.gateway_events import GatewayEvents
 from gateway.operations.gateway_metrics import (
     GatewayMetrics,
     MeteredAudit,
@@ -150,7 +151,13 @@ class Gateway:
         self._audit_sink: Callable[..., None] = audit or AuditLog(
             config.audit.path, sample_success=config.audit.sample_success, clock=clock
         )
-        self.audit: Callable[..., None] = MeteredAudit(self._audit_sink, self.metrics)
+        #: operational events (docs/operations.md "Events")
+        self.events = GatewayEvents()
+        self.audit: Callable[..., None] = MeteredAudit(
+            self._audit_sink,
+            self.metrics,
+            observe=lambda fields: self.events.audit_record(fields, self.clock()),
+        )
         self.tokens = TokenStore(max_per_client=config.rs.max_tokens_per_client)
         self.authorization_server = AuthorizationServer(
             issuer=config.as_.issuer,
@@ -179,6 +186,7 @@ class Gateway:
             guard=self.guard,
             is_revoked=self.registry.is_revoked,
             client_enabled=self._client_enabled,
+            cut_off=self._cut_off,
             device_limits=self.device_limits,
             device_rate=lambda client_id: self.config.limits.client_rates.get(client_id),
             version=lambda: self.registry.version,  # housekeeping polls; requests read
@@ -195,6 +203,12 @@ class Gateway:
         self._applied_stamp = self.registry.change_stamp()
         #: kid of the AS key that signed or encrypted each held token (by PoP kid)
         self._token_key: dict[bytes, bytes] = {}
+        #: when each established session started: (address, identity) -> epoch
+        self._started: dict[tuple[Any, bytes], float] = {}
+        #: identities whose last PSK lookup refused a disabled client's token
+        self._disabled_lookups: dict[bytes, None] = {}
+        #: the key manifest as last applied: kid -> (kind, status)
+        self._key_view = self._keys_now()
         self.context: aiocoap.Context | None = None
         self.dtls: DtlsServer | None = None
         self.root: ServiceSite | None = None
@@ -228,6 +242,7 @@ class Gateway:
             leeway=self.config.rs.leeway,
             is_revoked=self.registry.is_revoked,
             is_client_enabled=self._client_enabled,
+            cut_off=self._cut_off,
         )
 
     def _build_proxy(self, config: Config) -> Proxy:
@@ -241,6 +256,24 @@ class Gateway:
         if not self.config.as_.enabled:
             return True  # external AS: its subjects are not in our registry
         return self.registry.psk_for(client_id) is not None
+
+    def _cut_off(self, client_id: str, iat: float | None) -> bool:
+        """Whether a token issued to ``client_id`` at ``iat`` predates its last
+        disable or delete ("disable means disable": refused after an enable)."""
+        if not self.config.as_.enabled:
+            return False
+        status = self.registry.status(client_id)
+        cutoff = None if status is None else status.cutoff
+        return cutoff is not None and (iat is None or iat <= cutoff)
+
+    def _client_disabled(self, identity: bytes) -> bool:
+        """Whether ``identity`` names a registered client that is disabled."""
+        try:
+            client_id = identity.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        status = self.registry.status(client_id) if len(client_id) <= 64 else None
+        return status is not None and status.exists and not status.enabled
 
     #: Paths served without authorization (the ACE endpoints, the key set).
     unprotected: frozenset[tuple[str, ...]] = UNPROTECTED | {KEYS_PATH}
@@ -306,12 +339,7 @@ class Gateway:
                 until=round(ban.until, 3),
                 **ban_label(ban),
             )
-            log.warning(
-                "lockout: %s banned for %g s after repeated failures (%s)",
-                describe_ban(ban),
-                ban.until - ban.since,
-                reason,
-            )
+            self.events.ban(ban_label(ban), str(ban.scope), ban.until - ban.since, reason)
 
     def admit_identity(self, identity: bytes, sockaddr: Any) -> bool:
         """Whether a handshake naming ``identity`` from ``sockaddr`` may go on
@@ -342,8 +370,7 @@ class Gateway:
             self.audit(
                 event="lockout", decision="lift", reason=by, scope=str(ban.scope), **ban_label(ban)
             )
-        if lifted:
-            log.info("lockout: %d ban(s) lifted (%s)", len(lifted), by)
+        self.events.lift([{"scope": str(b.scope), **ban_label(b)} for b in lifted], by)
         return len(lifted)
 
     def _echoed_by_us(self, view: RequestView, now: float) -> bool:
@@ -467,6 +494,8 @@ class Gateway:
                 token = self.accept(identity, now)
             except (TokenError, GatewayError) as exc:
                 self.metrics.tokens_rejected.inc("psk_identity", exc.reason)
+                if exc.reason == "client_disabled" and len(self._disabled_lookups) < 4096:
+                    self._disabled_lookups[identity] = None
                 return None
             self.metrics.tokens_accepted.inc("psk_identity")
         else:
@@ -613,11 +642,13 @@ class Gateway:
             and getattr(old, attrs.get(name, name)) != getattr(config, attrs.get(name, name))
         ]
         self.metrics.reloads.inc("ok")
-        log.info(
-            "configuration reloaded: %d route(s)%s",
-            len(config.routes),
-            f"; changes to [{'], ['.join(restart)}] need a restart" if restart else "",
-        )
+        applied = [
+            name
+            for name in RELOADABLE
+            if getattr(old, name) != getattr(config, name)
+            and (name != "routes" or old.routes != config.routes)
+        ]
+        self.events.reloaded(len(config.routes), applied, restart)
         return restart
 
     @staticmethod
@@ -638,23 +669,49 @@ class Gateway:
                 except UnicodeDecodeError:
                     fields["identity_len"] = len(identity)
         address = str(outcome.address[0])
+        reason = "ok" if outcome.failure is None else str(outcome.failure)
+        now = self.clock()
         if identity is not None:
             if outcome.ok:
-                self.lockout.success(identity, address, self.clock())
+                self.lockout.success(identity, address, now)
+                if len(self._started) > 2 * self.config.dtls.max_sessions + 1024:
+                    self._started.clear()  # moved peers' leftovers; ages become unknown
+                self._started[(outcome.address, identity)] = now
             elif outcome.failure is not HandshakeFailure.LOCKED_OUT:
                 # a refusal by a ban is no new failure; a handshake that failed
                 # before naming anyone guessed no credential
-                self._failed(identity, address, str(outcome.failure), self.clock())
+                self._failed(identity, address, reason, now)
+            looked_up = self._disabled_lookups.pop(identity, False) is None  # token of one
+            if outcome.failure is HandshakeFailure.UNKNOWN_IDENTITY and (
+                looked_up or self._client_disabled(identity)
+            ):
+                reason = "client_disabled"  # the peer sees an unknown identity alike
+                self.metrics.handshakes_client_disabled += 1
+        if not outcome.ok:
+            self.events.handshake_failed(address, reason, now)
         self.audit(
             event="handshake",
             decision="established" if outcome.ok else "deny",
-            reason="ok" if outcome.failure is None else str(outcome.failure),
+            reason=reason,
             peer=f"{outcome.address[0]}:{outcome.address[1]}",
             **fields,
         )
 
     def _session_closed(self, remote: DtlsRemote, reason: CloseReason) -> None:
         log.debug("session closed: %r (%s)", remote, reason)
+        self._started.pop((remote.address, remote.psk_identity), None)
+
+    def session_started(self, remote: DtlsRemote) -> float | None:
+        """When the session of ``remote`` was established (epoch seconds),
+        if known (a session moved by its Connection ID is not)."""
+        return self._started.get((remote.address, remote.psk_identity))
+
+    def token_key(self, token: AccessToken) -> bytes | None:
+        """The kid of the AS key that signed or encrypted a held token."""
+        return self._token_key.get(token.kid)
+
+    def _keys_now(self) -> dict[str, tuple[str, str]]:
+        return {e.kid.hex(): (e.kind, e.status) for e in self.keystore.list()}
 
     async def _housekeep(self) -> None:
         while True:
@@ -683,30 +740,66 @@ class Gateway:
                 if changes.complete
                 else set(self._policies) | {t.client_id for t in self.tokens.all()}
             )
+            last_kind = {cid: kind for kind, cid in changes.kinds if cid is not None}
             for client_id in affected:
                 self._policies.pop(client_id, None)
                 cut = client_id in changes.cut_off or not changes.complete
+                sessions = 0
                 if cut and self.dtls is not None:
-                    self.dtls.close_identity(client_id.encode())
+                    sessions = self.dtls.close_identity(client_id.encode())
+                gone = []
                 if self.client_for_identity(client_id.encode()) is None:
-                    for token in self.tokens.remove_client(client_id):
-                        self._drop(token, "client")
+                    gone = self.tokens.remove_client(client_id)
+                else:  # enabled again: its tokens from before the disable stay refused
+                    for token in self.tokens.for_client(client_id):
+                        if self._cut_off(client_id, token.claims.iat):
+                            self.tokens.remove_cti(token.cti)
+                            gone.append(token)
+                for token in gone:
+                    sessions += self._drop(token, "client")
+                if changes.complete:
+                    self.events.client_change(
+                        last_kind.get(client_id, ""), client_id, sessions, len(gone)
+                    )
         if changes.revocations or not changes.complete:
+            revoked: list[str] = []
+            sessions = 0
             for token in self.tokens.all():
                 if self.registry.is_revoked(token.cti):
                     self.tokens.remove_cti(token.cti)
-                    self._drop(token, "revoked")
+                    sessions += self._drop(token, "revoked")
+                    revoked.append(token.cti.hex())
+            if any(kind == "revoke" for kind, _ in changes.kinds):
+                self.events.revoked(revoked, sessions)
         for token in self.tokens.expire(now):
             self._drop(token, "expired")
         if self.keystore.refresh():
             # new tokens are signed with the new current key (the AS reads the
             # key store at each request); retired keys stop verifying here
             self.intake = self._build_intake()
-            self._drop_untrusted_tokens()
+            dropped = self._drop_untrusted_tokens()
+            before, self._key_view = self._key_view, self._keys_now()
+            current = {
+                kind: kid for kid, (kind, status) in self._key_view.items() if status == "current"
+            }
+            retired = [
+                kid
+                for kid, (_, status) in self._key_view.items()
+                if status == "retired" and before.get(kid, ("", ""))[1] != "retired"
+            ]
+            self.events.keys_changed(current, retired, dropped)
+        if self.dtls is not None:
+            self.events.dtls_drops(self.dtls.stats().dropped, now)
+        self.events.breakers(
+            (route.config.prefix, route.upstream.breaker.state.value) for route in self.proxy.routes
+        )
+        self.events.tick(now)
 
-    def _drop_untrusted_tokens(self) -> None:
+    def _drop_untrusted_tokens(self) -> int:
         """Drop held tokens of this AS whose signing or AS-RS key was retired:
-        their proofs then get 4.01 (unknown_kid), a re-upload 4.01 too."""
+        their proofs then get 4.01 (unknown_kid), a re-upload 4.01 too.
+        Returns how many."""
+        dropped = 0
         trusted = {k.kid for k in self.keystore.verification_keys()}
         trusted |= {k.kid for k in self.keystore.decryption_keys()}
         for token in self.tokens.all():
@@ -714,16 +807,21 @@ class Gateway:
             if token.issuer == self.config.as_.issuer and key_kid not in trusted:
                 self.tokens.remove_cti(token.cti)
                 self._drop(token, "key_retired")
+                dropped += 1
+        return dropped
 
-    def _drop(self, token: AccessToken, cause: str) -> None:
+    def _drop(self, token: AccessToken, cause: str) -> int:
+        """Count a dropped token; close its RFC 9202 sessions (how many)."""
         self.metrics.token_retirements.inc(cause)
-        self._close_bound(token.kid)
+        return self._close_bound(token.kid)
 
-    def _close_bound(self, kid: bytes) -> None:
+    def _close_bound(self, kid: bytes) -> int:
         self._token_key.pop(kid, None)
+        closed = 0
         for identity in self._bound.pop(kid, ()):
             if self.dtls is not None:
-                self.dtls.close_identity(identity)
+                closed += self.dtls.close_identity(identity)
+        return closed
 
     # --- metrics --------------------------------------------------------------
 

@@ -17,11 +17,15 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError
+from gateway.operations import live_state
+from gateway.operations.admin_access import admin_token_path
 from gateway.operations.admin_http import AdminHttp
+from gateway.operations.events import EventLog
 from gateway.operations.logs import setup_logging
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.port_claim import PortClaim
@@ -61,6 +65,8 @@ async def serve_gateway(
         loop.add_signal_handler(sig, term)
     loop.add_signal_handler(signal.SIGHUP, hup)
     http: AdminHttp | None = None
+    events = EventLog()
+    sessions = 0
     try:
         await gateway.start()
         if exiting:
@@ -71,12 +77,29 @@ async def serve_gateway(
                 ready=gateway.readiness,
                 key_set=gateway.keystore.export_public,
                 bans=gateway.bans_list,
+                live=_local_live(gateway),
+                token_file=admin_token_path(config),
             )
             await http.start(config.metrics.host, config.metrics.port)
+        if admin:  # a worker's start is announced by its supervisor
+            coaps = "coaps://{}:{}".format(*_shown(gateway.address))
+            shown = None if http is None or http.address is None else _shown(http.address)
+            events(
+                "gateway_started",
+                f"gateway listening on {coaps}"
+                + (f"; admin and metrics on http://{shown[0]}:{shown[1]}" if shown else ""),
+                coaps=coaps,
+                admin=None if shown is None else f"http://{shown[0]}:{shown[1]}",
+                workers=1,
+            )
         if ready is not None:
             ready(gateway)
         await stop.wait()
-        log.info("stopping: draining for up to %g s", gateway.config.server.drain_timeout)
+        events(
+            "gateway_stopping",
+            f"stopping: draining for up to {gateway.config.server.drain_timeout:g} s",
+            drain_timeout=gateway.config.server.drain_timeout,
+        )
         drain = asyncio.create_task(gateway.drain(gateway.config.server.drain_timeout))
         hurried = asyncio.create_task(hurry.wait())
         await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
@@ -90,6 +113,8 @@ async def serve_gateway(
             with contextlib.suppress(asyncio.CancelledError):
                 await reload
         try:
+            if gateway.dtls is not None:
+                sessions = gateway.dtls.stats().sessions
             await gateway.stop()
             if http is not None:
                 await http.stop()
@@ -100,7 +125,25 @@ async def serve_gateway(
             if exiting:
                 # the process ends now; a late SIGTERM must not turn exit 0 into -15
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log.info("gateway stopped")
+        events(
+            "gateway_stopped",
+            f"gateway stopped; {sessions} session(s) closed",
+            sessions_closed=sessions,
+        )
+
+
+def _local_live(gateway: Gateway) -> Callable[[str, dict[str, Any]], Awaitable[list[Any]]]:
+    """The live-state answers of a single process: its own."""
+
+    async def live(query: str, args: dict[str, Any]) -> list[Any]:
+        return live_state.answer(gateway, query, args)
+
+    return live
+
+
+def _shown(address: tuple[str, int]) -> tuple[str, int]:
+    host, port = address
+    return (f"[{host}]" if ":" in host else host, port)
 
 
 def tune_gc(threshold: int) -> None:
@@ -130,7 +173,11 @@ async def reload_from_file(gateway: Gateway, lock: asyncio.Lock | None = None) -
             await gateway.reload(load_config(source))
         except GatewayError as exc:
             gateway.metrics.reloads.inc("error")
-            log.error("configuration reload refused, keeping the old one: %s", exc.description)
+            EventLog()(
+                "config_reload_refused",
+                f"configuration reload refused, keeping the old one: {exc.description}",
+                error=exc.description,
+            )
             return False
     return True
 

@@ -62,9 +62,11 @@ from typing import Any
 
 from gateway.authorization_server.keystore import Keystore
 from gateway.config import Config, load_config
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InvalidArgument
 from gateway.operations import metrics as m
+from gateway.operations.admin_access import admin_token_path
 from gateway.operations.admin_http import AdminHttp
+from gateway.operations.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class WorkerSlot:
     backoff: float = BACKOFF_FIRST
     pending: dict[int, asyncio.Future[list[m.Family]]] = field(default_factory=dict)
     pending_bans: dict[int, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
+    #: live-state answers (``ask``); an error answer is a one-item list ``[{"error": ...}]``
+    pending_answers: dict[int, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -144,6 +148,7 @@ class Supervisor:
         self._next_id = 0
         self._keystore: Keystore | None = None
         self._http: AdminHttp | None = None
+        self.events = EventLog()
 
     # --- life cycle -------------------------------------------------------------
 
@@ -163,17 +168,31 @@ class Supervisor:
                     ready=self.readiness,
                     key_set=self.key_set,
                     bans=self.bans,
+                    live=self.live,
+                    token_file=admin_token_path(self.config),
                 )
                 await self._http.start(self.config.metrics.host, self.config.metrics.port)
             for slot in self.slots:
                 await self._spawn(slot)
-            log.info(
-                "supervisor: %d workers on coaps://%s:%d",
-                self.count,
-                f"[{server.bind}]" if ":" in server.bind else server.bind,
-                self.port,
+            coaps = f"coaps://{_shown((server.bind, self.port))[0]}:{self.port}"
+            admin = None
+            if self._http is not None and self._http.address is not None:
+                admin = "http://{}:{}".format(*_shown(self._http.address))
+            self.events(
+                "gateway_started",
+                f"supervisor: {self.count} workers on {coaps}"
+                + (f"; admin and metrics on {admin}" if admin else ""),
+                coaps=coaps,
+                admin=admin,
+                workers=self.count,
             )
             await self._stop.wait()
+            self.events(
+                "gateway_stopping",
+                f"stopping: {self.count} workers drain for up to "
+                f"{self.config.server.drain_timeout:g} s",
+                drain_timeout=self.config.server.drain_timeout,
+            )
         finally:
             self.stopping = True
             try:
@@ -186,7 +205,7 @@ class Supervisor:
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # exiting now
-        log.info("supervisor stopped")
+        self.events("gateway_stopped", "supervisor stopped", workers=self.count)
         return 0
 
     async def _spawn(self, slot: WorkerSlot) -> None:
@@ -217,7 +236,14 @@ class Supervisor:
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
         slot.ready = slot.synced = False
         slot.started_at = time.monotonic()
-        log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+        self.events(
+            "worker_started",
+            f"worker {slot.index} started (pid {slot.process.pid})"
+            + (f", restart {slot.restarts}" if slot.restarts else ""),
+            index=slot.index,
+            pid=slot.process.pid,
+            restarts=slot.restarts,
+        )
         self._task(slot, self._read(slot, reader))
         self._task(slot, self._watch(slot, slot.process))
 
@@ -242,7 +268,7 @@ class Supervisor:
         if slot.writer is not None:
             slot.writer.close()
             slot.writer = None
-        for waiting in (slot.pending, slot.pending_bans):
+        for waiting in (slot.pending, slot.pending_bans, slot.pending_answers):
             for future in waiting.values():
                 if not future.done():
                     future.set_result([])
@@ -254,13 +280,15 @@ class Supervisor:
             slot.backoff = BACKOFF_FIRST
         delay, slot.backoff = slot.backoff, min(slot.backoff * 2, BACKOFF_MAX)
         slot.restarts += 1
-        log.error(
-            "worker %d (pid %d) exited with %s after %.1f s; restarting in %.1f s",
-            slot.index,
-            process.pid,
-            _exit_text(code),
-            ran,
-            delay,
+        self.events(
+            "worker_exited",
+            f"worker {slot.index} (pid {process.pid}) exited with {_exit_text(code)} after "
+            f"{ran:.1f} s; restarting in {delay:.1f} s",
+            index=slot.index,
+            pid=process.pid,
+            exit=_exit_text(code),
+            ran=round(ran, 1),
+            restart_in=delay,
         )
         await asyncio.sleep(delay)
         if not self.stopping:
@@ -305,7 +333,11 @@ class Supervisor:
         try:
             self.config = load_config(self.config.source or "")
         except GatewayError as exc:
-            log.error("SIGHUP: configuration refused, workers keep theirs: %s", exc.description)
+            self.events(
+                "config_reload_refused",
+                f"SIGHUP: configuration refused, workers keep theirs: {exc.description}",
+                error=exc.description,
+            )
             return
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
@@ -352,6 +384,13 @@ class Supervisor:
             future = slot.pending.pop(int(message["id"]), None)
             if future is not None and not future.done():
                 future.set_result([m.Family.from_json(f) for f in message["families"]])
+        elif kind == "answer":
+            answered = slot.pending_answers.pop(int(message["id"]), None)
+            if answered is not None and not answered.done():
+                if "error" in message:
+                    answered.set_result([{"error": str(message["error"])}])
+                else:
+                    answered.set_result(list(message["v"]))
         elif kind == "bans":
             waiting = slot.pending_bans.pop(int(message["id"]), None)
             if waiting is not None and not waiting.done():
@@ -407,6 +446,30 @@ class Supervisor:
                 continue
         return found
 
+    async def live(self, query: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every ready worker's answer to a live-state query
+        (:mod:`gateway.operations.live_state`), concatenated; a worker that
+        does not answer in time is left out."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[list[dict[str, Any]]]] = []
+        for slot in self.slots:
+            if slot.ready:
+                self._next_id += 1
+                future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+                slot.pending_answers[self._next_id] = future
+                slot.send({"t": "ask", "id": self._next_id, "q": query, "a": args})
+                waits.append(future)
+        found: list[dict[str, Any]] = []
+        for future in waits:
+            try:
+                items = await asyncio.wait_for(future, METRICS_TIMEOUT)
+            except TimeoutError:
+                continue
+            if len(items) == 1 and set(items[0]) == {"error"}:
+                raise InvalidArgument(str(items[0]["error"]))
+            found += items
+        return found
+
     def collect(self) -> list[m.Family]:
         const = {"worker": "supervisor"}
         return [
@@ -444,6 +507,11 @@ class Supervisor:
         else:
             self._keystore.refresh()
         return self._keystore.export_public()
+
+
+def _shown(address: tuple[str, int]) -> tuple[str, int]:
+    host, port = address
+    return (f"[{host}]" if ":" in host else host, port)
 
 
 def _exit_text(code: int) -> str:

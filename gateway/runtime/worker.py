@@ -3,7 +3,8 @@ gateway.runtime.worker``, started by :mod:`gateway.runtime.supervisor`): a
 :class:`~gateway.runtime.gateway.Gateway` on the UDP socket the supervisor
 hands it, and the worker's end of the control channel (JSON lines over a Unix
 socket pair: ``hello``/``synced`` with the held tokens before serving,
-``ready``, ``token`` both ways, ``metrics`` and ``bans`` on request).
+``ready``, ``token`` both ways, ``metrics`` and ``bans`` on request, ``ask``
+for the live state an operator asks for, :mod:`gateway.operations.live_state`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError
+from gateway.operations import live_state
 from gateway.operations.logs import setup_logging
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.serve import serve_gateway
@@ -80,6 +82,13 @@ async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gatewa
                 channel.send({"t": "metrics", "id": message["id"], "families": families})
             elif kind == "bans?":
                 channel.send({"t": "bans", "id": message["id"], "bans": gateway.bans()})
+            elif kind == "ask":
+                try:
+                    items = live_state.answer(gateway, message["q"], dict(message.get("a") or {}))
+                except GatewayError as exc:
+                    channel.send({"t": "answer", "id": message["id"], "error": exc.description})
+                else:
+                    channel.send({"t": "answer", "id": message["id"], "v": items})
         except Exception:  # keep the channel alive; the supervisor times out
             log.exception("cannot handle a control message")
 

@@ -202,7 +202,7 @@ def test_expired_revoked_and_disabled(world, warm):
     world.revoked.clear()
     world.disabled.add("sensor-1")
     world.version += 1
-    refused(world.authorizer.authorize(world.view(), NOW), CoapCode.UNAUTHORIZED, "revoked")
+    refused(world.authorizer.authorize(world.view(), NOW), CoapCode.UNAUTHORIZED, "client_disabled")
 
 
 @pytest.mark.parametrize("warm", [False, True])
