@@ -151,3 +151,26 @@ def test_handshake_refusals_are_classified_from_the_wire_and_the_devices_history
     assert refused("fatal_alert_115") == {"handshake_unknown_identity": 1}
     assert refused("port_unreachable") == {"handshake_port_unreachable": 1}
     assert refused("fatal_alert_20", worked_before=True) == {"handshake_locked_out": 1}
+
+
+def test_refusals_are_split_by_the_gateways_diagnostic() -> None:
+    from device_sim.coap import CoapMessage
+    from device_sim.device import _kind, _reason
+    from tokens.ace import CreationHints, ErrorResponse
+    from tokens.params import AceError
+
+    def answer(payload: bytes, cf: int | None = None) -> CoapMessage:
+        options = [] if cf is None else [(12, bytes((cf,)))]
+        return CoapMessage(2, 0x81, 1, b"t", options, payload)
+
+    locked = answer(b"temporarily locked out after repeated failures")
+    assert _kind("request", "4.01", locked) == (
+        "request_4.01 (temporarily locked out after repeated failures)"
+    )
+    err = ErrorResponse(error=AceError.INVALID_CLIENT, error_description="token expired")
+    ace = answer(err.encode(), 19)
+    assert _reason(ace) == "invalid_client: token expired"
+    hints = answer(CreationHints(as_uri="coaps://as/token").encode(), 19)
+    assert _reason(hints) == "unknown token (AS request creation hints)"
+    assert _kind("token", "4.29", answer(b"")) == "token_4.29"
+    assert _reason(answer(b"\x00bad\nline" + b"x" * 100)) == ("bad line" + "x" * 52)
