@@ -219,6 +219,12 @@ def test_merge_refuses_reports_that_do_not_belong_together(tmp_path) -> None:
     merged = json.loads(out.read_text())
     assert merged["routes"]["GET /whoami"]["count"] == 4
     assert merged["devices"]["rows"] == [[0, 99]]
+    # report renders saved reports (merged with the same refusals)
+    page = tmp_path / "r.html"
+    assert sim_main(["report", a, b, "--html", str(page), "-q"]) == 0
+    assert page.read_text().count("<svg") == 6
+    assert sim_main(["report", a, a, "--html", str(page), "-q"]) == 2
+    assert sim_main(["report", str(out), "--csv", str(tmp_path / "r.csv"), "-q"]) == 0
 
 
 def test_judgement_of_answers() -> None:
