@@ -13,8 +13,7 @@ from aiocoap import resource
 from gateway.coap.service_site import ServiceSite
 from gateway.dtls import DtlsServerConfig, create_server_context
 from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels
-
-from .conftest import DTLS_PSKS, DtlsBlob
+from tests.gateway.conftest import DTLS_PSKS, DtlsBlob
 
 
 @pytest.fixture
