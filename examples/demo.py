@@ -74,7 +74,7 @@ def prepare(
             try:
                 psk = registry.psk(client_id)
             except Exception:
-                psk = registry.add(client_id, scope=DEMO_SCOPE)
+                psk = registry.add(client_id, scope=DEMO_SCOPE, printable=True)
             devices.append((client_id, psk))
     (directory / "token-request.cbor").write_bytes(TokenRequest(scope="/whoami:GET").encode())
     _write_devices_csv(directory / "devices.csv", devices)
