@@ -1,5 +1,8 @@
 """The ``acegw`` command: set up a gateway directory, run the service, and
-administer clients, revocations, keys and lockout bans.
+administer clients, revocations, keys and lockout bans; see the running
+gateway's sessions and bans (:mod:`gateway.runtime.operator_commands`);
+read the operators' audit trail. Every command that changes something is
+recorded there (who, what, when, outcome).
 
 Exit status: 0 on success, 2 for usage and configuration errors, 1 for other
 errors. Results go to stdout, messages to stderr; expected errors print one
@@ -21,13 +24,10 @@ import csv
 import importlib
 import inspect
 import io
-import ipaddress
 import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,11 +35,12 @@ from typing import Any, TextIO
 
 from gateway.authorization_server.keystore import Keystore
 from gateway.config import CONFIG_FILE_NAME, Config, load_config
-from gateway.errors import ConfigError, GatewayError, InvalidArgument
+from gateway.errors import ConfigError, GatewayError, InvalidArgument, KeystoreError, UnknownKid
+from gateway.operations.admin_access import ADMIN_TOKEN_FILE, create_admin_token
 from gateway.registry.masterkey import ENV_VAR, create_key_file, load_master_key
 from gateway.registry.sqlite import GENERATED_PSK_BYTES, MAX_PSK_LEN, Client, Registry
+from gateway.runtime import operator_commands as ops
 from gateway.runtime.config_docs import default_config_text
-from tokens.cnf import psk_identity_for_kid
 from tokens.errors import TokenError
 
 PROG = "acegw"
@@ -142,11 +143,13 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
         note = f"master key: {key_file} (mode 0600; back it up, it decrypts the PSKs)"
     with Registry(config.registry.path, key):
         pass
+    create_admin_token(directory / ADMIN_TOKEN_FILE)
     keystore = Keystore.from_config(config)
     print(f"config:     {cfg_path}", file=out)
     print(note, file=out)
     print(f"registry:   {config.registry.path}", file=out)
     print(f"keys:       {config.keys.dir} ({len(keystore.list())} keys)", file=out)
+    print(f"admin:      {directory / ADMIN_TOKEN_FILE} (mode 0600; live-state changes)", file=out)
     print(f"next: {PROG} clients add DEVICE_ID --scope '/temp:GET' --config {cfg_path}", file=out)
     return 0
 
@@ -211,6 +214,11 @@ def cmd_clients_add(args: argparse.Namespace, out: TextIO) -> int:
             audiences=args.audience or (),
             public_key=public_key,
         )
+    args.audit_detail = {
+        "scope": args.scope,
+        "psk": "generated" if psk is None else "given",
+        "audiences": args.audience or [],
+    }
     print(f"client {args.id} added", file=out)
     if psk is None:
         for line in _psk_lines(got):
@@ -228,6 +236,16 @@ def cmd_clients_update(args: argparse.Namespace, out: TextIO) -> int:
             audiences=args.audience,
             public_key=public_key,
         )
+    args.audit_detail = {
+        k: v
+        for k, v in (
+            ("scope", args.scope),
+            ("default_scope", args.default_scope),
+            ("audiences", args.audience),
+            ("public_key", "replaced" if public_key else None),
+        )
+        if v is not None
+    }
     print(f"client {args.id} updated", file=out)
     return 0
 
@@ -359,6 +377,12 @@ def cmd_clients_bulk_add(args: argparse.Namespace, out: TextIO) -> int:
             target.flush()
             os.fsync(target.fileno())
             target.close()
+    args.audit_detail = {
+        "count": len(created),
+        "first": created[0][0],
+        "last": created[-1][0],
+        "scope": args.scope,
+    }
     if not to_stdout:
         print(
             f"{len(created)} clients added ({created[0][0]} .. {created[-1][0]}); "
@@ -378,6 +402,7 @@ def cmd_tokens_revoke(args: argparse.Namespace, out: TextIO) -> int:
         exp = time.time() + config.as_.token_lifetime + config.rs.leeway
     with Registry.from_config(config, create=False) as reg:
         reg.revoke(cti, exp)
+    args.audit_detail = {"exp": exp}
     print(f"token {cti.hex()} revoked until {_ts(exp)}", file=out)
     return 0
 
@@ -413,8 +438,14 @@ def cmd_token_decode(args: argparse.Namespace, out: TextIO) -> int:
     if data[:1] and data[0] >> 5 == 5:  # a CBOR map: a /token response
         with contextlib.suppress(TokenError):
             data = TokenResponse.decode(data).access_token
-    info = decode_unverified(data)
-    json.dump(info.describe(), out, indent=2, default=str)
+    if args.config or args.dir or os.environ.get("ACEGW_CONFIG"):
+        # with the AS keys: open an Encrypt0 token, check a signature
+        config = _config(args)
+        with Registry.from_config(config, create=False) as registry:
+            shown = ops.decode_with_keys(data, config, _keystore(args), registry)
+    else:
+        shown = decode_unverified(data).describe()
+    json.dump(shown, out, indent=2, default=str)
     out.write("\n")
     return 0
 
@@ -437,6 +468,7 @@ def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
 
     alg = {"ES256": Alg.ES256, "EdDSA": Alg.EDDSA}.get(args.alg) if args.alg else None
     new = ks.rotate("as_rs" if args.as_rs else "signing", alg=alg)
+    args.audit_detail = {"kind": new.kind, "kid": new.kid.hex(), "alg": new.alg.name}
     print(
         f"new current {new.kind} key {new.kid.hex()} ({new.alg.name}); "
         "the previous one still verifies until retired",
@@ -446,7 +478,31 @@ def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_retire(args: argparse.Namespace, out: TextIO) -> int:
-    e = _keystore(args).retire(_hex(args.kid, "KID"))
+    """Retire a key after saying how many tokens the running gateway holds
+    under it (dropped at once); only with ``--yes``."""
+    ks = _keystore(args)
+    kid = _hex(args.kid, "KID")
+    entry = next((e for e in ks.list() if e.kid == kid), None)
+    if entry is None:
+        raise UnknownKid(f"no key with kid {kid.hex()}")
+    if entry.status == "current":
+        raise KeystoreError(
+            f"key {kid.hex()} is the current {entry.kind} key; rotate first, then retire it"
+        )
+    if entry.status == "retired":
+        print(f"{entry.kind} key {kid.hex()} is already retired", file=out)
+        return 0
+    held = ops.held_under_key(_config(args), kid)
+    count = (
+        "the running gateway did not answer: held tokens unknown"
+        if held is None
+        else f"the running gateway holds {held} token(s) under it; they are dropped at once"
+    )
+    print(f"retiring {entry.kind} key {kid.hex()}: {count}", file=out)
+    if not args.yes:
+        raise InvalidArgument("not retired: add --yes to retire it")
+    e = ks.retire(kid)
+    args.audit_detail = {"kind": e.kind, "held_tokens": held}
     print(f"{e.kind} key {e.kid.hex()} retired", file=out)
     return 0
 
@@ -466,88 +522,36 @@ def cmd_keys_export(args: argparse.Namespace, out: TextIO) -> int:
         raise GatewayError(f"cannot create {args.out}: {exc.strerror}") from None
     with open(fd, "wb") as f:
         f.write(data)
+    args.audit_detail = {"file": str(args.out), "secret_as_rs_keys": bool(args.include_as_rs)}
     print(f"COSE_KeySet written to {args.out}", file=out)
     return 0
 
 
-def _ban_identity(args: argparse.Namespace) -> bytes | None:
-    """The PSK identity ``--client ID`` or ``--kid HEX`` (RFC 9202) names."""
-    if args.client is not None:
-        return str(args.client).encode("utf-8")
-    if args.kid is not None:
-        return psk_identity_for_kid(_hex(args.kid, "KID"))
-    return None
+def _live(command: Callable[..., int], *extra: Any) -> Callable[[argparse.Namespace, TextIO], int]:
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        return command(args, out, _config, *extra)
+
+    run.__name__ = command.__name__
+    return run
 
 
-def cmd_bans_list(args: argparse.Namespace, out: TextIO) -> int:
-    """The lockout bans in force on the running gateway (every worker), read
-    from its HTTP port (``GET /bans``)."""
-    config = _config(args)
-    if not config.metrics.enabled:
-        raise ConfigError(
-            "bans list reads the running gateway's HTTP port; [metrics] listen is off"
-        )
-    host = config.metrics.host
-    url = f"http://{f'[{host}]' if ':' in host else host}:{config.metrics.port}/bans"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            bans = json.loads(response.read())["bans"]
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise GatewayError(f"cannot read {url} (is acegw serve running?): {reason}") from None
-    if args.json:
-        json.dump(bans, out, indent=2)
-        out.write("\n")
-        return 0
-    if not bans:
-        print("no bans in force", file=out)
-        return 0
-    print(f"{'scope':8} {'address':40} {'identity':34} {'until (UTC)':26} worker", file=out)
-    for ban in bans:
-        who = ban.get("client_id") or (
-            f"kid:{ban['kid']}" if "kid" in ban else ban.get("identity_len", "-")
-        )
-        if ban["scope"] == "address":
-            who = "(identities not trusted there)"
-        print(
-            f"{ban['scope']:8} {ban['address']:40} {who:34} {_ts(ban['until']):26} "
-            f"{ban.get('worker', '-')}",
-            file=out,
-        )
-    return 0
+def _audited(
+    action: str, command: Callable[[argparse.Namespace, TextIO], int], target: str | None = "id"
+) -> Callable[[argparse.Namespace, TextIO], int]:
+    """``command`` recorded in the operators' audit trail as ``action`` on
+    the argument named ``target``."""
+
+    def target_of(args: argparse.Namespace) -> str | None:
+        return None if target is None else getattr(args, target, None)
+
+    return ops.audited(action, target_of, _config)(command)
 
 
-def cmd_bans_lift(args: argparse.Namespace, out: TextIO) -> int:
-    """Lift lockout bans on every worker of the running gateway: recorded in
-    the registry's change log, applied within ``registry.poll_interval``."""
-    identity = _ban_identity(args)
-    if not args.all and args.address is None and identity is None:
-        raise InvalidArgument("name what to lift: --address A, --client ID, --kid HEX, or --all")
-    if args.all and (args.address is not None or identity is not None):
-        raise InvalidArgument("--all lifts every ban; give no --address, --client or --kid")
-    if args.address is not None:
-        try:
-            args.address = str(ipaddress.ip_address(args.address))
-        except ValueError:
-            raise InvalidArgument(f"--address {args.address!r} is not an IP address") from None
-    with _registry(args) as registry:
-        registry.lift_bans(args.address, identity)
-    what = (
-        "every ban"
-        if args.all
-        else "bans matching "
-        + " and ".join(
-            part
-            for part in (
-                f"address {args.address}" if args.address else "",
-                f"client {args.client}" if args.client else "",
-                f"kid {args.kid}" if args.kid else "",
-            )
-            if part
-        )
-    )
-    print(f"lift of {what} recorded; running workers apply it within a second", file=out)
-    return 0
+def _lift_target(args: argparse.Namespace) -> str | None:
+    if getattr(args, "all", False):
+        return "all"
+    parts = [args.target, args.address, args.client, args.kid and f"kid:{args.kid}"]
+    return " ".join(p for p in parts if p) or None
 
 
 # --- the parser ------------------------------------------------------------------------
@@ -600,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--default-scope", help="scope granted when a token request names none")
     s.add_argument("--audience", action="append", metavar="A", help="allowed audience (repeat)")
     s.add_argument("--public-key", metavar="FILE", help="device COSE_Key (CBOR or hex)")
-    s.set_defaults(func=cmd_clients_add)
+    s.set_defaults(func=_audited("clients add", cmd_clients_add))
 
     s = cs.add_parser("update", parents=[where], help="change scope, audiences or public key")
     s.add_argument("id")
@@ -608,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--default-scope")
     s.add_argument("--audience", action="append", metavar="A")
     s.add_argument("--public-key", metavar="FILE")
-    s.set_defaults(func=cmd_clients_update)
+    s.set_defaults(func=_audited("clients update", cmd_clients_update))
 
     s = cs.add_parser("list", parents=[where], help="list devices")
     s.add_argument("--json", action="store_true")
@@ -623,12 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("disable", "enable", "delete"):
         s = cs.add_parser(action, parents=[where], help=f"{action} a device")
         s.add_argument("id")
-        s.set_defaults(func=_simple(action))
+        s.set_defaults(func=_audited(f"clients {action}", _simple(action)))
 
     s = cs.add_parser("rotate-psk", parents=[where], help="give a device a new PSK")
     s.add_argument("id")
     psk_args(s)
-    s.set_defaults(func=cmd_clients_rotate_psk)
+    s.set_defaults(func=_audited("clients rotate-psk", cmd_clients_rotate_psk))
 
     s = cs.add_parser("bulk-add", parents=[where], help="register many devices at once")
     s.add_argument("--count", type=int, required=True)
@@ -644,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bytes of each generated PSK, 16..{MAX_PSK_LEN} (default {GENERATED_PSK_BYTES}; "
         "acegw-sim's tinydtls devices take at most 18)",
     )
-    s.set_defaults(func=cmd_clients_bulk_add)
+    s.set_defaults(func=_audited("clients bulk-add", cmd_clients_bulk_add, "prefix"))
 
     tokens = sub.add_parser("tokens", aliases=["token"], help="revoke or inspect tokens")
     ts = tokens.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -656,25 +660,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPOCH",
         help="token expiry (default: now + as.token_lifetime + rs.leeway)",
     )
-    s.set_defaults(func=cmd_tokens_revoke)
+    s.set_defaults(func=_audited("tokens revoke", cmd_tokens_revoke, "cti"))
     s = ts.add_parser("revoked", parents=[where], help="list revoked token ids")
     s.set_defaults(func=cmd_tokens_revoked)
-    s = ts.add_parser("decode", help="show a token's content (not verified)")
+    s = ts.add_parser(
+        "decode",
+        parents=[where],
+        help="show a token's content (with --config/--dir: opened and checked with the AS keys)",
+    )
     s.add_argument("token", metavar="TOKEN_HEX_OR_FILE")
     s.set_defaults(func=cmd_token_decode)
 
-    bans = sub.add_parser("bans", help="lockout bans of the running gateway")
-    bs = bans.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    lockouts = sub.add_parser(
+        "lockouts", aliases=["bans"], help="lockout bans of the running gateway"
+    )
+    bs = lockouts.add_subparsers(dest="action", required=True, parser_class=_Parser)
     s = bs.add_parser("list", parents=[where], help="bans in force on every worker")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_bans_list)
+    s.set_defaults(func=_live(ops.cmd_lockouts_list))
     s = bs.add_parser("lift", parents=[where], help="lift bans on every worker")
+    s.add_argument("target", nargs="?", metavar="ADDRESS|ID", help="an IP address or a client id")
     s.add_argument("--address", metavar="A", help="an address: its ban and its pair bans")
     who = s.add_mutually_exclusive_group()
     who.add_argument("--client", metavar="ID", help="a client id: its pair bans")
     who.add_argument("--kid", metavar="HEX", help="an RFC 9202 key id identity: its pair bans")
     s.add_argument("--all", action="store_true", help="every ban")
-    s.set_defaults(func=cmd_bans_lift)
+    s.set_defaults(
+        func=ops.audited("lockouts lift", _lift_target, _config)(
+            _live(ops.cmd_lockouts_lift, _registry)
+        )
+    )
+
+    sessions = sub.add_parser("sessions", help="DTLS sessions of the running gateway")
+    ss = sessions.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    s = ss.add_parser("list", parents=[where], help="sessions on every worker, with held tokens")
+    s.add_argument("--client", metavar="ID", help="only this client's sessions")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_live(ops.cmd_sessions_list))
+
+    audit = sub.add_parser("audit", help="the operators' audit trail (who changed what)")
+    aus = audit.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    s = aus.add_parser("tail", parents=[where], help="the newest records")
+    s.add_argument("-n", "--lines", type=int, default=20, metavar="N")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_live(ops.cmd_audit_tail))
+    s = aus.add_parser("search", parents=[where], help="records by target, action, time")
+    s.add_argument("--client", metavar="ID", help="target: a client id (or a cti, a kid)")
+    s.add_argument("--action", metavar="A", help="e.g. 'clients disable', or 'clients'")
+    s.add_argument("--operator", metavar="USER")
+    s.add_argument("--since", metavar="WHEN", help="10m, 2h, 3d, an ISO date/time, or epoch")
+    s.add_argument("--until", metavar="WHEN")
+    s.add_argument("--limit", type=int, metavar="N", help="the newest N matches only")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_live(ops.cmd_audit_search))
 
     keys = sub.add_parser("keys", help="AS signing and AS-RS keys")
     ks = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -684,10 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = ks.add_parser("rotate", parents=[where], help="new current signing (or AS-RS) key")
     s.add_argument("--as-rs", action="store_true", help="rotate the AS-RS key instead")
     s.add_argument("--alg", choices=("ES256", "EdDSA"), help="signing algorithm")
-    s.set_defaults(func=cmd_keys_rotate)
+    s.set_defaults(func=_audited("keys rotate", cmd_keys_rotate, None))
     s = ks.add_parser("retire", parents=[where], help="stop trusting a non-current key")
     s.add_argument("kid", metavar="KID_HEX")
-    s.set_defaults(func=cmd_keys_retire)
+    s.add_argument("--yes", action="store_true", help="retire even though held tokens are dropped")
+    s.set_defaults(func=_audited("keys retire", cmd_keys_retire, "kid"))
     s = ks.add_parser("export", parents=[where], help="write a COSE_KeySet for an RS")
     s.add_argument("--out", required=True, metavar="FILE")
     s.add_argument(
@@ -695,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="include the secret AS-RS keys (file gets mode 0600)",
     )
-    s.set_defaults(func=cmd_keys_export)
+    s.set_defaults(func=_audited("keys export", cmd_keys_export, "out"))
     return p
 
 

@@ -275,7 +275,9 @@ def test_keys_commands(gw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     capsys.readouterr()
     assert run("keys", "retire", new, *d)[0] == 1  # the current key
     assert "rotate first" in capsys.readouterr().err
-    assert run("keys", "retire", old, *d)[0] == 0
+    assert run("keys", "retire", old, *d)[0] == 2  # asks for --yes
+    assert "--yes" in capsys.readouterr().err
+    assert run("keys", "retire", old, "--yes", *d)[0] == 0
     code, out = run("keys", "list", "--json", *d)
     assert {e["kid"]: e["status"] for e in json.loads(out)}[old] == "retired"
     assert run("keys", "rotate", "--as-rs", "--alg", "EdDSA", *d)[0] == 0
