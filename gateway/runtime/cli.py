@@ -416,7 +416,11 @@ def cmd_tokens_revoked(args: argparse.Namespace, out: TextIO) -> int:
 
 def _token_bytes(arg: str) -> bytes:
     path = Path(arg)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a long hex token is no file name
+        is_file = False
+    if is_file:
         try:
             data = path.read_bytes()
         except OSError as exc:

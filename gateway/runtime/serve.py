@@ -65,7 +65,8 @@ async def serve_gateway(
         loop.add_signal_handler(sig, term)
     loop.add_signal_handler(signal.SIGHUP, hup)
     http: AdminHttp | None = None
-    events = EventLog()
+    # a worker's start and stop are announced by its supervisor
+    events = EventLog() if admin else _silent
     sessions = 0
     try:
         await gateway.start()
@@ -81,7 +82,7 @@ async def serve_gateway(
                 token_file=admin_token_path(config),
             )
             await http.start(config.metrics.host, config.metrics.port)
-        if admin:  # a worker's start is announced by its supervisor
+        if admin:
             coaps = "coaps://{}:{}".format(*_shown(gateway.address))
             shown = None if http is None or http.address is None else _shown(http.address)
             events(
@@ -130,6 +131,10 @@ async def serve_gateway(
             f"gateway stopped; {sessions} session(s) closed",
             sessions_closed=sessions,
         )
+
+
+def _silent(event: str, message: str, **fields: Any) -> None:
+    log.info("%s", message)
 
 
 def _local_live(gateway: Gateway) -> Callable[[str, dict[str, Any]], Awaitable[list[Any]]]:
