@@ -138,6 +138,39 @@ class WalkError(Exception):
     """A step did not get the answer the flow expects."""
 
 
+#: OpenSSL's words in coap-client's log for a fatal alert from the gateway.
+_ALERT = re.compile(r"alert read:fatal:(?P<alert>[a-z ]+)")
+
+
+def diagnose(log: str, where: str) -> str:
+    """Why a coap-client run got no CoAP answer, from its ``-v 7`` log:
+    nothing came back (not running, wrong port, filtered), or the handshake
+    was refused with a fatal alert. The gateway answers a wrong PSK, an
+    unknown or disabled identity and a locked-out address alike (RFC 4279
+    §2), so the walk cannot tell those apart; the operator can (audit
+    ``handshake`` reason, ``acegw lockouts list``)."""
+    alert = _ALERT.search(log)
+    if alert is not None:
+        return (
+            f"handshake refused by {where} ({alert.group('alert')} alert): wrong PSK or "
+            "unknown identity (a disabled client or a locked-out address looks the same)"
+        )
+    return f"no answer from {where} (is the gateway running on that port?)"
+
+
+def refusal(pdu: Pdu | None) -> str:
+    """What a 4.01 says when its diagnostic payload names a lockout or a
+    disabled client; else the code and payload."""
+    if pdu is None:
+        return "no answer"
+    text = (pdu.payload or "").lower()
+    if "locked out" in text or "locked_out" in text:
+        return f"{pdu.code} locked out (this address and identity are banned for a while)"
+    if "disabled" in text:
+        return f"{pdu.code} client disabled (the operator must enable it; then get a new token)"
+    return f"{pdu.code}" + (f" {pdu.payload!r}" if pdu.payload else "")
+
+
 async def coap_client(argv: list[str], timeout: float) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -189,8 +222,12 @@ async def run(
         for pdu in s.pdus:
             arrow = "<-" if pdu.is_response else "->"
             log(f"   {arrow} {pdu.type} {pdu.code} [{pdu.options}]")
+        if rc != 0 and not s.responses:
+            raise WalkError(f"{name}: {diagnose(text, f'{host}:{port}')}")
         if rc != 0:
             raise WalkError(f"{name}: coap-client exited {rc}:\n{text}")
+        if not s.responses:
+            raise WalkError(f"{name}: {diagnose(text, f'{host}:{port}')}")
         return s
 
     try:
@@ -203,7 +240,8 @@ async def run(
             workdir / "token-response.cbor",
         )
         if s.final_code != "2.01" or s.output is None:
-            raise WalkError(f"/token answered {s.final_code}:\n{s.log}")
+            last = s.responses[-1] if s.responses else None
+            raise WalkError(f"/token answered {refusal(last)}:\n{s.log}")
         tr = recipe.parse_token_response(s.output)
         if tr.kid is None or tr.k is None:
             raise WalkError("the token response has no symmetric PoP key in cnf")
@@ -216,7 +254,8 @@ async def run(
             "authz-info", ["-m", "post", "-t", "19", "-f", str(token_file), f"{base}/authz-info"]
         )
         if s.final_code != "2.01":
-            raise WalkError(f"/authz-info answered {s.final_code}:\n{s.log}")
+            last = s.responses[-1] if s.responses else None
+            raise WalkError(f"/authz-info answered {refusal(last)}:\n{s.log}")
 
         def proof(piv: int, echo: bytes | None) -> str:
             value = recipe.hmac_proof(tr.kid, tr.k, 1, segments, piv=piv, echo=echo)  # type: ignore[arg-type]
