@@ -316,6 +316,18 @@ def collect(gateway: Any) -> list[m.Family]:
             [({**const, "scope": str(k)}, v) for k, v in gateway.lockout.active_bans(now).items()],
         ),
         m.family(
+            "acegw_upstream_breaker_open",
+            "gauge",
+            "1 while a route's circuit breaker is open or half-open (probing), else 0.",
+            [
+                (
+                    {**const, "route": r.config.prefix},
+                    int(r.upstream.breaker.state.value != "closed"),
+                )
+                for r in gateway.proxy.routes
+            ],
+        ),
+        m.family(
             "acegw_tokens_held",
             "gauge",
             "Access tokens held by the RS now.",
