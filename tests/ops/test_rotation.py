@@ -100,7 +100,7 @@ async def test_tokens_verify_across_a_rotation_until_the_old_key_is_retired(gate
         assert (await before.upload()).code == aiocoap.CREATED  # and is still accepted
         assert await _published(sessions[-1]) == {old_kid, new_kid}
 
-        _keys(state, "retire", old_kid.hex())
+        _keys(state, "retire", old_kid.hex(), "--yes")
         await _followed(gw, lambda: old_kid not in _kids(gw), "retirement")
         resp = await before.call()
         assert resp.code == aiocoap.UNAUTHORIZED and resp.opt.echo is None
@@ -122,7 +122,7 @@ async def test_tokens_verify_across_a_rotation_until_the_old_key_is_retired(gate
     fresh = await ProofClient.enroll(sessions[-1])
     assert decode_unverified(fresh.token).kid == gw.keystore.as_rs_key().kid
     assert (await load[0].call()).code == aiocoap.CONTENT
-    _keys(state, "retire", old_asrs.hex())
+    _keys(state, "retire", old_asrs.hex(), "--yes")
     await _followed(
         gw, lambda: old_asrs not in {k.kid for k in gw.keystore.decryption_keys()}, "retire"
     )
