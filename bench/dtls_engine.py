@@ -34,8 +34,8 @@ from typing import Any
 
 from DTLSSocket import dtls
 
-from gateway.dtls.engine import ApplicationData, DtlsServerEngine, EngineConfig
-from gateway.dtls.engine.client import DtlsClient
+from dtls12 import ApplicationData, DtlsServerEngine, EngineConfig
+from dtls12.client import DtlsClient
 
 PSK = b"0123456789abcdef0123456789abcdef"
 IDENTITY = b"device-" + b"i" * 121

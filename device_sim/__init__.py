@@ -17,7 +17,7 @@ expected answers), :mod:`~device_sim.stats` and :mod:`~device_sim.histogram`
 :mod:`~device_sim.display` (live view, text report, CSV),
 :mod:`~device_sim.html_report` and :mod:`~device_sim.cli`.
 
-It is a black-box client of the gateway: it imports :mod:`tokens`, and of
-``gateway`` only the sans-I/O DTLS client of ``gateway.dtls.engine`` for keys
-tinydtls cannot take.
+It is a black-box client of the gateway: it imports :mod:`tokens` and, for
+keys tinydtls cannot take, the sans-I/O DTLS client of :mod:`dtls12`; never
+``gateway``.
 """

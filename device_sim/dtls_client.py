@@ -32,16 +32,14 @@ which writes DTLS records by hand, :func:`client_hello`).
 A device whose PSK or identity tinydtls cannot take (PSKs above
 :data:`MAX_PSK_LENGTH` bytes, identities above :data:`MAX_IDENTITY_LENGTH`:
 RFC 4279 §5.3 allows 64 and 128) runs its session on the sans-I/O DTLS 1.2
-PSK client of ``gateway.dtls.engine`` instead (same cipher suite, extended
-master secret), driven by the same pool: the only module of ``gateway`` the
-simulator imports, and only then (docs/decisions.md).
+PSK client of the ``dtls12`` package instead (same cipher suite, extended
+master secret), driven by the same pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -50,6 +48,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from DTLSSocket import dtls
+
+from dtls12.client import DtlsClient
 
 log = logging.getLogger(__name__)
 
@@ -322,13 +322,11 @@ class DtlsClientPool:
     def _open_engine(
         self, owner: Any, sock: socket.socket, identity: bytes, psk: bytes
     ) -> Connection:
-        # keys tinydtls cannot take; imported by name, only when needed
-        client_class = importlib.import_module("gateway.dtls.engine.client").DtlsClient
         n = self._next_key
         self._next_key += 1
         key = (f"engine:{n}", 0)
         conn = Connection(owner, sock, identity, psk, None, key, HANDSHAKING)
-        conn.engine = client_class(identity, psk)
+        conn.engine = DtlsClient(identity, psk)
         self._by_key[key] = conn
         self._handshaking += 1
         self._loop.add_reader(conn.fd, self._readable, conn)

@@ -1,6 +1,6 @@
 """The gateway's DTLS-PSK server transport for aiocoap (RFC 7252 §9 CoAP over
 DTLS, RFC 6347 DTLS 1.2, RFC 4279 PSK, RFC 9146 Connection ID), built on the
-project's own sans-I/O engine (:mod:`gateway.dtls.engine`).
+project's own sans-I/O engine (:mod:`dtls12`).
 
 Typical use::
 
@@ -10,8 +10,9 @@ Typical use::
     await context.shutdown()
 """
 
+from dtls12.config import DEFAULT_MAX_IDENTITY, MAX_PSK_LENGTH
+
 from .config import COAPS_PORT, DtlsServerConfig
-from .engine.config import DEFAULT_MAX_IDENTITY, MAX_PSK_LENGTH
 from .interface import (
     HandshakeHook,
     HandshakeOutcome,

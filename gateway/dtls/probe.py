@@ -7,7 +7,7 @@ and its own PSK identity. Requests are CON with RFC 7252 §4.2 retransmission
 and a piggybacked or separate response. Sessions whose PSK or identity
 tinydtls cannot take (PSKs over 16 bytes, identities over 32 bytes: RFC 9202
 access tokens as identities), and sessions that ask for a Connection ID
-(RFC 9146), run on the engine's own client (:mod:`gateway.dtls.engine.client`)
+(RFC 9146), run on the engine's own client (:mod:`dtls12.client`)
 instead.
 
 Not a device simulator (that lives in ``device_sim``, which must not import
@@ -28,8 +28,9 @@ from aiocoap import CON, Message
 from aiocoap.numbers.types import Type
 from DTLSSocket import dtls
 
-from .engine.client import DtlsClient
-from .engine.errors import EngineError
+from dtls12.client import DtlsClient
+from dtls12.errors import EngineError
+
 from .tinydtls import (
     EVENT_CONNECTED,
     LEVEL_NOALERT,

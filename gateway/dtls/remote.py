@@ -19,8 +19,9 @@ from aiocoap import error, interfaces
 from aiocoap.numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
 from aiocoap.util import hostportjoin
 
+from dtls12.events import identity_label
+
 from .config import COAPS_PORT
-from .engine.events import identity_label
 
 if TYPE_CHECKING:
     from .session import CloseReason

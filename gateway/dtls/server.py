@@ -1,10 +1,10 @@
 """The gateway's DTLS-PSK server transport for aiocoap (CoAP over DTLS,
 RFC 7252 §9; DTLS 1.2, RFC 6347; PSK, RFC 4279; Connection ID, RFC 9146),
-on the project's own sans-I/O engine (:mod:`gateway.dtls.engine`).
+on the project's own sans-I/O engine (:mod:`dtls12`).
 
 One UDP socket bound exactly where configured (wildcards included, with
 IP_PKTINFO / IPV6_PKTINFO so replies leave from the address a request was sent
-to, :mod:`gateway.dtls.udp`), one :class:`~gateway.dtls.engine.DtlsServerEngine`
+to, :mod:`gateway.dtls.udp`), one :class:`~dtls12.DtlsServerEngine`
 for all peers, one timer for the engine's next deadline. It plugs into aiocoap
 below the message layer (as an :class:`aiocoap.interfaces.MessageInterface`),
 so resources are ordinary :class:`aiocoap.resource.Site` resources and
@@ -35,9 +35,7 @@ from aiocoap import interfaces
 from aiocoap.message import Message
 from aiocoap.util import hostportjoin
 
-from .codec import decode_message
-from .config import DtlsServerConfig
-from .engine import (
+from dtls12 import (
     AddressChanged,
     ApplicationData,
     DtlsServerEngine,
@@ -47,8 +45,11 @@ from .engine import (
     SessionClosed,
     SessionEstablished,
 )
-from .engine import HandshakeFailure as EngineFailure
-from .engine.session import Session as EngineSession
+from dtls12 import HandshakeFailure as EngineFailure
+from dtls12.session import Session as EngineSession
+
+from .codec import decode_message
+from .config import DtlsServerConfig
 from .interface import (
     TUNING,
     HandshakeHook,

@@ -22,6 +22,7 @@ import pytest
 from aiocoap import resource
 from DTLSSocket import dtls
 
+from dtls12 import wire
 from gateway.dtls import (
     CloseReason,
     DtlsRemote,
@@ -30,7 +31,6 @@ from gateway.dtls import (
     HandshakeOutcome,
     create_server_context,
 )
-from gateway.dtls.engine import wire
 from gateway.dtls.probe import DtlsProbe
 from gateway.dtls.records import HandshakeType, first_handshake_type
 

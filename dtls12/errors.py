@@ -3,7 +3,7 @@ RFC 6347 §4.1.2.7, RFC 5746 §4, RFC 4279 §2).
 
 Untrusted bytes either parse or raise :class:`ParseError`; a protocol failure
 that ends a handshake raises :class:`AlertError` carrying the alert to send.
-Neither ever leaves :class:`~gateway.dtls.engine.engine.DtlsServerEngine`: it
+Neither ever leaves :class:`~dtls12.engine.DtlsServerEngine`: it
 turns them into an alert on the wire, a dropped record and a counter.
 """
 

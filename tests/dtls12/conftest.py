@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.dtls.engine import (
+from dtls12 import (
     ApplicationData,
     DtlsServerEngine,
     EngineConfig,
     Event,
     SessionEstablished,
 )
-from gateway.dtls.engine.client import DtlsClient
-from gateway.dtls.engine.endpoint import DtlsEndpoint
+from dtls12.client import DtlsClient
+from gateway.dtls.endpoint import DtlsEndpoint
 
 #: 32-byte printable PSK and 128-byte identity (libcoap's -k/-u take text).
 PSK = b"0123456789abcdef0123456789abcdef"

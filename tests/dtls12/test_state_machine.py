@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from gateway.dtls.engine import (
+from dtls12 import (
     AddressChanged,
     ApplicationData,
     CloseReason,
@@ -18,9 +18,9 @@ from gateway.dtls.engine import (
     SessionClosed,
     wire,
 )
-from gateway.dtls.engine.client import DtlsClient
-from gateway.dtls.engine.crypto import TLS_PSK_WITH_AES_128_CCM, TLS_PSK_WITH_AES_128_CCM_8
-from gateway.dtls.engine.errors import AlertDescription
+from dtls12.client import DtlsClient
+from dtls12.crypto import TLS_PSK_WITH_AES_128_CCM, TLS_PSK_WITH_AES_128_CCM_8
+from dtls12.errors import AlertDescription
 
 from .conftest import ADDRESS, PSK, PSKS, Pair
 

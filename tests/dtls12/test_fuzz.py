@@ -13,10 +13,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.dtls.engine import wire
-from gateway.dtls.engine.errors import AlertError
-from gateway.dtls.engine.reassembly import Reassembler
-from gateway.dtls.engine.replay import WINDOW_WIDTH, ReplayWindow
+from dtls12 import wire
+from dtls12.errors import AlertError
+from dtls12.reassembly import Reassembler
+from dtls12.replay import WINDOW_WIDTH, ReplayWindow
 
 from .fuzz_target import engine_input, parsers, stages
 
@@ -121,7 +121,7 @@ def test_bounded_coverage_guided_run_with_atheris(tmp_path: Path) -> None:
             (corpus / f"seed-{n}-{m}").write_bytes(seed)
     result = subprocess.run(
         [
-            sys.executable, "-m", "tests.dtls_engine.fuzz_target",
+            sys.executable, "-m", "tests.dtls12.fuzz_target",
             "-max_total_time=6", "-seed=23", "-rss_limit_mb=1024", str(corpus),
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -3,7 +3,7 @@ feeds one input to every parser and to engines in each handshake phase. Any
 exception other than the engine's own ParseError escaping a parser, or any
 exception at all escaping the engine, is a failure.
 
-Run it with atheris: ``python -m tests.dtls_engine.fuzz_target -max_total_time=5``.
+Run it with atheris: ``python -m tests.dtls12.fuzz_target -max_total_time=5``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from gateway.dtls.engine import DtlsServerEngine, EngineConfig, wire
-from gateway.dtls.engine.client import DtlsClient
-from gateway.dtls.engine.errors import ParseError
+from dtls12 import DtlsServerEngine, EngineConfig, wire
+from dtls12.client import DtlsClient
+from dtls12.errors import ParseError
 
 PSK = b"0123456789abcdef0123456789abcdef"
 IDENTITY = b"fuzz-device"

@@ -12,7 +12,7 @@ import pytest
 from mbedtls import tls
 
 from device_sim.dtls_client import DtlsClientPool
-from gateway.dtls.engine import (
+from dtls12 import (
     ApplicationData,
     CloseReason,
     HandshakeFailed,

@@ -9,13 +9,13 @@ import contextlib
 import random
 import socket
 
-from gateway.dtls.engine import (
+from dtls12 import (
     AddressChanged,
     EngineConfig,
     HandshakeFailed,
     SessionEstablished,
 )
-from gateway.dtls.engine.client import DtlsClient
+from dtls12.client import DtlsClient
 
 from .conftest import GET_REQUEST, IDENTITY, PSK, ClientDriver
 

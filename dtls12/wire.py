@@ -4,7 +4,7 @@ server's own messages (RFC 6347 §4.1 and §4.2, RFC 5246 §7.4, RFC 4279 §2,
 RFC 9146 §3-§4, RFC 7627 §5.1, RFC 5746 §3.2).
 
 Pure functions over bytes. Every parser either returns a value or raises
-:class:`~gateway.dtls.engine.errors.ParseError`; nothing else escapes for
+:class:`~dtls12.errors.ParseError`; nothing else escapes for
 any input.
 """
 

@@ -1,4 +1,4 @@
-"""The asyncio UDP driver of :class:`DtlsServerEngine`: one datagram socket,
+"""The asyncio UDP driver of :class:`dtls12.DtlsServerEngine`: one datagram socket,
 one timer, events handed to a callback. All protocol decisions are the
 engine's; this module only moves bytes and reads the loop's clock.
 """
@@ -10,10 +10,10 @@ import logging
 import socket
 from collections.abc import Callable
 
-from .config import EngineConfig
-from .engine import DtlsServerEngine, PskLookup
-from .events import Event
-from .session import Session
+from dtls12.config import EngineConfig
+from dtls12.engine import DtlsServerEngine, PskLookup
+from dtls12.events import Event
+from dtls12.session import Session
 
 log = logging.getLogger(__name__)
 
