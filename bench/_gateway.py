@@ -129,7 +129,7 @@ def prepare(
     the rate limits (environment, inherited by the gateway process) and
     register ``devices`` devices with ``scope``; returns ``(client_id, psk)``."""
     from gateway.config import load_config
-    from gateway.registry.sqlite import Registry
+    from gateway.registry.registry import Registry
     from gateway.runtime.cli import main as cli_main
 
     if cli_main(["init", "--dir", str(state)], out=io.StringIO()) != 0:

@@ -24,7 +24,7 @@ from pathlib import Path
 from examples import demo_upstream
 from gateway.config import CONFIG_FILE_NAME, Config, load_config
 from gateway.operations.logs import setup_logging
-from gateway.registry.sqlite import Registry
+from gateway.registry.registry import Registry
 from gateway.runtime.cli import main as cli_main
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.serve import run

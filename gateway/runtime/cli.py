@@ -38,7 +38,7 @@ from gateway.config import CONFIG_FILE_NAME, Config, load_config
 from gateway.errors import ConfigError, GatewayError, InvalidArgument, KeystoreError, UnknownKid
 from gateway.operations.admin_access import ADMIN_TOKEN_FILE, create_admin_token
 from gateway.registry.masterkey import ENV_VAR, create_key_file, load_master_key
-from gateway.registry.sqlite import GENERATED_PSK_BYTES, MAX_PSK_LEN, Client, Registry
+from gateway.registry.registry import GENERATED_PSK_BYTES, MAX_PSK_LEN, Client, Registry
 from gateway.runtime import operator_commands as ops
 from gateway.runtime.config_docs import default_config_text
 from tokens.errors import TokenError

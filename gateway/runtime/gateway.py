@@ -69,7 +69,7 @@ from gateway.operations.gateway_metrics import (
     time_upstream,
 )
 from gateway.proxy import Proxy
-from gateway.registry.sqlite import Registry
+from gateway.registry.registry import Registry
 from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, RequestView
 from gateway.resource_server.lockout import Ban, Lockout
 from gateway.resource_server.rate_limits import RateLimiter

@@ -19,7 +19,7 @@ from gateway.authorization_server.token_endpoint import AuthorizationServer, Cli
 from gateway.coap.ace_resources import MAX_ACE_PAYLOAD
 from gateway.config import AsConfig, DtlsConfig, LimitsConfig, RsConfig
 from gateway.dtls.server import TUNING
-from gateway.registry.sqlite import GENERATED_PSK_CHARS, MAX_CLIENT_ID_LEN, MAX_PSK_LEN
+from gateway.registry.registry import GENERATED_PSK_CHARS, MAX_CLIENT_ID_LEN, MAX_PSK_LEN
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
 from tests.firmware.test_vectors import INPUTS, NOW, PROOFS, RESPONSES, SYM, h, keys
 from tokens.ace import TokenRequest

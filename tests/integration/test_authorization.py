@@ -14,7 +14,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import OpaqueOption
 
-from gateway.registry.sqlite import Registry
+from gateway.registry.registry import Registry
 from gateway.runtime.gateway import Gateway
 from tokens.ace import CreationHints
 from tokens.keys import SymmetricKey

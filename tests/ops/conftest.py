@@ -24,7 +24,7 @@ from aiocoap.optiontypes import OpaqueOption
 from gateway.config import load_config
 from gateway.dtls.probe import ProbeSession
 from gateway.operations import metrics
-from gateway.registry.sqlite import Registry
+from gateway.registry.registry import Registry
 from gateway.runtime.cli import main as cli_main
 from tokens import cnf as cnf_mod
 from tokens.ace import TokenRequest, TokenResponse

@@ -21,7 +21,7 @@ from gateway.errors import (
     RegistryError,
 )
 from gateway.registry.masterkey import MasterKey
-from gateway.registry.sqlite import (
+from gateway.registry.registry import (
     CHANGELOG_RETENTION,
     GENERATED_PSK_BYTES,
     GENERATED_PSK_CHARS,
@@ -254,7 +254,7 @@ def test_failure_inside_transaction_rolls_back(
     def boom(*args: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(reg, "_log_change", boom)  # fails after the UPDATE ran
+    monkeypatch.setattr(reg.store, "_log_change", boom)  # fails after the UPDATE ran
     with pytest.raises(RuntimeError):
         reg.rotate_psk("dev")
     with pytest.raises(RuntimeError):
@@ -277,11 +277,11 @@ def test_crash_mid_write_leaves_old_record(reg: Registry, db_path: Path, key: Ma
     code = f"""
 import os
 from gateway.registry.masterkey import MasterKey
-from gateway.registry.sqlite import Registry
+from gateway.registry.registry import Registry
 r = Registry({str(db_path)!r}, MasterKey(bytes.fromhex({KEY_HEX!r})))
 def crash(*a):
     os._exit(3)
-r._log_change = crash
+r.store._log_change = crash
 r.rotate_psk("dev")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
@@ -310,16 +310,20 @@ def test_bulk_add_two_thousand_quickly(reg: Registry) -> None:
 
 def test_bulk_add_is_all_or_nothing(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     reg.add("keep", scope="/a:GET")
-    calls = {"n": 0}
-    real = reg._clock
+    real = reg.store._db  # type: ignore[attr-defined]
 
-    def failing_clock() -> float:
-        calls["n"] += 1
-        if calls["n"] > 50:  # after the rows were inserted, inside the transaction
-            raise OSError("crash")
-        return real()
+    class Crashing:
+        """The connection, failing at the change log once the rows are in."""
 
-    monkeypatch.setattr(reg, "_clock", failing_clock)
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def executemany(self, sql: str, rows: object) -> object:
+            if "changelog" in sql:
+                raise OSError("crash")
+            return real.executemany(sql, rows)
+
+    monkeypatch.setattr(reg.store, "_db", Crashing())
     with pytest.raises(OSError):
         reg.bulk_add(50, "x-", "/a:GET")
     monkeypatch.undo()
@@ -340,22 +344,25 @@ def test_change_seen_by_second_connection(db_path: Path, key: MasterKey) -> None
     worker = Registry(db_path, key, monotonic=mono, poll_interval=0.5)
     try:
         psk = admin.add("dev", scope="/a:GET")
-        mono.t += 0.5
-        assert worker.psk_for("dev") == psk  # now cached
+        assert worker.poll() is not None
+        assert worker.psk_for("dev") == psk  # now in memory
         stamp = worker.change_stamp()
         admin.disable("dev")
         assert worker.change_stamp() > stamp  # visible at once to a direct query
         changes = worker.changes_since(stamp)
         assert changes.client_ids == {"dev"} and changes.complete and not changes.revocations
-        assert worker.psk_for("dev") == psk  # the cache holds until the next poll
+        assert worker.psk_for("dev") == psk  # memory holds until the next poll
+        assert worker.poll() is None  # not due yet
+        assert worker.psk_for("dev") == psk
         mono.t += 0.5
-        assert worker.psk_for("dev") is None  # within one poll interval
+        assert worker.poll() is not None  # within one poll interval
+        assert worker.psk_for("dev") is None
         admin.enable("dev")
         new = admin.rotate_psk("dev")
-        mono.t += 0.5
+        worker.refresh()
         assert worker.psk_for("dev") == new
         admin.delete("dev")
-        mono.t += 0.5
+        worker.refresh()
         assert worker.psk_for("dev") is None
         assert worker.generation("dev") is None
     finally:
@@ -366,10 +373,10 @@ def test_change_seen_by_second_connection(db_path: Path, key: MasterKey) -> None
 def test_negative_cache_is_invalidated_by_add_elsewhere(db_path: Path, key: MasterKey) -> None:
     mono = Clock(0.0)
     with Registry(db_path, key) as admin, Registry(db_path, key, monotonic=mono) as worker:
-        mono.t += 1
         assert worker.psk_for("late") is None
         psk = admin.add("late", scope="/a:GET")
-        mono.t += 1
+        assert worker.psk_for("late") is None  # memory only, until the change log is applied
+        worker.refresh()
         assert worker.psk_for("late") == psk
 
 
@@ -384,14 +391,14 @@ def test_revocation_list(db_path: Path, key: MasterKey) -> None:
         admin.revoke(b"\x03", exp=100.0)
         assert admin.is_revoked(b"\x01\x02")
         assert worker.changes_since(stamp).revocations
-        mono.t += 1
+        worker.refresh()
         assert worker.is_revoked(b"\x01\x02") and worker.is_revoked(b"\x03")
         assert admin.revoked() == [(b"\x03", 100.0), (b"\x01\x02", 1000.0)]
         assert admin.purge_expired(now=99.0) == 0
         assert admin.purge_expired(now=101.0) == 1
         assert admin.revoked() == [(b"\x01\x02", 1000.0)]
         assert not admin.is_revoked(b"\x03")
-        mono.t += 1
+        worker.refresh()
         assert not worker.is_revoked(b"\x03") and worker.is_revoked(b"\x01\x02")
         with pytest.raises(InvalidArgument):
             admin.revoke(b"", 1.0)

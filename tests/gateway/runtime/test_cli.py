@@ -17,7 +17,7 @@ import pytest
 from gateway.authorization_server.keystore import Keystore
 from gateway.config import load_config
 from gateway.registry.masterkey import ENV_VAR
-from gateway.registry.sqlite import GENERATED_PSK_BYTES, GENERATED_PSK_CHARS, Registry
+from gateway.registry.registry import GENERATED_PSK_BYTES, GENERATED_PSK_CHARS, Registry
 from gateway.runtime.cli import main
 from tokens.cwt import Claims, mint
 from tokens.keys import Ec2Key
