@@ -16,20 +16,28 @@ Hooks used from this module:
 * the block-wise helpers (``aiocoap.blockwise.Block1Spool`` and
   ``Block2Cache``, RFC 7959) that aiocoap's own resources use privately;
 * attributes on a request message: the authorized context of a request
-  travels on the request object the resources receive (:func:`set_auth`).
+  travels on the request object the resources receive (:func:`set_auth`);
+* an ``Options`` object built from an option dict the DTLS transport's
+  decoder made (:func:`options_from`, ``gateway.dtls.codec``);
+* a custom transport in a ``Context`` (:func:`append_transport`,
+  ``gateway.dtls.interface``): aiocoap has no public hook for one;
+* the message and token managers' internals the DTLS transport's compact
+  deduplication replaces (``gateway.dtls.exchanges``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiocoap
 import aiocoap.blockwise
+import aiocoap.messagemanager
 import aiocoap.meta
 import aiocoap.options
 import aiocoap.protocol
+import aiocoap.tokenmanager
 
 from gateway.errors import GatewayError
 
@@ -67,8 +75,11 @@ def _options_dict() -> None:
 
 
 def _options_assignable() -> None:
-    opt = aiocoap.options.Options()
-    opt._options = {}  # gateway.dtls.codec builds a message's options itself
+    message = aiocoap.Message(code=aiocoap.GET, uri_path=("a",))
+    opt = aiocoap.options.Options.__new__(aiocoap.options.Options)
+    opt._options = dict(message.opt._options)  # what options_from does
+    if opt.uri_path != ("a",):
+        raise TypeError("an Options object does not read its options from Options._options")
 
 
 def _block1_spool() -> None:
@@ -94,10 +105,20 @@ def _transport_append() -> None:
         raise TypeError("not callable")
 
 
+def _manager_internals() -> None:
+    manager = aiocoap.messagemanager.MessageManager
+    for name in ("_deduplicate_message", "_store_response_for_duplicates", "_send_via_transport"):
+        if not callable(getattr(manager, name)):
+            raise TypeError(f"MessageManager.{name} is not callable")
+    if not callable(aiocoap.tokenmanager.TokenManager.process_request):
+        raise TypeError("TokenManager.process_request is not callable")
+
+
 #: Every hook, checked at import.
 HOOKS: tuple[Hook, ...] = (
     Hook("Options._options (read)", "gateway.coap", _options_dict),
     Hook("Options._options (assign)", "gateway.dtls.codec", _options_assignable),
+    Hook("MessageManager and TokenManager internals", "gateway.dtls.exchanges", _manager_internals),
     Hook("blockwise.Block1Spool.feed_and_take", "gateway.coap.service_site", _block1_spool),
     Hook("blockwise.Block2Cache.extract_or_insert", "gateway.coap.service_site", _block2_cache),
     Hook("Message attributes", "gateway.coap.authorizing_site", _message_attributes),
@@ -169,6 +190,21 @@ def option_values(message: aiocoap.Message, number: int) -> tuple[Any, ...]:
     return () if found is None else tuple([o.value for o in found])
 
 
+def options_from(options: dict[int, list[Any]]) -> aiocoap.options.Options:
+    """An ``Options`` holding ``options`` (option number -> option objects of
+    that number, in order) as they are, without re-encoding them."""
+    opt: aiocoap.options.Options = aiocoap.options.Options.__new__(aiocoap.options.Options)
+    opt._options = options
+    return opt
+
+
+async def append_transport(context: aiocoap.Context, make: Callable[[Any], Awaitable[Any]]) -> None:
+    """Add the transport ``make(message_manager)`` builds to ``context``: the
+    path aiocoap's own ``create_server_context`` takes for its built-in
+    transports (no public hook for a custom one)."""
+    await context._append_tokenmanaged_messagemanaged_transport(make)
+
+
 def block1_spool() -> aiocoap.blockwise.Block1Spool:
     """A Block1 reassembly spool (RFC 7959 §2.5)."""
     return aiocoap.blockwise.Block1Spool()
@@ -195,12 +231,14 @@ __all__ = [
     "SUPPORTED_TEXT",
     "AiocoapIncompatible",
     "Hook",
+    "append_transport",
     "auth_of",
     "block1_spool",
     "block2_cache",
     "check_aiocoap",
     "missing_hooks",
     "option_values",
+    "options_from",
     "options_of",
     "parse_version",
     "set_auth",

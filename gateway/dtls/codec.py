@@ -35,7 +35,8 @@ from aiocoap.message import Direction, Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
-from aiocoap.options import Options
+
+from gateway.coap.aiocoap_adapter import options_from
 
 __all__ = ["ACCELERATED", "decode_message", "parse_options", "spec_of"]
 
@@ -179,9 +180,7 @@ def decode_message(data: bytes, remote: Any, transport_tuning: Any) -> Message:
     message.code = _CODES[data[1]]
     message.token = data[4 : 4 + tkl]
     message.payload = payload
-    opt = Options.__new__(Options)
-    opt._options = options
-    message.opt = opt
+    message.opt = options_from(options)
     message.remote = remote
     message.direction = Direction.INCOMING
     message.transport_tuning = transport_tuning

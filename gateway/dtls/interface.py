@@ -13,6 +13,8 @@ import aiocoap
 import aiocoap.numbers
 from aiocoap import interfaces
 
+from gateway.coap.aiocoap_adapter import append_transport
+
 from .exchanges import adopt
 from .remote import DtlsRemote
 from .session import CloseReason, HandshakeFailure
@@ -76,9 +78,9 @@ async def server_context(
     makes (given the message manager) serving ``site``. Shut it down with
     ``await context.shutdown()``.
 
-    aiocoap 0.4.17 has no public hook for a custom transport; this uses
-    ``Context._append_tokenmanaged_messagemanaged_transport``, the same path
-    its own ``create_server_context`` takes for built-in transports.
+    aiocoap 0.4.17 has no public hook for a custom transport: the adapter's
+    :func:`~gateway.coap.aiocoap_adapter.append_transport` takes the path its
+    own ``create_server_context`` takes for built-in transports.
     """
     context = aiocoap.Context(
         loop=asyncio.get_running_loop(), serversite=site, loggername=loggername
@@ -90,5 +92,5 @@ async def server_context(
         built.append(transport)
         return transport
 
-    await context._append_tokenmanaged_messagemanaged_transport(make)
+    await append_transport(context, make)
     return context, built[0]

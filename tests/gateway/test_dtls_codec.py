@@ -218,3 +218,24 @@ def test_the_c_options_loop_answers_as_the_reference(tail, cached):
     data = b"\x40\x01\x00\x01" + tail
     specs = codec._SPECS if cached else {}
     assert _outcome(parse_options, data, specs) == _outcome(codec.parse_options, data, specs)
+
+
+def test_aiocoap_private_names_stay_behind_the_adapter():
+    """The option dict and the transport hook are reached through
+    gateway.coap.aiocoap_adapter (checked at import), not from gateway/dtls."""
+    from pathlib import Path
+
+    import gateway.dtls
+
+    for path in Path(gateway.dtls.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "._options" not in text, path.name
+        assert "_append_tokenmanaged_messagemanaged_transport" not in text, path.name
+
+
+def test_decoded_options_are_the_parsed_objects_themselves():
+    data = Message(code=Code.GET, mtype=Type.CON, mid=9, uri_path=("a", "b")).encode()
+    message = decode_message(data, None, TransportTuning())
+    assert message.opt.uri_path == ("a", "b")
+    assert [o.value for o in message.opt.get_option(OptionNumber.URI_PATH)] == ["a", "b"]
+    assert message.mid == 9 and message.code == Code.GET
