@@ -257,7 +257,8 @@ def _token_sizes(keys: Keys) -> dict[str, Any]:
     """Token and token response lengths as they grow with the client id and
     the scope: the overhead beyond ``len(client id) + len(AIF scope)`` is at
     most ``overhead`` bytes (the sample includes every CBOR head size that a
-    client id of at most 32 bytes and a token under 64 KiB can have)."""
+    client id of at most 255 bytes, so the registry's 128, and a token under
+    64 KiB can have)."""
     rows = []
     for id_len in _SIZE_IDS:
         for text in _SIZE_SCOPES:

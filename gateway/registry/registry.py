@@ -43,9 +43,10 @@ from tokens.errors import TokenError
 from tokens.keys import key_from_cose
 from tokens.params import KeyParam, KeyType
 
-#: Longest client id: it is the tokens' ``sub`` claim, and the device notes
-#: bound a token's size with it.
-MAX_CLIENT_ID_LEN = 32
+#: Longest client id, a DTLS PSK identity (RFC 4279 §5.3 allows 128 bytes of
+#: identity; the DTLS engine takes up to 1024): it is also the tokens' ``sub``
+#: claim, and the device notes bound a token's size with it.
+MAX_CLIENT_ID_LEN = 128
 #: Longest PSK the DTLS engine takes (RFC 4279 §5.3: up to 64 bytes).
 MAX_PSK_LEN = MAX_PSK_LENGTH
 #: Bytes of a generated PSK (256 bits).
@@ -73,7 +74,7 @@ def generate_psk(*, printable: bool = False, size: int = GENERATED_PSK_BYTES) ->
 
 
 def check_client_id(client_id: str) -> str:
-    """Client ids are 1..32 bytes of ``[A-Za-z0-9._:@+-]``, not starting with
+    """Client ids are 1..128 bytes of ``[A-Za-z0-9._:@+-]``, not starting with
     punctuation (they are DTLS PSK identities, RFC 4279 §5.1, and appear in
     logs and CSV files)."""
     if (

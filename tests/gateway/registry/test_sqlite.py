@@ -25,6 +25,7 @@ from gateway.registry.registry import (
     CHANGELOG_RETENTION,
     GENERATED_PSK_BYTES,
     GENERATED_PSK_CHARS,
+    MAX_CLIENT_ID_LEN,
     MAX_PSK_LEN,
     Registry,
     generate_psk,
@@ -111,6 +112,15 @@ def test_unknown_client(reg: Registry) -> None:
             op("nobody")
 
 
+def test_a_128_byte_client_id_is_a_client(reg: Registry) -> None:
+    """RFC 4279 §5.3 identities of 128 bytes (the DTLS engine takes them)."""
+    assert MAX_CLIENT_ID_LEN == 128
+    long_id = "d" + "0123456789abcdef" * 7 + "x" * 15
+    assert len(long_id) == MAX_CLIENT_ID_LEN
+    psk = reg.add(long_id, scope="/a:GET")
+    assert reg.psk_for(long_id) == psk and reg.get(long_id).client_id == long_id
+
+
 def test_duplicate_add_keeps_original(reg: Registry) -> None:
     psk = reg.add("dev", scope="/a:GET")
     with pytest.raises(ClientExists):
@@ -122,7 +132,7 @@ def test_duplicate_add_keeps_original(reg: Registry) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"client_id": "x" * 33},
+        {"client_id": "x" * (MAX_CLIENT_ID_LEN + 1)},
         {"client_id": ""},
         {"client_id": "-dash"},
         {"client_id": "has space"},
@@ -334,7 +344,7 @@ def test_bulk_add_refuses_bad_arguments(reg: Registry) -> None:
     with pytest.raises(InvalidArgument):
         reg.bulk_add(0, "d-", "/a:GET")
     with pytest.raises(InvalidArgument):
-        reg.bulk_add(10, "p" * 30, "/a:GET")  # ids would exceed 32 bytes
+        reg.bulk_add(10, "p" * (MAX_CLIENT_ID_LEN - 2), "/a:GET")  # ids would exceed the limit
     assert reg.count() == 0
 
 
