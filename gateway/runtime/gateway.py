@@ -8,12 +8,11 @@ applies routes, limits and the log level without touching DTLS sessions,
 tokens or replay windows. The AS key set is also served over CoAP at
 ``/.well-known/ace-keys`` (unprotected).
 
-PSK lookup for DTLS (RFC 4279 §2, RFC 9202 §3.3): a psk_identity is, in this
-order, a registered client id (the registry's PSK), an RFC 9202 kid identity
-``{8: {1: {1: 4, 2: kid}}}`` naming an uploaded token's PoP key, or a whole
-access token, verified and stored as if uploaded to /authz-info; the PoP key
-is then the PSK. Sessions bound to a token are closed when the token expires
-or is superseded, revoked, or its client disabled (RFC 9202 §5).
+The DTLS PSK callback is :class:`gateway.resource_server.psk_lookup.PskLookup`;
+sessions keyed by a token are closed when the token expires or is
+superseded, revoked, or its client disabled (RFC 9202 §5). Requests and
+handshakes read the registry's memory only; :meth:`Gateway.housekeeping`
+applies its change log.
 """
 
 from __future__ import annotations
@@ -25,18 +24,23 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiocoap
 import aiocoap.resource
 
 from gateway import native
+from gateway.authorization_server.introspection import Introspection
+from gateway.authorization_server.issued_tokens import IssuedTokens, RecordingIssuer
 from gateway.authorization_server.keystore import Keystore, load_key_set
+from gateway.authorization_server.revocation_list import TRL_PATH
 from gateway.authorization_server.token_endpoint import (
     AuthorizationServer,
     ClientPolicy,
     client_policy,
 )
+from gateway.authorization_server.trl_publisher import TrlPublisher
 from gateway.coap.ace_resources import (
     AuthzInfoResource,
     IntrospectResource,
@@ -71,15 +75,17 @@ from gateway.operations.gateway_metrics import (
 from gateway.proxy import Proxy
 from gateway.registry.registry import Registry
 from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, RequestView
+from gateway.resource_server.issuer_follower import FollowedIssuers, IssuerStale
 from gateway.resource_server.lockout import Ban, Lockout
+from gateway.resource_server.psk_lookup import PskLookup
 from gateway.resource_server.rate_limits import RateLimiter
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
 from gateway.resource_server.token_store import AccessToken, TokenStore
 from tokens import cnf as cnf_mod
-from tokens.ace import CreationHints, IntrospectionResponse
-from tokens.cwt import TokenVerifier, decode_unverified
+from tokens.ace import CreationHints
+from tokens.cwt import decode_unverified
 from tokens.echo import EchoIssuer
-from tokens.errors import TokenError, WrongAudience
+from tokens.errors import Revoked, TokenError, UnknownKey
 from tokens.keys import KeySet, SymmetricKey
 from tokens.proof import parse_proof
 from tokens.replay import FreshnessGuard
@@ -159,6 +165,12 @@ class Gateway:
             observe=lambda fields: self.events.audit_record(fields, self.clock()),
         )
         self.tokens = TokenStore(max_per_client=config.rs.max_tokens_per_client)
+        #: external ASes followed (RFC 9770 TRL, key set, introspection)
+        self.followed = FollowedIssuers(
+            config.rs.issuers, drop=self._drop_ctis, on_keys=self._issuer_keys, clock=clock
+        )
+        #: keys fetched from followed issuers: name -> key set
+        self._fetched_keys: dict[str, KeySet] = {}
         self.authorization_server = AuthorizationServer(
             issuer=config.as_.issuer,
             audiences=config.audiences,
@@ -184,29 +196,52 @@ class Gateway:
         self.authorizer = Authorizer(
             tokens=self.tokens,
             guard=self.guard,
-            is_revoked=self.registry.is_revoked,
+            is_revoked=self._is_revoked,
             client_enabled=self._client_enabled,
             cut_off=self._cut_off,
             device_limits=self.device_limits,
             device_rate=lambda client_id: self.config.limits.client_rates.get(client_id),
-            version=lambda: self.registry.version,  # housekeeping polls; requests read
+            version=lambda: self.registry.version + self.followed.version,  # polled; read
             lockout=self.lockout,
             ace_limits=self.ace_limits,
             hints=CreationHints(audience=config.rs.audience),
             unprotected=self.unprotected,
         )
         self.proxy = self._build_proxy(config)
-        #: identities (psk_identity bytes) of sessions bound to each token kid
-        self._bound: dict[bytes, set[bytes]] = {}
+        self.psk_lookup = PskLookup(
+            client_psk=self.registry.psk_for,
+            tokens=self.tokens,
+            accept=self.accept,
+            clock=self.clock,
+            outcome=self._psk_identity_token,
+        )
+        self.introspect = Introspection(
+            issuer=config.as_.issuer,
+            audiences=lambda: self.config.audiences,
+            keys=self.keystore.verification_keys,
+            decryption_keys=self.keystore.decryption_keys,
+            is_revoked=self.registry.is_revoked,
+            leeway=lambda: self.config.rs.leeway,
+        )
         self._policies: dict[str, tuple[int, ClientPolicy]] = {}
+        #: the embedded AS's token revocation list (RFC 9770)
+        self.trl: TrlPublisher | None = None
+        if config.as_.enabled:
+            self.trl = TrlPublisher(
+                IssuedTokens.beside(config.registry.path),
+                client_for_identity=self.client_for_identity,
+                admins=lambda: self.config.as_.trl_admins,
+                audiences=lambda: self.config.audiences,
+                revoked=self.registry.revoked,
+                cutoff=self._cutoff_at,
+                audit=self.audit,
+            )
         #: the registry change :meth:`housekeeping` has applied up to
         self._applied_stamp = self.registry.change_stamp()
         #: kid of the AS key that signed or encrypted each held token (by PoP kid)
         self._token_key: dict[bytes, bytes] = {}
         #: when each established session started: (address, identity) -> epoch
         self._started: dict[tuple[Any, bytes], float] = {}
-        #: identities whose last PSK lookup refused a disabled client's token
-        self._disabled_lookups: dict[bytes, None] = {}
         #: the key manifest as last applied: kid -> (kind, status)
         self._key_view = self._keys_now()
         self.context: aiocoap.Context | None = None
@@ -228,7 +263,10 @@ class Gateway:
                 )
             )
         for ext in self.config.rs.issuers:
-            keys = load_key_set(ext.keys_file)
+            keys = KeySet(load_key_set(Path(ext.keys_file)) if ext.keys_file else ())
+            for key in self._fetched_keys.get(ext.name, ()):
+                if key.kid not in keys:
+                    keys.add(key)
             issuers.append(
                 TrustedIssuer(
                     name=ext.name,
@@ -240,10 +278,44 @@ class Gateway:
             audience=self.config.rs.audience,
             issuers=issuers,
             leeway=self.config.rs.leeway,
-            is_revoked=self.registry.is_revoked,
+            is_revoked=self._is_revoked,
             is_client_enabled=self._client_enabled,
             cut_off=self._cut_off,
         )
+
+    def _is_revoked(self, cti: bytes) -> bool:
+        """Revoked here (registry) or at a followed AS (its TRL)."""
+        return self.registry.is_revoked(cti) or self.followed.is_revoked(cti)
+
+    def _cutoff_at(self, client_id: str) -> float | None:
+        status = self.registry.status(client_id)
+        return None if status is None else status.cutoff
+
+    def _issuer_keys(self, issuer: str, keys: KeySet) -> None:
+        """A key set fetched from a followed AS: rebuild the intake when it
+        brings a kid not trusted yet or drops one."""
+        old = self._fetched_keys.get(issuer)
+        if old is not None and {k.kid for k in old} == {k.kid for k in keys}:
+            return
+        self._fetched_keys[issuer] = keys
+        self.intake = self._build_intake()
+
+    def _drop_ctis(self, ctis: list[bytes], cause: str) -> int:
+        """Drop held tokens by cti and close their sessions (a revocation
+        at a followed AS, or its TRL stale under fail-closed)."""
+        wanted = set(ctis)
+        sessions = 0
+        dropped: list[str] = []
+        for token in self.tokens.all():
+            if token.cti in wanted:
+                self.tokens.remove_cti(token.cti)
+                sessions += self._drop(token, cause)
+                dropped.append(token.cti.hex())
+        if cause == "revoked":
+            self.events.revoked(dropped, sessions)
+        for cti in dropped:
+            self.audit(event="revocation", decision="drop", reason=cause, cti=cti)
+        return len(dropped)
 
     def _build_proxy(self, config: Config) -> Proxy:
         proxy = Proxy.from_config(config, clock=self.clock)
@@ -276,7 +348,7 @@ class Gateway:
         return status is not None and status.exists and not status.enabled
 
     #: Paths served without authorization (the ACE endpoints, the key set).
-    unprotected: frozenset[tuple[str, ...]] = UNPROTECTED | {KEYS_PATH}
+    unprotected: frozenset[tuple[str, ...]] = UNPROTECTED | {KEYS_PATH, TRL_PATH}
 
     def resource_tree(self) -> ResourceTree:
         """The resources, before the authorizing site."""
@@ -285,12 +357,21 @@ class Gateway:
         if self.config.as_.enabled:
             site.add_resource(
                 ["token"],
-                TokenResource(self.authorization_server, self, self.clock, self.audit),
+                TokenResource(
+                    RecordingIssuer(self.authorization_server, self.trl.ledger)
+                    if self.trl is not None
+                    else self.authorization_server,
+                    self,
+                    self.clock,
+                    self.audit,
+                ),
             )
             site.add_resource(
                 ["introspect"], IntrospectResource(self.introspect, self, self.clock, self.audit)
             )
             site.add_resource(list(KEYS_PATH), KeySetResource(self.keystore.export_public))
+        if self.trl is not None:
+            site.add_resource(list(self.trl.resource.path), self.trl.resource)
         site.add_resource(["authz-info"], AuthzInfoResource(self.accept, self.clock, self.audit))
         for path, resource in self.proxy.site_entries():
             site.add_resource(path, resource)
@@ -390,13 +471,12 @@ class Gateway:
             client_id = identity.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        if self.registry.psk_for(client_id) is None:
+        c = self.registry.cached(client_id)  # memory only
+        if c is None or not c.enabled:
             return None  # unknown or disabled
-        generation = self.registry.generation(client_id)
         cached = self._policies.get(client_id)
-        if cached is not None and cached[0] == generation:
+        if cached is not None and cached[0] == c.generation:
             return cached[1]
-        c = self.registry.get(client_id)
         try:
             policy = client_policy(c.client_id, c.scope, c.default_scope, c.audiences, c.public_key)
         except TokenError:
@@ -425,7 +505,17 @@ class Gateway:
         return access
 
     def _store(self, token: bytes, now: float) -> AccessToken:
-        access = self.intake.accept(token, now)
+        try:
+            access = self.intake.accept(token, now)
+        except UnknownKey:
+            self.followed.unknown_kid()  # fetch the key set (rate-limited)
+            raise
+        if self.followed:
+            refusal = self.followed.admit(access.issuer, token, access.cti, access.exp)
+            if refusal == "revoked":
+                raise Revoked("token revoked")
+            if refusal is not None:
+                raise IssuerStale("the issuer's revocation list is stale (fail-closed)")
         key_kid = decode_unverified(token).kid
         if key_kid is not None:
             self._token_key[access.kid] = key_kid
@@ -435,75 +525,12 @@ class Gateway:
                 self._close_bound(old.kid)
         return access
 
-    def introspect(self, token: bytes, now: float) -> IntrospectionResponse:
-        """Introspection of this AS's own tokens (RFC 9200 §5.9.2): inactive
-        unless the token verifies for one of the AS audiences and is not
-        revoked."""
-        keys = self.keystore.verification_keys()
-        dec = self.keystore.decryption_keys()
-        for audience in self.config.audiences:
-            verifier = TokenVerifier(
-                audience=audience,
-                keys=keys,
-                decryption_keys=dec,
-                issuer=self.config.as_.issuer,
-                leeway=self.config.rs.leeway,
-            )
-            try:
-                claims = verifier.verify(token, now)
-            except WrongAudience:
-                continue
-            except TokenError:
-                return IntrospectionResponse.inactive()
-            if claims.cti is not None and self.registry.is_revoked(claims.cti):
-                return IntrospectionResponse.inactive()
-            cnf_value = claims.cnf
-            if isinstance(cnf_value, cnf_mod.CnfKey) and isinstance(cnf_value.key, SymmetricKey):
-                # the RS needs the PoP key; introspection runs over DTLS
-                cnf_map = cnf_value.to_cbor()
-            else:
-                cnf_map = cnf_value.to_cbor() if cnf_value is not None else None
-            return IntrospectionResponse(
-                active=True,
-                iss=claims.iss,
-                sub=claims.sub,
-                aud=claims.aud,
-                exp=claims.exp,
-                iat=claims.iat,
-                cti=claims.cti,
-                scope=claims.scope,
-                cnf=cnf_map,
-            )
-        return IntrospectionResponse.inactive()
-
-    def psk_lookup(self, identity: bytes) -> bytes | None:
-        """PSK for a DTLS psk_identity (see the module docstring); None for
-        unknown identities. (Lockouts are judged before, per address, by
-        :meth:`admit_identity`.)"""
-        psk = self.registry.psk_for(identity)
-        if psk is not None:
-            return psk
-        now = self.clock()
-        kid = cnf_mod.parse_psk_identity(identity)
-        if kid is not None:
-            token = self.tokens.peek(kid)
-            if token is None or token.exp <= now:
-                return None
-        elif identity[:1] and identity[0] >> 5 in (4, 6):  # CBOR array or tag
-            try:
-                token = self.accept(identity, now)
-            except (TokenError, GatewayError) as exc:
-                self.metrics.tokens_rejected.inc("psk_identity", exc.reason)
-                if exc.reason == "client_disabled" and len(self._disabled_lookups) < 4096:
-                    self._disabled_lookups[identity] = None
-                return None
+    def _psk_identity_token(self, reason: str | None) -> None:
+        """A token carried as PSK identity: accepted (None) or refused."""
+        if reason is None:
             self.metrics.tokens_accepted.inc("psk_identity")
         else:
-            return None
-        if not isinstance(token.pop_key, SymmetricKey):
-            return None
-        self._bound.setdefault(token.kid, set()).add(identity)
-        return token.pop_key.secret
+            self.metrics.tokens_rejected.inc("psk_identity", reason)
 
     # --- life cycle ---------------------------------------------------------
 
@@ -536,8 +563,12 @@ class Gateway:
             admit_identity=self.admit_identity,
             hand_over=self.hand_over,
         )
-        self.registry.refresh()
+        self.registry.load()  # the view requests and handshakes read
         self._housekeeping = asyncio.create_task(self._housekeep())
+        if self.trl is not None:
+            self.root.observable = self.trl.resource
+            self.trl.refresh(self.clock(), changed=True)
+        self.followed.start()
         host, port = self.dtls.address
         log.info("gateway listening on coaps://[%s]:%d", host, port)
         native.log_choices()
@@ -554,9 +585,16 @@ class Gateway:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """For /readyz: serving and not draining."""
         serving = self.dtls is not None and not self.draining
+        if self.followed:
+            followed_ok, issuers = self.followed.readiness(self.clock())
+            serving = serving and followed_ok
         detail: dict[str, Any] = {"worker": self.worker, "draining": self.draining}
         if self.dtls is not None:
             detail["sessions"] = self.dtls.stats().sessions
+        if self.followed:
+            detail["issuers"] = issuers
+        if self.trl is not None:
+            detail["trl"] = self.trl.stats()
         return serving, detail
 
     async def drain(self, timeout: float) -> bool:
@@ -586,6 +624,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
             self._housekeeping = None
+        if self.trl is not None:
+            self.trl.resource.close()
+            await asyncio.sleep(0)  # observations answer 5.03 and end
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
@@ -594,6 +635,9 @@ class Gateway:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.followed.stop()
+        if self.trl is not None:
+            self.trl.ledger.close()
         await self.proxy.close()
         if isinstance(self._audit_sink, AuditLog):
             self._audit_sink.close()
@@ -681,7 +725,7 @@ class Gateway:
                 # a refusal by a ban is no new failure; a handshake that failed
                 # before naming anyone guessed no credential
                 self._failed(identity, address, reason, now)
-            looked_up = self._disabled_lookups.pop(identity, False) is None  # token of one
+            looked_up = self.psk_lookup.refused_disabled(identity)  # token of one
             if outcome.failure is HandshakeFailure.UNKNOWN_IDENTITY and (
                 looked_up or self._client_disabled(identity)
             ):
@@ -726,9 +770,8 @@ class Gateway:
         the sessions of disabled, deleted or re-keyed clients and of tokens
         that ended (RFC 9202 §5).
 
-        Its own cursor into the change log: the registry's caches are
-        refreshed by whichever call polls first (a request's, a handshake's),
-        which must not hide a change from the sessions it ends."""
+        Its own cursor into the change log, apart from the registry's view
+        (which :meth:`Registry.refresh` moves), so no change is missed."""
         self.registry.refresh()
         changes = self.registry.changes_since(self._applied_stamp)
         self._applied_stamp = changes.stamp
@@ -773,6 +816,11 @@ class Gateway:
                 self.events.revoked(revoked, sessions)
         for token in self.tokens.expire(now):
             self._drop(token, "expired")
+        if self.trl is not None:
+            self.trl.refresh(
+                now, changed=bool(changes.revocations or changes.client_ids or not changes.complete)
+            )
+        self.followed.housekeeping(now)
         if self.keystore.refresh():
             # new tokens are signed with the new current key (the AS reads the
             # key store at each request); retired keys stop verifying here
@@ -818,7 +866,7 @@ class Gateway:
     def _close_bound(self, kid: bytes) -> int:
         self._token_key.pop(kid, None)
         closed = 0
-        for identity in self._bound.pop(kid, ()):
+        for identity in self.psk_lookup.release(kid):
             if self.dtls is not None:
                 closed += self.dtls.close_identity(identity)
         return closed
@@ -827,7 +875,10 @@ class Gateway:
 
     def collect(self) -> list[m.Family]:
         """Every metric of this worker, labelled ``worker``."""
-        return collect(self)
+        families = collect(self)
+        if self.followed:
+            families += self.followed.families({"worker": str(self.worker)})
+        return families
 
     async def metrics_text(self) -> str:
         return m.render(self.collect())

@@ -1,0 +1,109 @@
+"""The DTLS PSK callback (RFC 4279 §2, RFC 9202 §3.3) without sockets:
+client ids, RFC 9202 kid identities of held tokens, whole tokens as
+identity, and the sessions remembered per token kid."""
+
+from __future__ import annotations
+
+from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
+from gateway.resource_server.psk_lookup import MAX_DISABLED_LOOKUPS, PskLookup, is_token_identity
+from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
+from gateway.resource_server.token_store import TokenStore
+from tokens.ace import TokenRequest
+from tokens.aif import Scope
+from tokens.cnf import psk_identity_for_kid
+from tokens.keys import Ec2Key, KeySet, SymmetricKey
+from tokens.params import Alg
+
+NOW = 1_800_000_000.0
+SIGNING = Ec2Key.generate(b"as-sign")
+AS_RS = SymmetricKey.generate(b"as-rs", Alg.AES_CCM_16_64_128)
+POLICY = ClientPolicy("sensor-1", Scope.parse("/temp:GET"), None, (), None)
+CLIENT_PSKS = {b"sensor-1": b"p" * 32}
+
+
+def mint(lifetime: float = 600) -> bytes:
+    server = AuthorizationServer(
+        issuer="as",
+        audiences=("rs",),
+        lifetime=lifetime,
+        signing_key=lambda: SIGNING,
+        as_rs_key=lambda: AS_RS,
+    )
+    return server.issue(TokenRequest(), POLICY, NOW).response.access_token
+
+
+class Harness:
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.now = NOW
+        self.tokens = TokenStore()
+        issuer = TrustedIssuer(name="as", keys=KeySet([SIGNING]), decryption_keys=KeySet([AS_RS]))
+        self.intake = TokenIntake(
+            audience="rs", issuers=[issuer], leeway=0, is_client_enabled=lambda cid: enabled
+        )
+        self.outcomes: list[str | None] = []
+        self.lookup = PskLookup(
+            client_psk=CLIENT_PSKS.get,
+            tokens=self.tokens,
+            accept=self.accept,
+            clock=lambda: self.now,
+            outcome=self.outcomes.append,
+        )
+
+    def accept(self, token: bytes, now: float):
+        access = self.intake.accept(token, now)
+        self.tokens.add(access)
+        return access
+
+
+def test_a_registered_client_id_gets_its_psk():
+    h = Harness()
+    assert h.lookup(b"sensor-1") == b"p" * 32
+    assert h.lookup(b"sensor-9") is None and h.lookup(b"\xff\xfe") is None
+    assert h.outcomes == []
+
+
+def test_a_token_as_identity_is_verified_stored_and_its_pop_key_is_the_psk():
+    h = Harness()
+    token = mint()
+    assert is_token_identity(token) and not is_token_identity(b"sensor-1")
+    psk = h.lookup(token)
+    held = h.tokens.all()
+    assert len(held) == 1 and isinstance(held[0].pop_key, SymmetricKey)
+    assert psk == held[0].pop_key.secret and h.outcomes == [None]
+    assert h.lookup.bound(held[0].kid) == {token}
+
+
+def test_a_kid_identity_names_a_held_token_until_it_expires():
+    h = Harness()
+    h.lookup(mint(lifetime=60))
+    held = h.tokens.all()[0]
+    identity = psk_identity_for_kid(held.kid)
+    assert h.lookup(identity) == held.pop_key.secret
+    assert h.lookup(psk_identity_for_kid(b"unknown-kid")) is None
+    assert identity in h.lookup.bound(held.kid)
+    h.now = held.exp
+    assert h.lookup(identity) is None  # expired: no session on it
+
+
+def test_sessions_per_kid_are_released_once():
+    h = Harness()
+    token = mint()
+    h.lookup(token)
+    kid = h.tokens.all()[0].kid
+    identity = psk_identity_for_kid(kid)
+    h.lookup(identity)
+    assert h.lookup.release(kid) == {token, identity}
+    assert h.lookup.release(kid) == set() and h.lookup.bound(kid) == frozenset()
+
+
+def test_a_refused_token_identity_reports_its_reason_and_a_disabled_client_is_remembered():
+    h = Harness(enabled=False)
+    token = mint()
+    assert h.lookup(token) is None and h.tokens.all() == []
+    assert h.outcomes == ["client_disabled"]
+    assert h.lookup.refused_disabled(token)
+    assert not h.lookup.refused_disabled(token)  # asked once per handshake
+    garbled = b"\x84" + b"\x00" * 10  # a CBOR array that is no token
+    assert h.lookup(garbled) is None and h.outcomes[-1] not in (None, "client_disabled")
+    assert not h.lookup.refused_disabled(garbled)
+    assert MAX_DISABLED_LOOKUPS >= 1024
