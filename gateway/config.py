@@ -107,6 +107,22 @@ def _existing_file(value: Path, _base: Path) -> Path:
     return value
 
 
+def _optional_file(value: str, base: Path) -> str:
+    if not value:
+        return ""
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise _Invalid(f"file {p} does not exist")
+    return str(p)
+
+
+def _coaps_uri(value: str, _base: Path) -> str:
+    if value and not value.startswith("coaps://"):
+        raise _Invalid("must be a coaps://host:port URI")
+    return value.rstrip("/")
+
+
 def split_host_port(value: str) -> tuple[str, int]:
     """``"127.0.0.1:9100"`` / ``"[::1]:9100"`` -> (host, port)."""
     host, sep, port_s = value.rpartition(":")
@@ -265,6 +281,13 @@ class AsConfig:
     signing_alg: str = _opt(
         "ES256", "Algorithm of new AS signing keys: ES256 or EdDSA.", choices=("ES256", "EdDSA")
     )
+    trl_admins: tuple[str, ...] = _opt(
+        (),
+        "Client ids that see the whole token revocation list at /revoke/trl (RFC 9770 "
+        "administrators); other clients see the tokens of their audiences (a client that may "
+        "POST /introspect: a resource server) or their own.",
+        example='trl_admins = ["ops-console"]',
+    )
 
     @property
     def alg(self) -> Alg:
@@ -277,10 +300,54 @@ class IssuerConfig:
     """One ``[[rs.issuers]]`` entry: an external AS whose tokens are accepted."""
 
     name: str = _opt(help="The issuer's 'iss' value.", check=_nonempty)
-    keys_file: Path = _opt(  # noqa: RUF009 - returns a dataclasses.field
-        help="COSE_KeySet (CBOR) file with the issuer's verification keys and, for "
-        "encrypted tokens, the AS-RS key.",
-        check=_existing_file,
+    keys_file: str = _opt(
+        "",
+        "COSE_KeySet (CBOR) file with the issuer's verification keys and, for "
+        "encrypted tokens, the AS-RS key. Required without as_uri; with it, optional "
+        "(the AS-RS key of encrypted tokens, and keys trusted before the first fetch).",
+        check=_optional_file,
+    )
+    as_uri: str = _opt(
+        "",
+        "coaps://host:port of the issuer's AS. Set: the gateway follows it over DTLS-PSK "
+        "(its revocation list, RFC 9770; its key set; introspection, RFC 9200 §5.9).",
+        check=_coaps_uri,
+    )
+    identity: str = _opt("", "This gateway's PSK identity at that AS (registered there as an RS).")
+    psk_file: str = _opt(
+        "",
+        "File (mode 0600) with this gateway's PSK at that AS, as hex text.",
+        check=_optional_file,
+    )
+    keys_url: str = _opt(
+        "",
+        "Where the AS's key set is fetched: coaps:// (over the same DTLS identity) or "
+        "http(s)://. Empty: as_uri + /.well-known/ace-keys.",
+    )
+    keys_refresh: float = _opt(
+        300.0,
+        "Seconds between key set fetches (also fetched on an unknown kid, at most every "
+        "keys_min_interval).",
+        min=1,
+        max=86400,
+    )
+    keys_min_interval: float = _opt(
+        10.0, "Least seconds between two key set fetches caused by unknown kids.", min=0.1, max=3600
+    )
+    trl_path: str = _opt("/revoke/trl", "url-path of the AS's TRL endpoint (RFC 9770 §10).")
+    introspect_path: str = _opt("/introspect", "url-path of the AS's introspection endpoint.")
+    max_staleness: float = _opt(
+        60.0,
+        "Seconds the TRL may go unfollowed (observation lost, AS unreachable) before "
+        "on_stale applies; tokens are introspected on first use meanwhile.",
+        min=1,
+        max=86400,
+    )
+    on_stale: str = _opt(
+        "fail-closed",
+        "Past max_staleness with neither TRL nor introspection: fail-closed refuses this "
+        "issuer's tokens (4.01), fail-open accepts them (reported in /readyz and metrics).",
+        choices=("fail-closed", "fail-open"),
     )
 
 
@@ -293,7 +360,7 @@ class RsConfig:
     )
     issuers: tuple[IssuerConfig, ...] = _opt(
         (),
-        "External authorization servers ([[rs.issuers]] name, keys_file).",
+        "External authorization servers ([[rs.issuers]] name, keys_file or as_uri ...).",
         example='[[rs.issuers]]\n# name = "as.example"\n# keys_file = "as-example-keys.cbor"',
     )
     max_tokens_per_client: int = _opt(
@@ -819,6 +886,13 @@ def _cross_check(config: Config, ctx: _Ctx) -> None:
             raise ctx.error(f"rs.issuers[{i}].name", f"duplicate issuer {name!r}")
         if config.as_.enabled and name == config.as_.issuer:
             raise ctx.error(f"rs.issuers[{i}].name", "same as as.issuer of the embedded AS")
+    for i, issuer in enumerate(config.rs.issuers):
+        if not issuer.as_uri and not issuer.keys_file:
+            raise ctx.error(f"rs.issuers[{i}].keys_file", "needed when as_uri is not set")
+        if issuer.as_uri and not (issuer.identity and issuer.psk_file):
+            raise ctx.error(f"rs.issuers[{i}].identity", "as_uri needs identity and psk_file")
+        if issuer.keys_url and not issuer.keys_url.startswith(("coaps://", "http://", "https://")):
+            raise ctx.error(f"rs.issuers[{i}].keys_url", "must be a coaps:// or http(s):// URL")
     prefixes = [r.prefix for r in config.routes]
     for i, prefix in enumerate(prefixes):
         if prefix in prefixes[:i]:

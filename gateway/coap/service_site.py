@@ -42,8 +42,20 @@ class ServiceSite:
         self.draining = False
         self._block1 = block1_spool()
         self._block2 = block2_cache()
+        #: a resource serving Observe registrations on its ``path`` itself
+        #: (``render_to_pipe``): the TRL endpoint (RFC 9770 §11, RFC 7641)
+        self.observable: Any = None
 
     async def render_to_pipe(self, pipe: Any) -> None:
+        observable = self.observable
+        if (
+            observable is not None
+            and pipe.request.opt.observe == 0
+            and tuple(pipe.request.opt.uri_path) == observable.path
+            and not self.draining
+        ):
+            await observable.render_to_pipe(pipe)
+            return
         oversized = getattr(self.inner, "oversized", None)
         refusal = oversized(pipe.request) if oversized is not None else None
         if refusal is not None:  # before block-wise assembly spools the body

@@ -92,7 +92,7 @@ upstream = "https://example.com"
     )
     assert c.server.bind == "0.0.0.0" and c.server.workers == 2
     assert c.as_.alg == Alg.EDDSA and c.audiences == ("a1", "a2")
-    assert c.rs.issuers[0].name == "ext-as" and c.rs.issuers[0].keys_file == keys
+    assert c.rs.issuers[0].name == "ext-as" and Path(c.rs.issuers[0].keys_file) == keys
     assert (c.metrics.host, c.metrics.port) == ("::1", 9200)
     assert c.logging.level == "DEBUG"
     assert c.audit.path == str(tmp_path / "audit.log")
