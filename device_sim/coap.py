@@ -3,11 +3,9 @@ retransmission rule (RFC 7252 §4.2, §4.8), for the simulator's devices.
 
 Why not :class:`aiocoap.Message`: the simulator encodes and decodes every
 request and response of thousands of devices in one process, and only needs
-the header, the token, a few options and the payload. Measured on this machine
-(``python -m bench.sim``): encoding a request with two Uri-Path options, a
-Content-Format and an 80-byte Proof option takes about 2 us here against
-9-12 us with aiocoap 0.4.17; decoding a small response about 1 us against
-5-6 us.
+the header, the token, a few options and the payload; this codec is several
+times cheaper per message than aiocoap's (``python -m bench.sim``; figures in
+BENCHMARKS.md).
 
 Decoding raises only :class:`CoapFormatError`; the simulator counts such
 answers as an error kind and never crashes on a peer's bytes.

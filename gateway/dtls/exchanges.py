@@ -5,11 +5,9 @@ received from a peer for EXCHANGE_LIFETIME, and answers a duplicate CON with
 the response it sent the first time. aiocoap 0.4.17's message manager keeps,
 for that whole lifetime, the response :class:`aiocoap.Message` (and through
 it the request, their option objects and the endpoint) plus a timer handle
-and a context per exchange: some 25 garbage-collected objects per request.
-At thousands of requests per second that is millions of live objects, and
-every pass of the garbage collector over them takes hundreds of
-milliseconds (measured: one young-generation-1 pass of 160 ms every ~24,000
-requests; the full passes much more).
+and a context per exchange: dozens of garbage-collected objects per request,
+millions at a high request rate, and long collector pauses over them
+(figures in BENCHMARKS.md, "Figures from module docstrings").
 
 :class:`ExchangeMemory` keeps per exchange only its key, the encoded
 response bytes and one expiry entry (two tracked tuples; bytes are not
@@ -17,10 +15,9 @@ tracked), expired in arrival order without a timer per exchange. Sans-I/O:
 ``now`` is passed in. :class:`CompactMessageManager` is aiocoap's message
 manager using it; :func:`adopt` switches a manager built by aiocoap to it.
 
-The rest of each request's garbage came from aiocoap's token manager, whose
-per-request closures reference each other: every request left ~15 objects
-(its message, options, pipe) in a cycle that only the collector frees
-(measured: ~42,000 objects and 60 ms per young collection at 5,000 req/s).
+The rest of each request's garbage comes from aiocoap's token manager, whose
+per-request closures reference each other: every request leaves objects
+(its message, options, pipe) in a cycle that only the collector frees.
 :class:`CompactTokenManager` handles incoming requests without the cycle.
 """
 

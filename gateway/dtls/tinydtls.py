@@ -1,5 +1,5 @@
 """What the server needs to know about DTLSSocket 0.2.3 and the tinydtls 0.8.6
-it bundles, measured on this machine, and thin helpers around it.
+it bundles (behaviour found by testing the library), and thin helpers around it.
 
 - One ``dtls.DTLS`` context serves any number of peers: tinydtls keys its
   peers by address (a uthash table), and ``handleMessage`` / ``write`` /

@@ -1,5 +1,4 @@
-"""The DTLS-PSK server transport the gateway ran on before its own engine
-(:mod:`gateway.dtls.server`): tinydtls 0.8.6 through DTLSSocket, kept as the
+"""A DTLS-PSK server transport on tinydtls 0.8.6 through DTLSSocket, the
 baseline ``bench.gateway_dtls`` measures the engine against (CoAP over DTLS,
 RFC 7252 §9; DTLS 1.2, RFC 6347; PSK, RFC 4279). Same API as
 :class:`gateway.dtls.server.DtlsServer`.

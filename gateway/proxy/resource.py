@@ -2,17 +2,19 @@
 entry and the two aiocoap resources that serve it (the prefix itself and
 everything below it).
 
-The authorization layer has already verified every request that reaches
-these resources (token, proof, scope for path and method), removed its Proof
-option and set the :class:`~gateway.resource_server.auth_context.AuthContext`; the route
-still enforces, on every request, that it is no forward-proxy request (5.05,
+The authorizing site (:mod:`gateway.coap.authorizing_site`) has already
+verified every request that reaches these resources (token, proof, scope for
+path and method) and put its
+:class:`~gateway.resource_server.auth_context.AuthContext` on the request; the
+mapping forwards only the options it maps (never the Proof). The route still
+enforces, on every request, that it is no forward-proxy request (5.05,
 RFC 7252 §5.10.2), its own ``methods`` (4.05) and ``max_body`` (4.13 with
 Size1, RFC 7959 §2.9.3).
 
 The gateway reaches these resources only through their :meth:`render`: the
 root resource (:class:`gateway.coap.service_site.ServiceSite`) runs the block-wise
-flow (RFC 7959) itself, then the authorization layer and aiocoap's Site
-dispatch call ``render`` of the resource found. So Block1 requests arrive
+flow (RFC 7959) itself, then the authorizing site and the resource tree
+(:mod:`gateway.coap.resource_tree`) call ``render`` of the resource found. So Block1 requests arrive
 here reassembled, and the route's ``max_body`` is checked again on the whole
 body: before a block is spooled, the root refuses a transfer above the
 route's ``max_body`` (:meth:`gateway.proxy.Proxy.body_limit`; its Size1 or
