@@ -139,6 +139,12 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host, port
 
 
+def _postgres_url(value: str, _base: Path) -> str:
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise _Invalid("must be a postgresql:// URL, or empty for the SQLite file")
+    return value
+
+
 def _listen(value: str, _base: Path) -> str:
     if value in ("", "off"):
         return "off"
@@ -371,12 +377,18 @@ class RsConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """``[registry]``: the client registry (SQLite)."""
+    """``[registry]``: the client registry (SQLite, or PostgreSQL shared by instances)."""
 
     path: Path = _opt(  # noqa: RUF009 - returns a dataclasses.field
         _REGISTRY_FILE,
         "SQLite database file of clients and revocations.",
         check=_existing_parent,
+    )
+    url: str = _opt(
+        "",
+        "PostgreSQL registry shared by several instances (postgresql://user@host/db; give the "
+        "password in PGPASSWORD or ~/.pgpass); empty: the SQLite file at path.",
+        check=_postgres_url,
     )
     master_key_file: Path = _opt(  # noqa: RUF009 - returns a dataclasses.field
         _MASTER_KEY_FILE,
@@ -385,6 +397,11 @@ class RegistryConfig:
     poll_interval: float = _opt(
         0.5, "Seconds between checks for changes made by other processes.", min=0.05, max=60
     )
+
+    @property
+    def location(self) -> str | Path:
+        """What :func:`gateway.registry.store.open_store` opens: the URL, else the file."""
+        return self.url or self.path
 
 
 @dataclass(frozen=True)

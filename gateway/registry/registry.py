@@ -254,7 +254,7 @@ class Registry:
         """Open the registry named by ``config.registry`` with the master key
         from ``ACEGW_MASTER_KEY`` or ``config.registry.master_key_file``."""
         key = load_master_key(config.registry.master_key_file, env=env)
-        return cls(config.registry.path, key, poll_interval=config.registry.poll_interval, **kw)
+        return cls(config.registry.location, key, poll_interval=config.registry.poll_interval, **kw)
 
     def _check_key(self) -> None:
         check = self.store.key_check(lambda: self._key.seal(_KEY_CHECK, _KEY_CHECK_AAD))

@@ -6,8 +6,8 @@ master key), the revocation list, the change log read with a cursor (the
 change stamp), lockout lifts, token cut-offs and the operators' audit trail.
 :class:`gateway.registry.registry.Registry` adds validation, sealing and the
 in-memory view over any store; :func:`open_store` picks the implementation
-(SQLite today, :mod:`gateway.registry.sqlite`), so another database only
-adds a module here. Every write is one transaction and appends to the change
+(SQLite, :mod:`gateway.registry.sqlite`, or PostgreSQL,
+:mod:`gateway.registry.postgres`). Every write is one transaction and appends to the change
 log in it; reads never write.
 """
 
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 #: Change kinds after which a client's live sessions may go on.
 NO_CUT = frozenset({"add", "enable"})
@@ -190,9 +191,24 @@ class RegistryStore(Protocol):
         ...
 
 
+def redact(location: str) -> str:
+    """``location`` without a URL's password, for messages."""
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def open_store(location: str | Path, *, create: bool = True) -> RegistryStore:
-    """The store at ``location``: today a SQLite file path
+    """The store at ``location``: a ``postgresql://`` URL
+    (:class:`gateway.registry.postgres.PostgresStore`) or a SQLite file path
     (:class:`gateway.registry.sqlite.SqliteStore`)."""
+    if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
+        from gateway.registry.postgres import PostgresStore
+
+        return PostgresStore(location, create=create)
     from gateway.registry.sqlite import SqliteStore
 
     return SqliteStore(location, create=create)
@@ -206,4 +222,5 @@ __all__ = [
     "OperatorAction",
     "RegistryStore",
     "open_store",
+    "redact",
 ]

@@ -39,6 +39,7 @@ from gateway.errors import ConfigError, GatewayError, InvalidArgument, KeystoreE
 from gateway.operations.admin_access import ADMIN_TOKEN_FILE, create_admin_token
 from gateway.registry.masterkey import ENV_VAR, create_key_file, load_master_key
 from gateway.registry.registry import GENERATED_PSK_BYTES, MAX_PSK_LEN, Client, Registry
+from gateway.registry.store import redact
 from gateway.runtime import operator_commands as ops
 from gateway.runtime.config_docs import default_config_text
 from tokens.errors import TokenError
@@ -141,13 +142,13 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     else:
         key = create_key_file(key_file)
         note = f"master key: {key_file} (mode 0600; back it up, it decrypts the PSKs)"
-    with Registry(config.registry.path, key):
+    with Registry(config.registry.location, key):
         pass
     create_admin_token(directory / ADMIN_TOKEN_FILE)
     keystore = Keystore.from_config(config)
     print(f"config:     {cfg_path}", file=out)
     print(note, file=out)
-    print(f"registry:   {config.registry.path}", file=out)
+    print(f"registry:   {redact(str(config.registry.location))}", file=out)
     print(f"keys:       {config.keys.dir} ({len(keystore.list())} keys)", file=out)
     print(f"admin:      {directory / ADMIN_TOKEN_FILE} (mode 0600; live-state changes)", file=out)
     print(f"next: {PROG} clients add DEVICE_ID --scope '/temp:GET' --config {cfg_path}", file=out)
@@ -558,6 +559,22 @@ def _lift_target(args: argparse.Namespace) -> str | None:
     return " ".join(p for p in parts if p) or None
 
 
+def cmd_registry_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    """Copy this configuration's registry into the PostgreSQL database at
+    ``--to`` (``gateway.registry.transfer``)."""
+    from gateway.registry.transfer import copy_registry
+
+    with _registry(args) as source:
+        n = copy_registry(source, args.to)
+    print(
+        f"copied {n.clients} clients, {n.revocations} revocations, {n.cutoffs} cut-offs, "
+        f"{n.changes} changes, {n.actions} audit records to {redact(args.to)}",
+        file=out,
+    )
+    print(f'next: set [registry] url = "{redact(args.to)}" on every instance', file=out)
+    return 0
+
+
 # --- the parser ------------------------------------------------------------------------
 
 
@@ -739,6 +756,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="include the secret AS-RS keys (file gets mode 0600)",
     )
     s.set_defaults(func=_audited("keys export", cmd_keys_export, "out"))
+
+    registry = sub.add_parser("registry", help="the registry's storage")
+    rs = registry.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    s = rs.add_parser(
+        "migrate", parents=[where], help="copy this registry into a PostgreSQL database"
+    )
+    s.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/db")
+    s.set_defaults(func=_audited("registry migrate", cmd_registry_migrate, None))
     return p
 
 

@@ -70,7 +70,7 @@ def _record(
 ) -> None:
     try:
         config = config_of(args)
-        with OperatorAudit(config.registry.path) as trail:
+        with OperatorAudit(config.registry.location) as trail:
             trail.record(action, target, outcome, getattr(args, "audit_detail", None) or {})
     except GatewayError as exc:
         if outcome == "ok":  # done but not recorded: say so, fail the command
@@ -120,14 +120,14 @@ def _print_actions(actions: list[OperatorAction], out: TextIO, as_json: bool) ->
 
 def cmd_audit_tail(args: argparse.Namespace, out: TextIO, config_of: ConfigOf) -> int:
     """The newest operator actions."""
-    with OperatorAudit(config_of(args).registry.path) as trail:
+    with OperatorAudit(config_of(args).registry.location) as trail:
         _print_actions(trail.search(limit=args.lines), out, args.json)
     return 0
 
 
 def cmd_audit_search(args: argparse.Namespace, out: TextIO, config_of: ConfigOf) -> int:
     """Operator actions by target (``--client``), action, operator, time."""
-    with OperatorAudit(config_of(args).registry.path) as trail:
+    with OperatorAudit(config_of(args).registry.location) as trail:
         found = trail.search(
             target=args.client,
             action=args.action,

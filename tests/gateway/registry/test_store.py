@@ -1,5 +1,6 @@
-"""The registry store interface: the SQLite store satisfies it, callers
-reach SQLite only through it, and the store holds sealed PSKs only."""
+"""The registry store interface: both stores satisfy it (the contract tests
+run on SQLite and on PostgreSQL, ``store_location``), callers reach SQLite
+only through it, and the store holds sealed PSKs only."""
 
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ def test_only_the_store_module_names_the_sqlite_store() -> None:
     assert importers == ["gateway/registry/store.py"]
 
 
-def test_store_rows_change_log_and_cursor(tmp_path: Path) -> None:
-    with_store = open_store(tmp_path / "r.db")
-    other = open_store(tmp_path / "r.db")  # a second process's connection
+def test_store_rows_change_log_and_cursor(store_location: str | Path) -> None:
+    with_store = open_store(store_location)
+    other = open_store(store_location)  # a second process's connection
     try:
         stamp = other.change_stamp()
         with_store.add_clients([_record("a"), _record("b")])
@@ -82,9 +83,9 @@ def test_store_rows_change_log_and_cursor(tmp_path: Path) -> None:
         with_store.close()
 
 
-def test_the_store_sees_sealed_psks_only(tmp_path: Path) -> None:
+def test_the_store_sees_sealed_psks_only(store_location: str | Path) -> None:
     key = MasterKey(os.urandom(32))
-    with Registry(tmp_path / "r.db", key) as reg:
+    with Registry(store_location, key) as reg:
         psk = reg.add("dev", scope="/a:GET", psk=b"p" * 32)
         record = reg.store.client("dev")
         assert record is not None and psk not in record.psk

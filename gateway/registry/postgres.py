@@ -1,0 +1,546 @@
+"""The registry store on PostgreSQL, shared by gateway instances on several
+machines (:class:`gateway.registry.store.RegistryStore`).
+
+psycopg 3 with its connection pool (docs/decisions.md). The schema is
+versioned (:mod:`gateway.registry.migrations`) and brought up to date when
+the store opens. Every write is one transaction that first takes one
+transaction-scoped advisory lock: writes are rare (operator commands), and
+serialising them makes the change log's sequence numbers commit in order,
+so a reader's cursor (the change stamp) never passes a row that commits
+later. Each change also sends ``NOTIFY acegw_registry`` (delivered at
+commit, https://www.postgresql.org/docs/current/sql-notify.html), which
+:class:`ChangeFeed` turns into a prompt refresh on every instance.
+
+PSKs arrive sealed under the master key, as with SQLite; the URL's password
+(better: ``PGPASSWORD`` or ``~/.pgpass``) never appears in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from gateway.errors import ClientExists, ClientNotFound, InvalidArgument, RegistryError
+from gateway.registry.migrations import LATEST, MIGRATIONS
+from gateway.registry.store import (
+    CLIENT_FIELDS,
+    NO_CUT,
+    Changes,
+    ClientRecord,
+    OperatorAction,
+    redact,
+)
+
+log = logging.getLogger(__name__)
+
+#: URL schemes naming a PostgreSQL registry.
+SCHEMES = ("postgresql://", "postgres://")
+#: The NOTIFY channel every change is announced on.
+CHANNEL = "acegw_registry"
+#: Advisory lock keys (any constant bigint the database does not use otherwise).
+_MIGRATE_LOCK = 0x61636567_77_0001
+_WRITE_LOCK = 0x61636567_77_0002
+_COLUMNS = (
+    "client_id, psk, scope, default_scope, audiences, public_key, enabled, created_at, "
+    "rotated_at, generation"
+)
+_INSERT = f"INSERT INTO clients ({_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"
+
+
+def is_postgres_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(SCHEMES)
+
+
+class PostgresStore:
+    """:class:`gateway.registry.store.RegistryStore` on a PostgreSQL database.
+
+    ``create``: apply pending migrations (``acegw init``/``serve``); without
+    it a database that has no registry schema is an error. ``timeout``:
+    seconds to wait for a connection before :class:`RegistryError`.
+    """
+
+    def __init__(
+        self, url: str, *, create: bool = True, timeout: float = 5.0, max_size: int = 4
+    ) -> None:
+        self.url = url
+        self.location = redact(url)
+        self._timeout = timeout
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="acegw-registry",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise RegistryError(f"cannot reach registry database {self.location}") from None
+        try:
+            self._migrate(create)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.location}>"
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- connections and transactions -------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise RegistryError(f"registry database {self.location} is unreachable") from None
+        except pg_errors.UniqueViolation:
+            raise ClientExists("a client id given already exists") from None
+        except psycopg.Error as exc:
+            raise RegistryError(f"registry database {self.location}: {exc}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+        """One write transaction, serialised with every other writer."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+            yield conn
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _log_change(conn: psycopg.Connection[Any], kind: str, client_id: str | None, at: float):
+        row = conn.execute(
+            "INSERT INTO changelog (kind, client_id, at) VALUES (%s, %s, %s) RETURNING seq",
+            (kind, client_id, at),
+        ).fetchone()
+        seq = int(row[0]) if row else 0
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
+        return seq
+
+    @staticmethod
+    def _cut(conn: psycopg.Connection[Any], client_id: str, at: float) -> None:
+        conn.execute(
+            "INSERT INTO client_cutoffs VALUES (%s, %s) "
+            "ON CONFLICT (client_id) DO UPDATE SET at = excluded.at",
+            (client_id, at),
+        )
+
+    # --- schema -------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The newest migration applied (0: none)."""
+        with self._connection() as conn:
+            return self._version(conn)
+
+    @staticmethod
+    def _version(conn: psycopg.Connection[Any]) -> int:
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return 0
+        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self, create: bool) -> None:
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            version = self._version(conn)
+            if version > LATEST:
+                raise RegistryError(
+                    f"registry {self.location} has schema version {version}; "
+                    f"this acegw knows up to {LATEST}"
+                )
+            if version == LATEST:
+                return
+            if version == 0 and not create:
+                raise RegistryError(
+                    f"registry {self.location} has no acegw schema (run 'acegw init', "
+                    "or check registry.url)"
+                )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version integer PRIMARY KEY, name text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for step in MIGRATIONS:
+                if step.version <= version:
+                    continue
+                for statement in step.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (step.version, step.name),
+                )
+                log.info("registry schema migrated to version %d (%s)", step.version, step.name)
+
+    def key_check(self, seal: Any) -> bytes:
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+            if row is not None:
+                return bytes(row[0])
+            check = bytes(seal())
+            conn.execute("INSERT INTO meta VALUES ('key_check', %s)", (check,))
+        return check
+
+    # --- clients ----------------------------------------------------------------
+
+    @staticmethod
+    def _row(r: ClientRecord) -> tuple[Any, ...]:
+        return (
+            r.client_id,
+            r.psk,
+            r.scope,
+            r.default_scope,
+            json.dumps(list(r.audiences)),
+            r.public_key,
+            bool(r.enabled),
+            r.created_at,
+            r.rotated_at,
+            r.generation,
+        )
+
+    @staticmethod
+    def _record(r: Any) -> ClientRecord:
+        return ClientRecord(
+            client_id=r[0],
+            psk=bytes(r[1]),
+            scope=r[2],
+            default_scope=r[3],
+            audiences=tuple(json.loads(r[4])),
+            public_key=None if r[5] is None else bytes(r[5]),
+            enabled=bool(r[6]),
+            created_at=r[7],
+            rotated_at=r[8],
+            generation=r[9],
+        )
+
+    def add_clients(self, records: Sequence[ClientRecord]) -> None:
+        if not records:
+            return
+        ids = [r.client_id for r in records]
+        with self._write() as conn:
+            taken = conn.execute(
+                "SELECT client_id FROM clients WHERE client_id = ANY(%s) LIMIT 1", (ids,)
+            ).fetchone()
+            if taken is not None or len(set(ids)) != len(ids):
+                if len(records) == 1:
+                    raise ClientExists(f"client {ids[0]!r} already exists")
+                raise ClientExists(f"some of the ids {ids[0]}..{ids[-1]} already exist")
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT, [self._row(r) for r in records])
+                cur.executemany(
+                    "INSERT INTO changelog (kind, client_id, at) VALUES ('add', %s, %s)",
+                    [(r.client_id, r.created_at) for r in records],
+                )
+            conn.execute("SELECT pg_notify(%s, 'add')", (CHANNEL,))
+
+    def update_client(
+        self, client_id: str, kind: str, fields: Mapping[str, Any], *, at: float, cut: bool
+    ) -> None:
+        unknown = set(fields) - CLIENT_FIELDS
+        if unknown or not fields:
+            raise InvalidArgument(f"cannot set client fields {sorted(unknown) or 'none'}")
+        values = [
+            json.dumps(list(v)) if name == "audiences" else bool(v) if name == "enabled" else v
+            for name, v in fields.items()
+        ]
+        sets = ", ".join(f"{name} = %s" for name in fields)
+        with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE clients SET {sets}, generation = generation + 1 WHERE client_id = %s",
+                (*values, client_id),
+            )
+            if cur.rowcount == 0:
+                raise ClientNotFound(f"no client {client_id!r}")
+            if cut:
+                self._cut(conn, client_id, at)
+            self._log_change(conn, kind, client_id, at)
+
+    def delete_client(self, client_id: str, *, at: float) -> None:
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM clients WHERE client_id = %s", (client_id,))
+            if cur.rowcount == 0:
+                raise ClientNotFound(f"no client {client_id!r}")
+            self._cut(conn, client_id, at)
+            self._log_change(conn, "delete", client_id, at)
+
+    def client(self, client_id: str) -> ClientRecord | None:
+        rows = self._read(f"SELECT {_COLUMNS} FROM clients WHERE client_id = %s", (client_id,))
+        return self._record(rows[0]) if rows else None
+
+    def clients(self, prefix: str | None = None) -> list[ClientRecord]:
+        if prefix is None:
+            rows = self._read(f"SELECT {_COLUMNS} FROM clients ORDER BY client_id")
+        else:
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM clients WHERE left(client_id, %s) = %s ORDER BY client_id",
+                (len(prefix), prefix),
+            )
+        return [self._record(r) for r in rows]
+
+    def count_clients(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM clients")[0][0])
+
+    def cutoffs(self, client_ids: Iterable[str] | None = None) -> dict[str, float]:
+        if client_ids is None:
+            return dict(self._read("SELECT client_id, at FROM client_cutoffs"))
+        ids = list(client_ids)
+        return dict(
+            self._read("SELECT client_id, at FROM client_cutoffs WHERE client_id = ANY(%s)", (ids,))
+        )
+
+    # --- revocations and lockout lifts ----------------------------------------
+
+    def revoke(self, cti: bytes, exp: float, *, at: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO revoked VALUES (%s, %s) ON CONFLICT (cti) "
+                "DO UPDATE SET exp = GREATEST(revoked.exp, excluded.exp)",
+                (cti, float(exp)),
+            )
+            self._log_change(conn, "revoke", None, at)
+
+    def revoked(self) -> list[tuple[bytes, float]]:
+        return [(bytes(c), e) for c, e in self._read("SELECT cti, exp FROM revoked ORDER BY exp")]
+
+    def purge(self, now: float, retention: float) -> int:
+        with self._write() as conn:
+            n = conn.execute("DELETE FROM revoked WHERE exp < %s", (now,)).rowcount
+            conn.execute("DELETE FROM held_tokens WHERE exp < %s", (now,))
+            row = conn.execute(
+                "SELECT MAX(seq) FROM changelog WHERE at < %s "
+                "AND seq < (SELECT MAX(seq) FROM changelog)",
+                (now - retention,),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                conn.execute("DELETE FROM changelog WHERE seq <= %s", (row[0],))
+                conn.execute("DELETE FROM ban_lifts WHERE seq <= %s", (row[0],))
+                conn.execute(
+                    "INSERT INTO meta VALUES ('pruned_through', %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(row[0]).encode(),),
+                )
+            if n:
+                self._log_change(conn, "purge", None, now)
+        return n
+
+    def lift_bans(self, address: str | None, identity: bytes | None, *, at: float) -> int:
+        with self._write() as conn:
+            seq = self._log_change(conn, "lift", None, at)
+            conn.execute("INSERT INTO ban_lifts VALUES (%s, %s, %s)", (seq, address, identity))
+        return seq
+
+    # --- change log -------------------------------------------------------------
+
+    def _pruned_through(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'pruned_through'").fetchone()
+        return int(bytes(row[0])) if row else 0
+
+    def change_stamp(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changelog").fetchone()
+            return max(int(row[0]) if row else 0, self._pruned_through(conn))
+
+    def changes_since(self, stamp: int) -> Changes:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT seq, kind, client_id FROM changelog WHERE seq > %s ORDER BY seq", (stamp,)
+            ).fetchall()
+            pruned_through = self._pruned_through(conn)
+            complete = pruned_through <= stamp
+            new_stamp = max([stamp, *(r[0] for r in rows), 0 if complete else pruned_through])
+            lifts: tuple[tuple[str | None, bytes | None], ...] = ()
+            if any(r[1] == "lift" for r in rows):
+                lifts = tuple(
+                    (a, None if i is None else bytes(i))
+                    for a, i in conn.execute(
+                        "SELECT address, identity FROM ban_lifts WHERE seq > %s AND seq <= %s "
+                        "ORDER BY seq",
+                        (stamp, new_stamp),
+                    ).fetchall()
+                )
+        return Changes(
+            stamp=int(new_stamp),
+            client_ids=frozenset(r[2] for r in rows if r[2] is not None),
+            revocations=any(r[1] in ("revoke", "purge") for r in rows),
+            complete=complete,
+            cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in NO_CUT),
+            lifts=lifts,
+            kinds=tuple((r[1], r[2]) for r in rows),
+        )
+
+    # --- operators' audit trail -------------------------------------------------
+
+    def record_action(
+        self, at: float, operator: str, action: str, target: str | None, outcome: str, detail: str
+    ) -> int:
+        with self._connection() as conn:
+            row = conn.execute(
+                "INSERT INTO operator_audit (at, operator, action, target, outcome, detail) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
+                (at, operator, action, target, outcome, detail),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def search_actions(
+        self,
+        *,
+        target: str | None = None,
+        action: str | None = None,
+        operator: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[OperatorAction]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("target", target), ("operator", operator)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        if action is not None:
+            where.append("(action = %s OR left(action, %s) = %s)")
+            args += [action, len(action) + 1, f"{action} "]
+        if since is not None:
+            where.append("at >= %s")
+            args.append(since)
+        if until is not None:
+            where.append("at <= %s")
+            args.append(until)
+        sql = "SELECT seq, at, operator, action, target, outcome, detail FROM operator_audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self._read(sql, tuple(args))
+        return [
+            OperatorAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
+            for r in reversed(rows)
+        ]
+
+    # --- copying a registry -------------------------------------------------------
+
+    def import_rows(
+        self,
+        *,
+        key_check: bytes,
+        clients: Sequence[ClientRecord],
+        cutoffs: Mapping[str, float],
+        revoked: Sequence[tuple[bytes, float]],
+        kinds: Sequence[tuple[str, str | None]],
+        actions: Sequence[OperatorAction],
+        at: float,
+    ) -> int:
+        """Copy a whole registry into this empty one in one transaction
+        (``acegw registry migrate``): the rows as they are (PSKs stay sealed
+        under the same master key), one ``import`` change; the change stamp."""
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM clients LIMIT 1").fetchone() is not None:
+                raise RegistryError(f"registry {self.location} already has clients")
+            row = conn.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+            if row is not None and bytes(row[0]) != key_check:
+                raise RegistryError(f"registry {self.location} was created with another master key")
+            conn.execute(
+                "INSERT INTO meta VALUES ('key_check', %s) ON CONFLICT (name) DO NOTHING",
+                (key_check,),
+            )
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT, [self._row(r) for r in clients])
+                cur.executemany("INSERT INTO client_cutoffs VALUES (%s, %s)", list(cutoffs.items()))
+                cur.executemany(
+                    "INSERT INTO revoked VALUES (%s, %s) ON CONFLICT (cti) DO NOTHING",
+                    [(c, float(e)) for c, e in revoked],
+                )
+                cur.executemany(
+                    "INSERT INTO changelog (kind, client_id, at) VALUES (%s, %s, %s)",
+                    [(kind, cid, at) for kind, cid in kinds],
+                )
+                cur.executemany(
+                    "INSERT INTO operator_audit (at, operator, action, target, outcome, detail) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (a.at, a.operator, a.action, a.target, a.outcome, json.dumps(a.detail))
+                        for a in actions
+                    ],
+                )
+            return self._log_change(conn, "import", None, at)
+
+
+class ChangeFeed:
+    """Calls ``on_change`` when another process commits a registry change
+    (LISTEN on :data:`CHANNEL`), from its own thread and connection.
+
+    Notifications sent while the connection is down are lost, so after every
+    (re)connect ``on_change`` is called once too: the caller then reads the
+    change log from its cursor (catch-up). ``on_state(connected)`` reports
+    the connection's state. Reconnects every ``retry`` seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        on_change: Callable[[], None],
+        *,
+        on_state: Callable[[bool], None] = lambda up: None,
+        retry: float = 0.5,
+    ) -> None:
+        self.url = url
+        self.on_change = on_change
+        self.on_state = on_state
+        self.retry = retry
+        self.connected = False
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread = threading.Thread(target=self._run, name="acegw-change-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _set_state(self, up: bool) -> None:
+        if up != self.connected:
+            self.connected = up
+            self.on_state(up)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._set_state(True)
+                    self.on_change()  # catch up on what passed while disconnected
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.2, stop_after=1):
+                            self.on_change()
+                        if conn.closed or conn.broken:
+                            break
+                        conn.execute("SELECT 1")  # notices a server that went away
+            except psycopg.Error as exc:
+                if self.connected:
+                    log.warning("registry change feed lost its connection: %s", type(exc).__name__)
+            self._set_state(False)
+            self._stop.wait(self.retry)
+
+
+__all__ = ["CHANNEL", "SCHEMES", "ChangeFeed", "PostgresStore", "is_postgres_url", "redact"]
