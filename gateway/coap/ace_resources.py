@@ -8,6 +8,7 @@ reported to an ``audit`` callable (no secret and no whole token in it).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -230,6 +231,8 @@ class AuthzInfoResource(AceResource):
         try:
             token_bytes = token_from_authz_info(ace_payload(request))
             token = self._accept(token_bytes, self._clock(), request.remote)
+            if inspect.isawaitable(token):  # the gateway's may introspect first
+                token = await token
         except (TokenError, GatewayError) as exc:
             return self._deny(request, exc, ace_body=False)
         self._audit(

@@ -55,6 +55,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("AS session socket error: %s", exc)
+        self._session._refused(exc)
 
 
 class AsSession:
@@ -103,6 +104,13 @@ class AsSession:
         if self._transport is not None:
             self._transport.close()
         self._fail(AsUnreachable("session closed"))
+
+    def _refused(self, exc: Exception) -> None:
+        """An ICMP error (nothing listens there): a handshake in progress
+        fails at once instead of waiting out its timeout."""
+        if self._connected is not None and not self._connected.done():
+            why = getattr(exc, "strerror", None) or str(exc)
+            self._fail(AsUnreachable(f"{self.address[0]}:{self.address[1]}: {why}"))
 
     def _fail(self, exc: Exception) -> None:
         self.closed.set()

@@ -10,9 +10,15 @@ identity, keeps a DTLS session to it and
 - fetches its key set (``/.well-known/ace-keys`` over the same session, or an
   http(s) URL) every ``keys_refresh`` seconds and, rate-limited to one per
   ``keys_min_interval``, when a token names an unknown kid;
-- introspects a token (RFC 9200 §5.9) when asked, for the first use of a
-  token while the TRL is not followed; results cached by token hash until
-  the token's exp or a TRL notification;
+- polls the TRL with a full query when the AS answers without Observe;
+- introspects a token (RFC 9200 §5.9) on its first use while the TRL is
+  not followed (the gateway waits for it on upload, bounded; a token
+  carried as PSK identity is introspected in the background and its
+  handshake refused until then); results cached by token hash until the
+  token's exp or a TRL notification. Only verified tokens are
+  introspected (a stranger's bytes never reach the AS); at most
+  ``MAX_INTROSPECTING`` at once per worker, and after a failure none for
+  ``INTROSPECT_BACKOFF`` seconds: the staleness rules decide meanwhile;
 - knows how stale its view is: the TRL is *followed* while the observation
   lives; otherwise stale after ``max_staleness`` seconds, when ``on_stale``
   decides (fail-closed: this issuer's tokens are dropped and refused;
@@ -59,6 +65,32 @@ MAX_RETRY = 5.0
 MAX_KEY_SET = 64 * 1024
 #: Introspection results kept.
 MAX_INTROSPECTED = 50_000
+#: Introspections in flight at once (per worker); more tokens are not introspected.
+MAX_INTROSPECTING = 64
+#: Introspection requests to one AS at once.
+INTROSPECT_PARALLEL = 8
+#: Seconds an upload waits for its introspection before the staleness rules decide.
+INTROSPECT_WAIT = 3.0
+#: Seconds without introspection attempts after one failed.
+INTROSPECT_BACKOFF = 5.0
+
+
+class TrlRefused(AsUnreachable):
+    """The AS answered the TRL query with an error (the session stays)."""
+
+
+class IntrospectionNeeded(GatewayError):
+    """A verified token of a followed issuer whose TRL is not followed and
+    that has no introspection result yet: introspect it, then admit it."""
+
+    coap_code = CoapCode.SERVICE_UNAVAILABLE
+    reason = "introspection_pending"
+
+    def __init__(self, issuer: str, token: bytes, exp: float) -> None:
+        super().__init__("the token is being introspected at its AS")
+        self.issuer = issuer
+        self.token = token
+        self.exp = exp
 
 
 class IssuerStale(GatewayError):
@@ -98,6 +130,8 @@ class FollowerState:
     key_fetch_failures: int = 0
     keys_fetched_at: float | None = None
     introspections: int = 0
+    introspection_failures: int = 0
+    polls: int = 0
     last_error: str = ""
     reconnects: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -129,6 +163,11 @@ class IssuerFollower:
         self._keys_wanted = asyncio.Event()
         self._last_kid_fetch = -1e18
         self._introspected: dict[bytes, tuple[bool, float]] = {}
+        self._connecting = asyncio.Lock()
+        self.introspecting = asyncio.Semaphore(INTROSPECT_PARALLEL)
+        self._introspect_after = -1e18
+        #: False after a connection attempt failed, until one succeeds
+        self._reachable = True
 
     # --- state ---
 
@@ -175,6 +214,11 @@ class IssuerFollower:
             return None
         return active
 
+    def may_introspect(self, now: float) -> bool:
+        """False while the AS cannot be reached (the last connection attempt
+        failed) and for ``INTROSPECT_BACKOFF`` s after a failed introspection."""
+        return self._reachable and now >= self._introspect_after
+
     # --- life cycle ---
 
     def start(self) -> None:
@@ -195,13 +239,19 @@ class IssuerFollower:
             self._session = None
 
     async def _connected(self) -> AsSession:
-        session = self._session
-        if session is not None and not session.closed.is_set():
+        async with self._connecting:  # the TRL, key and introspection tasks share one
+            session = self._session
+            if session is not None and not session.closed.is_set():
+                return session
+            session = AsSession(self._address, self.config.identity.encode(), self._psk)
+            try:
+                await session.connect()
+            except (GatewayError, OSError):
+                self._reachable = False
+                raise
+            self._reachable = True
+            self._session = session
             return session
-        session = AsSession(self._address, self.config.identity.encode(), self._psk)
-        await session.connect()
-        self._session = session
-        return session
 
     # --- the TRL (RFC 9770 §11) ---
 
@@ -212,18 +262,25 @@ class IssuerFollower:
                 session = await self._connected()
                 first = await session.observe(self.config.trl_path, (), self._notified)
                 if first.code != Code.CONTENT:
-                    raise AsUnreachable(f"TRL answered {first.code}")
+                    raise TrlRefused(f"TRL answered {first.code}")
                 self._apply(bytes(first.payload))
                 self.state.following = first.opt.observe is not None
-                if not self.state.following:
-                    self.state.last_error = "the AS does not offer Observe on its TRL"
                 delay = 0.25
-                await session.closed.wait()
-                self.state.last_error = "session to the AS ended"
+                if self.state.following:
+                    await session.closed.wait()
+                    self.state.last_error = "session to the AS ended"
+                else:
+                    self.state.last_error = "the AS does not offer Observe on its TRL (polled)"
+                    await self._poll(session)
             except asyncio.CancelledError:
                 raise
             except (GatewayError, OSError) as exc:
                 self.state.last_error = getattr(exc, "description", None) or str(exc)
+                if isinstance(exc, TrlRefused):
+                    self.state.following = False
+                    await asyncio.sleep(delay)  # the session serves keys and introspection
+                    delay = min(delay * 2, MAX_RETRY)
+                    continue
             except Exception:
                 log.exception("following %s failed", self.name)
                 self.state.last_error = "internal error"
@@ -236,6 +293,22 @@ class IssuerFollower:
                 self._session = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY)
+
+    async def _poll(self, session: AsSession) -> None:
+        """Full queries every third of ``max_staleness`` (an AS without
+        Observe), until the session ends or the AS answers an error."""
+        interval = max(1.0, self.config.max_staleness / 3)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.closed.wait(), interval)
+                return
+            message = Message(code=GET)
+            message.opt.uri_path = tuple(s for s in self.config.trl_path.split("/") if s)
+            response = await session.request(message)
+            if response.code != Code.CONTENT:
+                raise TrlRefused(f"TRL answered {response.code}")
+            self.state.polls += 1
+            self._apply(bytes(response.payload))
 
     def _notified(self, message: Message) -> None:
         if message.code != Code.CONTENT:
@@ -338,10 +411,17 @@ class IssuerFollower:
         except (TokenError, cbor2.CBORDecodeError):
             raise AsUnreachable("introspection response unusable") from None
         self.state.introspections += 1
+        result_active = result.active and th not in self.revoked  # the TRL may have said so
         if len(self._introspected) >= MAX_INTROSPECTED:
             self._introspected.clear()
-        self._introspected[th] = (result.active, exp)
-        return result.active
+        self._introspected[th] = (result_active, exp)
+        return result_active
+
+    def introspection_failed(self, why: str) -> None:
+        """An introspection failed: none for ``INTROSPECT_BACKOFF`` seconds."""
+        self.state.introspection_failures += 1
+        self.state.last_error = f"introspection: {why}"
+        self._introspect_after = self._clock() + INTROSPECT_BACKOFF
 
 
 def decode_public_key_set(data: bytes) -> KeySet:
@@ -397,6 +477,8 @@ class FollowedIssuers:
         #: bumped at each change (the authorizer's cache key)
         self.version = 0
         self._stale_dropped: set[str] = set()
+        #: introspections in flight by token hash (one per token, bounded)
+        self._introspecting: dict[bytes, asyncio.Task[None]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.followers)
@@ -406,24 +488,41 @@ class FollowedIssuers:
             f.start()
 
     async def stop(self) -> None:
+        for task in list(self._introspecting.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for f in self.followers.values():
             await f.stop()
 
     def is_revoked(self, cti: bytes) -> bool:
         return cti in self.revoked_ctis
 
-    def admit(self, issuer: str, token: bytes, cti: bytes, exp: float) -> str | None:
+    def admit(
+        self, issuer: str, token: bytes, cti: bytes, exp: float, *, introspect: bool = True
+    ) -> str | None:
         """Check a verified token of ``issuer`` before it is stored; remember
         its hash. Returns a refusal reason: ``revoked`` (its hash is on the
-        TRL) or ``issuer_stale`` (fail-closed, TRL stale, not introspected)."""
+        TRL, or introspection said inactive), ``issuer_stale`` (fail-closed,
+        TRL stale, not introspected) or, with ``introspect``, ``introspect``
+        (TRL not followed and no introspection result yet: RFC 9200 §5.9
+        first, then admit again with ``introspect=False``)."""
         follower = self.followers.get(issuer)
         if follower is None:
             return None
         th = token_hash(token)
         now = self._clock()
-        if th in follower.revoked or follower.introspected(th, now) is False:
+        cached = follower.introspected(th, now)
+        if th in follower.revoked or cached is False:
             return "revoked"
-        if follower.stale(now) and follower.fail_closed and not follower.introspected(th, now):
+        if (
+            introspect
+            and cached is None
+            and not follower.state.following
+            and follower.may_introspect(now)
+        ):
+            return "introspect"
+        if follower.stale(now) and follower.fail_closed and not cached:
             return "issuer_stale"
         if len(self._held) > 200_000:
             self._forget_expired(now)
@@ -438,6 +537,57 @@ class FollowedIssuers:
         if follower.introspected(token_hash(token), self._clock()) is not None:
             return None
         return follower
+
+    def introspect_later(self, need: IntrospectionNeeded) -> asyncio.Task[None] | None:
+        """Start introspecting ``need.token`` at its AS in the background (one
+        task per token hash, at most ``MAX_INTROSPECTING``); None when over
+        the bound or nothing to do. Failures back off (see the module)."""
+        follower = self.needs_introspection(need.issuer, need.token)
+        if follower is None:
+            return None
+        th = token_hash(need.token)
+        task = self._introspecting.get(th)
+        if task is not None:
+            return task
+        if len(self._introspecting) >= MAX_INTROSPECTING:
+            return None
+        task = asyncio.create_task(
+            self._introspect(follower, need.token, th, need.exp), name=f"introspect {follower.name}"
+        )
+        self._introspecting[th] = task
+        task.add_done_callback(lambda _: self._introspecting.pop(th, None))
+        return task
+
+    async def introspect_now(
+        self, need: IntrospectionNeeded, wait: float = INTROSPECT_WAIT
+    ) -> None:
+        """Introspect ``need.token`` and wait for the result, at most ``wait``
+        seconds (the introspection goes on in the background after that)."""
+        task = self.introspect_later(need)
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), wait)
+
+    async def _introspect(
+        self, follower: IssuerFollower, token: bytes, th: bytes, exp: float
+    ) -> None:
+        try:
+            async with follower.introspecting:
+                if not follower.may_introspect(self._clock()):
+                    return
+                active = await follower.introspect(token, th, exp)
+        except asyncio.CancelledError:
+            raise
+        except (GatewayError, OSError) as exc:
+            why = getattr(exc, "description", None) or str(exc)
+            log.info("introspection at %s failed: %s", follower.name, why)
+            follower.introspection_failed(why)
+            return
+        except Exception:
+            log.exception("introspection at %s failed", follower.name)
+            follower.introspection_failed("internal error")
+            return
+        log.debug("introspection at %s: %s", follower.name, "active" if active else "inactive")
 
     def _forget_expired(self, now: float) -> None:
         self._held = {h: v for h, v in self._held.items() if v[2] > now}
@@ -543,7 +693,27 @@ class FollowedIssuers:
                 "Tokens introspected at the external AS (TRL not followed).",
                 each(lambda f: f.state.introspections),
             ),
+            m.family(
+                "acegw_issuer_introspection_failures_total",
+                "counter",
+                "Introspections at the external AS that failed (unreachable, error answer).",
+                each(lambda f: f.state.introspection_failures),
+            ),
+            m.family(
+                "acegw_issuer_trl_polls_total",
+                "counter",
+                "Full TRL queries polled (the AS answered without Observe).",
+                each(lambda f: f.state.polls),
+            ),
         ]
 
 
-__all__ = ["FollowedIssuers", "FollowerState", "IssuerFollower", "IssuerStale", "read_psk"]
+__all__ = [
+    "FollowedIssuers",
+    "FollowerState",
+    "IntrospectionNeeded",
+    "IssuerFollower",
+    "IssuerStale",
+    "TrlRefused",
+    "read_psk",
+]

@@ -75,7 +75,11 @@ from gateway.operations.gateway_metrics import (
 from gateway.proxy import Proxy
 from gateway.registry.registry import Registry
 from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, RequestView
-from gateway.resource_server.issuer_follower import FollowedIssuers, IssuerStale
+from gateway.resource_server.issuer_follower import (
+    FollowedIssuers,
+    IntrospectionNeeded,
+    IssuerStale,
+)
 from gateway.resource_server.lockout import Ban, Lockout
 from gateway.resource_server.psk_lookup import PskLookup
 from gateway.resource_server.rate_limits import RateLimiter
@@ -211,7 +215,7 @@ class Gateway:
         self.psk_lookup = PskLookup(
             client_psk=self.registry.psk_for,
             tokens=self.tokens,
-            accept=self.accept,
+            accept=self.accept_identity,
             clock=self.clock,
             outcome=self._psk_identity_token,
         )
@@ -372,7 +376,8 @@ class Gateway:
             site.add_resource(list(KEYS_PATH), KeySetResource(self.keystore.export_public))
         if self.trl is not None:
             site.add_resource(list(self.trl.resource.path), self.trl.resource)
-        site.add_resource(["authz-info"], AuthzInfoResource(self.accept, self.clock, self.audit))
+        upload = AuthzInfoResource(self.accept_upload, self.clock, self.audit)
+        site.add_resource(["authz-info"], upload)
         for path, resource in self.proxy.site_entries():
             site.add_resource(path, resource)
         return site
@@ -485,35 +490,62 @@ class Gateway:
         self._policies[client_id] = (c.generation, policy)
         return policy
 
-    def accept(self, token: bytes, now: float, remote: Any = None) -> AccessToken:
+    def accept(
+        self, token: bytes, now: float, remote: Any = None, *, introspect: bool = True
+    ) -> AccessToken:
         """Verify and store an uploaded token (RFC 9200 §5.10.1), and share
-        it with the other workers."""
-        access = self._store(token, now)
+        it with the other workers. Raises IntrospectionNeeded for a token of
+        a followed issuer whose TRL is not followed (see accept_upload)."""
+        access = self._store(token, now, introspect=introspect)
         if self.share_token is not None:
             self.share_token(token, access.exp)
         return access
+
+    async def accept_upload(self, token: bytes, now: float, remote: Any = None) -> AccessToken:
+        """``/authz-info``: :meth:`accept`, introspecting first (RFC 9200
+        §5.9, bounded wait) when the token's issuer's TRL is not followed.
+        Tokens already known to this worker never wait."""
+        try:
+            return self.accept(token, now, remote)
+        except IntrospectionNeeded as need:
+            await self.followed.introspect_now(need)
+        return self.accept(token, self.clock(), remote, introspect=False)
+
+    def accept_identity(self, token: bytes, now: float) -> AccessToken:
+        """A token carried as PSK identity (RFC 9202 §3.2.1): the handshake
+        cannot wait, so a token needing introspection is introspected in
+        the background and this handshake refused (the retry finds it)."""
+        try:
+            return self.accept(token, now)
+        except IntrospectionNeeded as need:
+            self.followed.introspect_later(need)
+            raise
 
     def accept_shared(self, token: bytes, now: float) -> AccessToken | None:
         """A token another worker accepted: verified here again (it may have
         been revoked, or its key retired, since) and stored; None if refused."""
         try:
-            access = self._store(token, now)
+            access = self._store(token, now, introspect=False)
         except (TokenError, GatewayError) as exc:
             log.debug("shared token refused: %s", exc.reason)
             return None
         self.metrics.tokens_accepted.inc("shared")
         return access
 
-    def _store(self, token: bytes, now: float) -> AccessToken:
+    def _store(self, token: bytes, now: float, *, introspect: bool = True) -> AccessToken:
         try:
             access = self.intake.accept(token, now)
         except UnknownKey:
             self.followed.unknown_kid()  # fetch the key set (rate-limited)
             raise
         if self.followed:
-            refusal = self.followed.admit(access.issuer, token, access.cti, access.exp)
+            refusal = self.followed.admit(
+                access.issuer, token, access.cti, access.exp, introspect=introspect
+            )
             if refusal == "revoked":
                 raise Revoked("token revoked")
+            if refusal == "introspect":
+                raise IntrospectionNeeded(access.issuer, token, access.exp)
             if refusal is not None:
                 raise IssuerStale("the issuer's revocation list is stale (fail-closed)")
         key_kid = decode_unverified(token).kid

@@ -4,90 +4,32 @@ registered resource server (TRL observed, key set fetched)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
-import time
 from pathlib import Path
 
 import aiocoap
 
 from gateway.runtime.cli import main as cli_main
-from gateway.runtime.gateway import Gateway
 from tokens import cnf as cnf_mod
-from tokens.ace import TokenRequest, TokenResponse
 from tokens.aif import Scope
 from tokens.cwt import Claims, mint
 from tokens.keys import SymmetricKey
 
-from .conftest import DEVICE_ID, DEVICE_PSK, ProofDevice, device, gateway_config
-
-RS_ID = "rs-b"
-RS_PSK = os.urandom(32)  # above tinydtls's 16: the engine's client carries it
-
-
-def _init(d: Path) -> Path:
-    assert cli_main(["init", "--dir", str(d)], out=io.StringIO()) == 0
-    return d
-
-
-async def _until(predicate, timeout: float = 10.0, state: object = None) -> float:
-    """Poll ``predicate`` (bounded); returns the seconds it took."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not reached in time ({state})")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
-
-
-async def _token(gw_as: Gateway) -> tuple[bytes, object, bytes]:
-    async with device(gw_as, DEVICE_ID.encode(), DEVICE_PSK) as dev:
-        resp = await dev.post("/token", TokenRequest(audience=RS_ID).encode())
-        assert resp.code == aiocoap.CREATED, resp.payload
-    tr = TokenResponse.decode(resp.payload)
-    return tr.access_token, cnf_mod.decode(tr.cnf).key, resp.payload
+from .conftest import DEVICE_ID, DEVICE_PSK, ProofDevice, device
+from .external_as import RS_ID, as_and_rs, token_from, until
 
 
 async def test_revocation_and_rotation_reach_the_following_rs(tmp_path: Path) -> None:
-    as_dir = _init(tmp_path / "as")
-    gw_as = Gateway(gateway_config(as_dir, ACEGW_AS_AUDIENCES=f"acegw,{RS_ID}"))
-    gw_as.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET", audiences=[RS_ID])
-    gw_as.registry.add(RS_ID, psk=RS_PSK, scope="/introspect:POST", audiences=[RS_ID])
-    await gw_as.start()
-    gw_rs = None
-    try:
-        rs_dir = _init(tmp_path / "rs")
-        psk_file = rs_dir / "as.psk"
-        psk_file.write_text(RS_PSK.hex())
-        os.chmod(psk_file, 0o600)
-        # the AS-RS key of its encrypted tokens comes by file (never in a public key set)
-        keys_file = rs_dir / "as-rs.cbor"
-        keys_file.write_bytes(gw_as.keystore.export_for_rs())
-        os.chmod(keys_file, 0o600)
-        host, port = gw_as.address
-        with open(rs_dir / "acegw.toml", "a") as f:
-            f.write(
-                "\n[[rs.issuers]]\n"
-                f'name = "{gw_as.config.as_.issuer}"\n'
-                f'as_uri = "coaps://{host}:{port}"\n'
-                f'identity = "{RS_ID}"\n'
-                f'psk_file = "{psk_file}"\n'
-                f'keys_file = "{keys_file}"\n'
-                "max_staleness = 2\n"
-            )
-        gw_rs = Gateway(gateway_config(rs_dir, ACEGW_AS_ENABLED="false", ACEGW_RS_AUDIENCE=RS_ID))
-        # the device's DTLS PSK at the RS (its access rights come from the AS's tokens)
-        gw_rs.registry.add(DEVICE_ID, psk=DEVICE_PSK, scope="/whoami:GET")
-        await gw_rs.start()
-        follower = gw_rs.followed.followers[gw_as.config.as_.issuer]
-        await _until(
+    async with as_and_rs(tmp_path, "max_staleness = 2\n") as p:
+        gw_as, gw_rs, follower, as_dir = p.gw_as, p.gw_rs, p.follower, p.as_dir
+        await until(
             lambda: follower.state.following and follower.state.key_fetches > 0,
             state=follower.state,
         )
 
         # a token of the AS works at the RS
-        token, pop, _ = await _token(gw_as)
+        token, pop = await token_from(gw_as)
         async with device(gw_rs, DEVICE_ID.encode(), DEVICE_PSK) as dev:
             resp = await dev.post("/authz-info", token)
             assert resp.code == aiocoap.CREATED, resp.payload
@@ -101,7 +43,7 @@ async def test_revocation_and_rotation_reach_the_following_rs(tmp_path: Path) ->
                 cli_main(["tokens", "revoke", "--dir", str(as_dir), cti.hex()], out=io.StringIO())
                 == 0
             )
-            took = await _until(lambda: gw_rs.tokens.peek(pop.kid) is None, timeout=5)
+            took = await until(lambda: gw_rs.tokens.peek(pop.kid) is None, timeout=5)
             assert took < 1.0, f"revocation took {took:.3f} s to reach the RS"
             assert follower.state.notifications == notes + 1
             resp = await pd.call()
@@ -129,7 +71,7 @@ async def test_revocation_and_rotation_reach_the_following_rs(tmp_path: Path) ->
         async with device(gw_rs, DEVICE_ID.encode(), DEVICE_PSK) as dev:
             resp = await dev.post("/authz-info", token2)
             assert resp.code == aiocoap.UNAUTHORIZED  # unknown kid: a fetch is started
-            await _until(lambda: follower.state.key_fetches > fetches, state=follower.state)
+            await until(lambda: follower.state.key_fetches > fetches, state=follower.state)
             resp = await dev.post("/authz-info", token2)
             assert resp.code == aiocoap.CREATED, resp.payload
             pd = ProofDevice(dev, pop2, token2)
@@ -137,8 +79,8 @@ async def test_revocation_and_rotation_reach_the_following_rs(tmp_path: Path) ->
 
         # the AS goes away: fail-closed past max_staleness refuses, /readyz says why
         await gw_as.stop()
-        await _until(lambda: not follower.state.following)
-        await _until(lambda: follower.stale(gw_rs.clock()), timeout=10)
+        await until(lambda: not follower.state.following)
+        await until(lambda: follower.stale(gw_rs.clock()), timeout=10)
         gw_rs.housekeeping(gw_rs.clock())
         ready, detail = gw_rs.readiness()
         assert not ready
@@ -146,9 +88,3 @@ async def test_revocation_and_rotation_reach_the_following_rs(tmp_path: Path) ->
         assert gw_rs.tokens.peek(pop2.kid) is None
         text = await gw_rs.metrics_text()
         assert 'acegw_issuer_trl_stale{worker="0",issuer="acegw"} 1' in text
-    finally:
-        if gw_rs is not None:
-            await gw_rs.stop()
-            gw_rs.registry.close()
-        await gw_as.stop()
-        gw_as.registry.close()
