@@ -27,11 +27,14 @@ Under attack (``ours+flood``): the same handshakes while one address
 ports (:func:`gateway.dtls.hostile.half_open_flood`), holding its share of
 the half-open table the whole time.
 
-NAT rebinding (``ours``, after the rounds): one session with a Connection ID
-(RFC 9146) and a 32-byte PSK moves to a new source port every 4 requests
-(``--rebind-requests`` in all); every extra handshake it needed is counted
-(``cid_rebind_handshakes``, 0 when CID works); the same without CID, where
-each move costs a new handshake (``nocid_rebind_handshakes``).
+NAT rebinding (after the rounds): the real gateway (``bench._gateway``) behind
+a :class:`gateway.dtls.nat_relay.NatRelay` that gives the device a new source
+port every 5 datagrams; the device holds a token and makes proof-bearing GETs
+(``--rebind-requests`` in all, :func:`gateway.dtls.nat_relay.rebinding_run`)
+with a Connection ID (RFC 9146) and its generated 32-byte PSK; every extra
+handshake it needed is counted (``cid_rebind_handshakes``, 0 when CID works);
+the same without CID, where each move costs a new handshake
+(``nocid_rebind_handshakes``).
 
 Last line: ``RESULT handshakes_per_s=<ours, seen> req_per_s=<ours, seen>
 vs_tinydtls=<tinydtls CPU per request / ours> vs_aiocoap=<aiocoap's / ours>
@@ -59,10 +62,12 @@ import os
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiocoap
 from aiocoap import resource
@@ -70,16 +75,16 @@ from aiocoap import resource
 from bench._common import fmt_ratio, fmt_us, print_table
 from gateway.dtls import DtlsServerConfig, create_server_context
 from gateway.dtls.hostile import half_open_flood
+from gateway.dtls.nat_relay import rebinding_run
 from gateway.dtls.probe import DtlsProbe, ProbeError, ProbeSession
 from gateway.dtls.tinydtls_server import create_tinydtls_server_context
 
 PSK = b"bench-psk-0123ab"
-#: The rebinding device's PSK (the registry's default length).
-LONG_PSK = bytes(range(32))
 PAYLOAD = b"x" * 136
 SERVERS = ("ours", "tinydtls", "aiocoap", "libcoap")
-#: Requests between two source-port changes of the rebinding device.
-REBIND_EVERY = 4
+#: Datagrams from the rebinding device between two source-port changes (a
+#: handshake takes 3, a proofed GET 1).
+REBIND_EVERY = 5
 #: The flooding address of the ``ours+flood`` measurement.
 FLOODER = "127.0.0.10"
 #: No phase may take longer than this (seconds).
@@ -119,7 +124,7 @@ async def _serve(kind: str, port: int, sessions: int) -> None:
         )
 
         def lookup(identity: bytes) -> bytes:
-            return LONG_PSK if identity.startswith(b"rebind") else PSK
+            return PSK
 
         create = create_server_context if kind == "ours" else create_tinydtls_server_context
         context, _server = await create(site, config, lookup)
@@ -368,34 +373,30 @@ async def _measure(kind: str, args: argparse.Namespace, *, flood: bool = False) 
     return result
 
 
-async def _rebinding(connection_id: bool, requests: int) -> tuple[int, int]:
-    """One device on ``ours`` moving to a new source port every
-    :data:`REBIND_EVERY` requests: ``(extra handshakes, requests answered)``.
-    A request that gets no answer in 1 s costs a new handshake."""
-    port = _free_port_pair()
-    process = await _start("ours", port, 10)
-    probe = DtlsProbe(("127.0.0.1", port))
-    extra = answered = 0
-    request = aiocoap.Message(code=aiocoap.GET, uri_path=())
-    try:
-        identity = b"rebind-" + (b"cid" if connection_id else b"plain")
-        session = await probe.connect(identity, LONG_PSK, connection_id=connection_id)
-        for n in range(requests):
-            if n and n % REBIND_EVERY == 0:
-                session.rebind()
-            try:
-                await session.request(request, timeout=1.0)
-                answered += 1
-            except ProbeError:
-                await session.close(notify=False)
-                session = await probe.connect(identity, LONG_PSK, connection_id=connection_id)
-                extra += 1
-                await session.request(request, timeout=5.0)
-                answered += 1
-    finally:
-        await probe.close()
-        await _stop(process)
-    return extra, answered
+async def _rebinding(connection_id: bool, requests: int) -> tuple[int, int, int]:
+    """A device with a token on the real gateway behind a NAT that moves it
+    every :data:`REBIND_EVERY` datagrams: ``(extra handshakes, requests
+    answered, Echo rounds)``. A request that gets no answer in 1 s costs a new
+    handshake."""
+    from bench import _gateway  # imports this module
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        ((client_id, psk),) = _gateway.prepare(state, 1)
+        process, port = await _gateway.start_gateway(state)
+        try:
+            run = await rebinding_run(
+                ("127.0.0.1", port),
+                client_id.encode(),
+                psk,
+                connection_id=connection_id,
+                requests=requests,
+                rebind_every=REBIND_EVERY,
+                path=("bench",),
+            )
+        finally:
+            await _stop(process)
+    return run.extra_handshakes, run.answered, run.echo_rounds
 
 
 def _per_op_us(seconds: float, operations: int) -> float:
@@ -430,7 +431,7 @@ async def _run(args: argparse.Namespace) -> int:
             if kind == "ours":
                 rounds["ours+flood"].append(await _measure(kind, args, flood=True))
     results = {kind: _combine(measured) for kind, measured in rounds.items()}
-    rebinding: dict[str, tuple[int, int]] = {}
+    rebinding: dict[str, tuple[int, int, int]] = {}
     if "ours" in args.servers:
         for label, cid in (("cid", True), ("nocid", False)):
             rebinding[label] = await _rebinding(cid, args.rebind_requests)
@@ -488,10 +489,10 @@ async def _run(args: argparse.Namespace) -> int:
             f"{fmt_ratio(x['capacity_handshakes'])}, requests "
             f"{fmt_ratio(x['capacity_requests'])}; memory per session {fmt_ratio(x['memory'])}"
         )
-    for label, (extra, answered) in rebinding.items():
+    for label, (extra, answered, echoes) in rebinding.items():
         print(
-            f"rebinding every {REBIND_EVERY} requests ({label}): {extra} extra handshake(s), "
-            f"{answered} of {args.rebind_requests} requests answered"
+            f"rebinding every {REBIND_EVERY} datagrams ({label}): {extra} extra handshake(s), "
+            f"{echoes} Echo round(s), {answered} of {args.rebind_requests} requests answered"
         )
     flooded = results.get("ours+flood", Result("ours+flood"))
     nan = float("nan")
@@ -506,8 +507,8 @@ async def _run(args: argparse.Namespace) -> int:
         "vs_aiocoap": ratios.get("aiocoap", {}).get("capacity_requests", float("nan")),
         "vs_libcoap": ratios.get("libcoap", {}).get("capacity_requests", float("nan")),
         "kb_per_session": ours.kb_per_session,
-        "cid_rebind_handshakes": rebinding.get("cid", (nan, 0))[0],
-        "nocid_rebind_handshakes": rebinding.get("nocid", (nan, 0))[0],
+        "cid_rebind_handshakes": rebinding.get("cid", (nan, 0, 0))[0],
+        "nocid_rebind_handshakes": rebinding.get("nocid", (nan, 0, 0))[0],
     }
     if args.json:
         report = {
@@ -538,7 +539,7 @@ async def _run(args: argparse.Namespace) -> int:
         f"nocid_rebind_handshakes={result['nocid_rebind_handshakes']}"
     )
     failed = any(r.error or r.handshake_failures or r.request_failures for r in results.values())
-    rebind_failed = rebinding.get("cid", (0, 0))[0] != 0
+    rebind_failed = rebinding.get("cid", (0, 0, 0))[0] != 0
     return 1 if ours.error or not ours.sessions or rebind_failed or (failed and args.tiny) else 0
 
 
