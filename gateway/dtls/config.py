@@ -54,6 +54,13 @@ class DtlsServerConfig:
     #: byte, so a datagram the kernel delivers to another worker of the same
     #: port can be handed to the owner (None: one process).
     cid_owner: int | None = None
+    #: Datagrams per second (and burst) this worker passes to the worker its
+    #: CID names; more are dropped and counted (``hand_over_limit``). The CID
+    #: of a record cannot be checked before the owner decrypts it, so a peer
+    #: sending records with random CIDs must not make workers forward
+    #: unbounded traffic through the supervisor.
+    hand_over_rate: float = 2000.0
+    hand_over_burst: int = 2000
     #: Seconds without an authenticated datagram before a session is closed.
     idle_timeout: float = 300.0
     #: Seconds a handshake may take before its state is dropped.
@@ -91,6 +98,8 @@ class DtlsServerConfig:
                 or (4 if self.cid_owner is not None else 1) <= self.cid_length <= 32,
             ),
             ("server.workers", self.cid_owner is None or 0 <= self.cid_owner <= 255),
+            ("dtls.hand_over_rate", self.hand_over_rate > 0),
+            ("dtls.hand_over_burst", self.hand_over_burst >= 1),
         )
         for key, ok in checks:
             if not ok:

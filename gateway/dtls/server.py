@@ -70,6 +70,26 @@ log = logging.getLogger(__name__)
 #: worker ``owner``; ``local`` is the ancillary data it arrived with.
 HandOver = Callable[[int, bytes, SockAddr, Cmsg | None], None]
 
+
+class _Budget:
+    """A token bucket: ``rate`` per second up to ``burst``; ``now`` passed in."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate, self._burst = rate, float(burst)
+        self._tokens, self._at = float(burst), now
+
+    def take(self, now: float) -> bool:
+        tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+
 #: Engine counters that are datagrams or records dropped, by the reason label
 #: :class:`DtlsStats` reports them under.
 _DROPPED = {
@@ -146,6 +166,9 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         self._on_handshake = on_handshake
         self._hand_over = hand_over
         self._loop = asyncio.get_running_loop()
+        self._hand_over_budget = _Budget(
+            config.hand_over_rate, config.hand_over_burst, self._loop.time()
+        )
         self._engine = DtlsServerEngine(
             engine_config(config), psk_lookup, now=self._loop.time(), admit=admit_identity
         )
@@ -381,10 +404,12 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         elif isinstance(event, AddressChanged):
             self._address_changed(event)
         elif isinstance(event, ForeignConnectionId):
-            if self._hand_over is not None:
+            if self._hand_over is None:
+                self._counters.dropped["foreign_cid"] += 1
+            elif self._hand_over_budget.take(self._loop.time()):
                 self._hand_over(event.owner, event.datagram, event.address, self._local)
             else:
-                self._counters.dropped["foreign_cid"] += 1
+                self._counters.dropped["hand_over_limit"] += 1
 
     def _application_data(self, session: EngineSession, plaintext: bytes) -> None:
         peer = session.user

@@ -257,6 +257,19 @@ def collect(gateway: Any) -> list[m.Family]:
                 "Datagrams dropped, by reason.",
                 [({**const, "reason": k}, v) for k, v in sorted(st.dropped.items())],
             ),
+            m.family(
+                "acegw_dtls_address_changes_total",
+                "counter",
+                "Sessions moved to a new peer address by their Connection ID (RFC 9146 §6: "
+                "a NAT rebinding without a new handshake).",
+                [(const, st.address_changes)],
+            ),
+            m.family(
+                "acegw_dtls_handed_over_total",
+                "counter",
+                "Datagrams another worker received for a Connection ID this worker owns.",
+                [(const, st.handed_over)],
+            ),
         ]
     decisions = gateway.authorizer.decisions
     now = gateway.clock()
