@@ -60,6 +60,9 @@ _KEY_CHECK = b"acegw registry key check"
 _KEY_CHECK_AAD = b"acegw:key-check"
 #: Change-log rows older than this are pruned by :meth:`Registry.purge_expired`.
 CHANGELOG_RETENTION = 24 * 3600.0
+#: More changed clients than this in one refresh (a bulk add elsewhere): the
+#: view is read again in one pass rather than row by row.
+FULL_RELOAD_CHANGES = 512
 
 
 def generate_psk(*, printable: bool = False, size: int = GENERATED_PSK_BYTES) -> bytes:
@@ -186,6 +189,11 @@ class ClientStatus:
         return self.cutoff is not None and (iat is None or iat <= self.cutoff)
 
 
+#: Seconds between change-log reads of a watched store without announcements
+#: (a safety net; notifications are not expected to go missing while connected).
+SAFETY_REFRESH = 5.0
+
+
 class _View:
     """The in-memory view the request path reads: client records (PSKs
     sealed until first use), cut-offs, revoked token ids."""
@@ -236,6 +244,11 @@ class Registry:
         self._lock = threading.RLock()
         self._view: _View | None = None
         self._last_poll = -float("inf")
+        #: pushed changes (:meth:`watch`): the store's feed, whether a change
+        #: was announced since the last read, whether the last refresh read nothing
+        self._feed: Any = None
+        self._pending = True
+        self._idle = False
         #: Bumped whenever a client or the revocation list may have changed
         #: (here or, once refreshed, in another process): callers may cache
         #: answers of :meth:`psk_for` / :meth:`is_revoked` per version.
@@ -273,6 +286,9 @@ class Registry:
         return Path(self.store.location)
 
     def close(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+            self._feed = None
         self.store.close()
 
     def __enter__(self) -> Registry:
@@ -309,13 +325,46 @@ class Registry:
                 self._view.reload_client(self.store, client_id)
             self.version += 1
 
+    def watch(self) -> bool:
+        """Follow changes pushed by the store where it offers them (PostgreSQL
+        LISTEN/NOTIFY, :class:`gateway.registry.postgres.ChangeFeed`): then
+        :meth:`refresh` reads the database only after an announced change, a
+        reconnect (catch-up) or :data:`SAFETY_REFRESH` seconds, and not at all
+        while the feed is disconnected (the view serves from memory). False
+        when the store has no feed (SQLite: refresh reads the change log)."""
+        make = getattr(self.store, "change_feed", None)
+        if make is None or self._feed is not None:
+            return self._feed is not None
+        self._feed = make(self._announced)
+        self._feed.start()
+        return True
+
+    def _announced(self) -> None:
+        """From the feed's thread: the next refresh reads the change log."""
+        self._pending = True
+
+    @property
+    def store_connected(self) -> bool:
+        """False while a pushed-changes store's feed has lost its database."""
+        return self._feed is None or bool(self._feed.connected)
+
     def refresh(self) -> Changes:
         """Apply the change log since the last refresh to the view (changes
         by this and other processes); the gateway's housekeeping calls it."""
         with self._lock:
+            feed = self._feed
+            if feed is not None:
+                due = self._monotonic() - self._last_poll >= SAFETY_REFRESH
+                if not feed.connected or not (self._pending or due):
+                    self._idle = True
+                    return Changes(self._seen_stamp, frozenset(), False, True)
+                self._pending = False  # an announcement from now on reads again
+            self._idle = False
             changes = self.store.changes_since(self._seen_stamp)
             view = self._view
-            if view is not None and not changes.complete:
+            if view is not None and (
+                not changes.complete or len(changes.client_ids) > FULL_RELOAD_CHANGES
+            ):
                 self._view = _View(self.store)
                 self.version += 1
             elif view is not None:
@@ -600,16 +649,21 @@ class Registry:
         return self.store.change_stamp()
 
     def changes_since(self, stamp: int) -> Changes:
-        """:meth:`RegistryStore.changes_since`."""
+        """:meth:`RegistryStore.changes_since` (nothing, without a read, when
+        the last :meth:`refresh` of a watched store found nothing to read)."""
+        if self._idle and stamp == self._seen_stamp:
+            return Changes(stamp, frozenset(), False, True)
         return self.store.changes_since(stamp)
 
 
 __all__ = [
     "CHANGELOG_RETENTION",
+    "FULL_RELOAD_CHANGES",
     "GENERATED_PSK_BYTES",
     "GENERATED_PSK_CHARS",
     "MAX_CLIENT_ID_LEN",
     "MAX_PSK_LEN",
+    "SAFETY_REFRESH",
     "Changes",
     "Client",
     "ClientStatus",

@@ -23,6 +23,7 @@ from gateway.errors import (
 from gateway.registry.masterkey import MasterKey
 from gateway.registry.registry import (
     CHANGELOG_RETENTION,
+    FULL_RELOAD_CHANGES,
     GENERATED_PSK_BYTES,
     GENERATED_PSK_CHARS,
     MAX_CLIENT_ID_LEN,
@@ -481,3 +482,18 @@ def test_ban_lifts_travel_through_the_change_log(reg: Registry, db_path: Path, k
     assert changes.lifts == (("192.0.2.7", None), (None, b"acc-0001"))
     assert changes.client_ids == frozenset({"late"})
     assert reg.changes_since(changes.stamp).lifts == ()
+
+
+def test_a_bulk_add_elsewhere_is_applied_in_one_pass(db_path: Path, key: MasterKey) -> None:
+    """More than FULL_RELOAD_CHANGES changed clients: the view is read again
+    at once, not one query per client (housekeeping must not stall)."""
+    with Registry(db_path, key) as admin, Registry(db_path, key) as worker:
+        assert worker.psk_for("bulk-0000") is None  # the view is loaded
+        added = admin.bulk_add(FULL_RELOAD_CHANGES + 1, "bulk-", "/a:GET", psk_bytes=16)
+        statements: list[str] = []
+        worker.store._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        changes = worker.refresh()
+        worker.store._db.set_trace_callback(None)  # type: ignore[attr-defined]
+        assert len(changes.client_ids) == len(added)
+        assert len(statements) < 10, statements[:20]
+        assert all(worker.psk_for(cid) == psk for cid, psk in added)
