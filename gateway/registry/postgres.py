@@ -100,6 +100,12 @@ class PostgresStore:
     def close(self) -> None:
         self._pool.close()
 
+    def change_feed(
+        self, on_change: Callable[[], None], on_state: Callable[[bool], None] = lambda up: None
+    ) -> ChangeFeed:
+        """A :class:`ChangeFeed` on this database (not started)."""
+        return ChangeFeed(self.url, on_change, on_state=on_state)
+
     # --- connections and transactions -------------------------------------------
 
     @contextmanager
@@ -528,8 +534,8 @@ class ChangeFeed:
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self._set_state(True)
                     self.on_change()  # catch up on what passed while disconnected
+                    self._set_state(True)
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=0.2, stop_after=1):
                             self.on_change()

@@ -596,6 +596,7 @@ class Gateway:
             hand_over=self.hand_over,
         )
         self.registry.load()  # the view requests and handshakes read
+        self.registry.watch()  # PostgreSQL: changes pushed (LISTEN/NOTIFY)
         self._housekeeping = asyncio.create_task(self._housekeep())
         if self.trl is not None:
             self.root.observable = self.trl.resource
@@ -621,6 +622,8 @@ class Gateway:
             followed_ok, issuers = self.followed.readiness(self.clock())
             serving = serving and followed_ok
         detail: dict[str, Any] = {"worker": self.worker, "draining": self.draining}
+        # an unreachable shared registry: served from memory, changes refused
+        detail["registry"] = "connected" if self.registry.store_connected else "unreachable"
         if self.dtls is not None:
             detail["sessions"] = self.dtls.stats().sessions
         if self.followed:

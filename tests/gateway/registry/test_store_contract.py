@@ -113,3 +113,34 @@ def test_postgres_unreachable_is_a_clear_error_without_password(tmp_path: Path) 
         PostgresStore(url, timeout=1.0)
     assert "s3cret" not in str(err.value) and "unreachable" in str(err.value)
     assert redact(url) == f"postgresql://acegw:***@/acegw?host={tmp_path}"
+
+
+def test_watched_registry_reads_only_after_an_announcement(pg_url: str) -> None:
+    """On PostgreSQL a watched registry's refresh reads nothing until a
+    NOTIFY (or a reconnect) announces a change; then it applies it."""
+    import time
+
+    key = MasterKey(os.urandom(32))
+    with Registry(pg_url, key) as admin, Registry(pg_url, key) as watched:
+        admin.add("dev-1", scope="/a:GET")
+        watched.load()
+        assert watched.watch()
+        deadline = time.monotonic() + 10
+        while not watched.store_connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watched.store_connected
+        watched.refresh()  # the catch-up after connecting
+        reads: list[int] = []
+        real = watched.store.changes_since
+        watched.store.changes_since = lambda stamp: reads.append(stamp) or real(stamp)  # type: ignore[method-assign]
+        for _ in range(20):
+            assert not watched.refresh().client_ids
+        assert reads == []  # nothing announced: memory only
+        admin.disable("dev-1")
+        deadline = time.monotonic() + 5
+        changes = watched.refresh()
+        while "dev-1" not in changes.cut_off and time.monotonic() < deadline:
+            time.sleep(0.01)
+            changes = watched.refresh()
+        assert "dev-1" in changes.cut_off and watched.psk_for("dev-1") is None
+        assert len(reads) >= 1
