@@ -224,7 +224,24 @@ def cmd_clients_add(args: argparse.Namespace, out: TextIO) -> int:
     if psk is None:
         for line in _psk_lines(got):
             print(line, file=out)
+    config = _config(args)
+    if config.as_.enabled:
+        for line in trl_registration_lines():
+            print(line, file=out)
     return 0
+
+
+def trl_registration_lines() -> list[str]:
+    """What a registered device or administrator is given at registration
+    to follow the revocation list (RFC 9770 §10): the TRL's url-path, the
+    token hash function, MAX_N and MAX_DIFF_BATCH. No secret."""
+    from gateway.authorization_server import revocation_list as trl
+
+    return [
+        f"revocation list (RFC 9770): GET /{'/'.join(trl.TRL_PATH)} (Observe; full or diff query)",
+        f"  token hash {trl.HASH_NAME} (Named Information Hash Algorithm ID {trl.SHA256_SUITE}),"
+        f" MAX_N {trl.MAX_N}, MAX_DIFF_BATCH {trl.MAX_DIFF_BATCH}",
+    ]
 
 
 def cmd_clients_update(args: argparse.Namespace, out: TextIO) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiocoap
 
+from gateway.config import IssuerConfig
 from gateway.dtls.probe import DtlsProbe, ProbeSession
 from tokens import cnf as cnf_mod
 from tokens.ace import TokenRequest, TokenResponse
@@ -87,8 +88,11 @@ async def test_as_and_rs_processes(tmp_path: Path) -> None:
     # the AS's operator registers the device and the RS (which may introspect)
     await _ok(as_env, "clients", "add", DEVICE, "--scope", "/whoami:GET", "--audience", RS_ID,
               "--psk-hex", device_psk.hex(), *at_as)  # fmt: skip
-    await _ok(as_env, "clients", "add", RS_ID, "--scope", "/introspect:POST", "--audience", RS_ID,
-              "--psk-hex", rs_psk.hex(), *at_as)  # fmt: skip
+    registered = await _ok(as_env, "clients", "add", RS_ID, "--scope", "/introspect:POST",
+                           "--audience", RS_ID, "--psk-hex", rs_psk.hex(), *at_as)  # fmt: skip
+    # the registration response names the TRL (RFC 9770 §10), never a secret
+    assert f"GET {IssuerConfig.trl_path} " in registered and "token hash sha-256" in registered
+    assert "MAX_N 32, MAX_DIFF_BATCH 16" in registered and rs_psk.hex() not in registered
     await _ok(as_env, "keys", "export", "--include-as-rs", "--out", str(rs_dir / "as-rs.cbor"),
               *at_as)  # fmt: skip
     # the RS's operator: the device's DTLS PSK there, and the RS's own PSK at the AS
