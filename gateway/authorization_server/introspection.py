@@ -62,7 +62,7 @@ class Introspection:
                 active=True,
                 iss=claims.iss,
                 sub=claims.sub,
-                aud=claims.aud,
+                aud=claims.aud if isinstance(claims.aud, str) else audience,
                 exp=claims.exp,
                 iat=claims.iat,
                 cti=claims.cti,
