@@ -5,29 +5,16 @@ with nothing else said for anything else."""
 from __future__ import annotations
 
 from gateway.authorization_server.introspection import Introspection
-from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
+from tests.gateway.embedded_as import AS_RS, NOW, SIGNING, issue
 from tokens import cnf as cnf_mod
-from tokens.ace import IntrospectionResponse, TokenRequest
-from tokens.aif import Scope
-from tokens.keys import Ec2Key, KeySet, SymmetricKey
+from tokens.ace import IntrospectionResponse
+from tokens.keys import KeySet, SymmetricKey
 from tokens.params import Alg
-
-NOW = 1_800_000_000.0
-SIGNING = Ec2Key.generate(b"as-sign")
-AS_RS = SymmetricKey.generate(b"as-rs", Alg.AES_CCM_16_64_128)
-POLICY = ClientPolicy("sensor-1", Scope.parse("/temp:GET"), None, (), None)
 
 
 def mint(audience: str = "rs-1", as_rs: SymmetricKey = AS_RS) -> tuple[bytes, bytes]:
     """A token of the AS, encrypted under the AS-RS key (COSE_Encrypt0)."""
-    server = AuthorizationServer(
-        issuer="as",
-        audiences=(audience,),
-        lifetime=600,
-        signing_key=lambda: SIGNING,
-        as_rs_key=lambda: as_rs,
-    )
-    issued = server.issue(TokenRequest(), POLICY, NOW)
+    issued = issue(audience, as_rs=as_rs)
     return issued.response.access_token, issued.cti
 
 

@@ -26,16 +26,13 @@ from gateway.coap.ace_resources import (
 )
 from gateway.errors import GatewayError
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
+from tests.gateway.embedded_as import AS_RS, NOW, SENSOR, SIGNING, authorization_server
 from tokens.ace import IntrospectionRequest, IntrospectionResponse, TokenRequest, TokenResponse
 from tokens.aif import Scope
 from tokens.errors import MalformedError
-from tokens.keys import Ec2Key, KeySet, SymmetricKey
-from tokens.params import CONTENT_FORMAT_ACE_CBOR, AceError, Alg
+from tokens.keys import KeySet
+from tokens.params import CONTENT_FORMAT_ACE_CBOR, AceError
 
-NOW = 1_800_000_000.0
-SIGNING = Ec2Key.generate(b"as-sign")
-AS_RS = SymmetricKey.generate(b"as-rs", Alg.AES_CCM_16_64_128)
-SENSOR = ClientPolicy("sensor-1", Scope.parse("/temp:GET"), None, (), None)
 RS = ClientPolicy("rs-1", Scope.parse("/introspect:POST"), None, (), None)
 
 
@@ -62,13 +59,7 @@ def audit() -> list[dict[str, Any]]:
 
 
 def server() -> AuthorizationServer:
-    return AuthorizationServer(
-        issuer="as",
-        audiences=("rs-1",),
-        lifetime=600,
-        signing_key=lambda: SIGNING,
-        as_rs_key=lambda: AS_RS,
-    )
+    return authorization_server("rs-1")
 
 
 def token_resource(audit: list) -> TokenResource:

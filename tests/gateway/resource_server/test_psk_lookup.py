@@ -4,32 +4,18 @@ identity, and the sessions remembered per token kid."""
 
 from __future__ import annotations
 
-from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
 from gateway.resource_server.psk_lookup import MAX_DISABLED_LOOKUPS, PskLookup, is_token_identity
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
 from gateway.resource_server.token_store import TokenStore
-from tokens.ace import TokenRequest
-from tokens.aif import Scope
+from tests.gateway.embedded_as import AS_RS, NOW, SIGNING, issue
 from tokens.cnf import psk_identity_for_kid
-from tokens.keys import Ec2Key, KeySet, SymmetricKey
-from tokens.params import Alg
+from tokens.keys import KeySet, SymmetricKey
 
-NOW = 1_800_000_000.0
-SIGNING = Ec2Key.generate(b"as-sign")
-AS_RS = SymmetricKey.generate(b"as-rs", Alg.AES_CCM_16_64_128)
-POLICY = ClientPolicy("sensor-1", Scope.parse("/temp:GET"), None, (), None)
 CLIENT_PSKS = {b"sensor-1": b"p" * 32}
 
 
 def mint(lifetime: float = 600) -> bytes:
-    server = AuthorizationServer(
-        issuer="as",
-        audiences=("rs",),
-        lifetime=lifetime,
-        signing_key=lambda: SIGNING,
-        as_rs_key=lambda: AS_RS,
-    )
-    return server.issue(TokenRequest(), POLICY, NOW).response.access_token
+    return issue(lifetime=lifetime).response.access_token
 
 
 class Harness:

@@ -5,36 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
+from tests.gateway.embedded_as import AS_RS, NOW, SIGNING, issue
 from tokens.ace import TokenRequest
 from tokens.aif import Scope
 from tokens.errors import Expired, MalformedError, Revoked, TokenError, UnknownKey, WrongAudience
 from tokens.keys import Ec2Key, KeySet, SymmetricKey
 from tokens.params import Alg, CoapCode
 
-NOW = 1_800_000_000.0
-SIGNING = Ec2Key.generate(b"as-sign")
-AS_RS = SymmetricKey.generate(b"as-rs", Alg.AES_CCM_16_64_128)
-POLICY = ClientPolicy(
-    client_id="sensor-1",
-    allowed_scope=Scope.parse("/temp:GET"),
-    default_scope=None,
-    audiences=(),
-    public_key=None,
-)
-
 
 def mint(audience: str = "rs") -> bytes:
-    server = AuthorizationServer(
-        issuer="as",
-        audiences=(audience,),
-        lifetime=600,
-        signing_key=lambda: SIGNING,
-        as_rs_key=lambda: AS_RS,
-    )
-    issued = server.issue(TokenRequest(scope=Scope.parse("/temp:GET").encode()), POLICY, NOW)
-    return issued.response.access_token
+    request = TokenRequest(scope=Scope.parse("/temp:GET").encode())
+    return issue(audience, request=request).response.access_token
 
 
 def intake(**kw) -> TokenIntake:
