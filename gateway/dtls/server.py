@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 import aiocoap
@@ -116,6 +117,14 @@ _DROPPED = {
     "send_on_closed": "closed_session",
 }
 
+#: Engine counters that are a ClientHello dropped at a table cap: the server
+#: keeps their source address for the event log (:meth:`DtlsServer.take_cap_drops`).
+_CAPS = ("handshake_cap", "host_handshake_cap", "session_cap")
+#: Source addresses kept between two reads; more are counted as ``other``.
+_CAP_DROP_ADDRESSES = 256
+#: Content type of a handshake record (RFC 6347 §4.1): only these can be capped.
+_HANDSHAKE_RECORD = 22
+
 __all__ = ["TUNING", "DtlsServer", "HandOver", "create_server_context", "engine_config"]
 
 
@@ -173,6 +182,8 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             engine_config(config), psk_lookup, now=self._loop.time(), admit=admit_identity
         )
         self._counters = Counters()
+        #: ClientHellos dropped at a cap since the last read: (reason, host) -> n
+        self._cap_drops: Counter[tuple[str, str]] = Counter()
         self._udp = UdpEndpoint(config, self._datagram_received, self._counters)
         #: Ancillary data of the datagram being handled (wildcard binds).
         self._local: Cmsg | None = None
@@ -346,10 +357,31 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
     def _datagram_received(self, data: bytes, sockaddr: SockAddr, local: Cmsg | None) -> None:
         self._local = local
         try:
-            self._engine.receive_datagram(data, sockaddr, self._loop.time())
+            if data and data[0] == _HANDSHAKE_RECORD:
+                counters = self._engine.counters
+                before = [counters[name] for name in _CAPS]
+                self._engine.receive_datagram(data, sockaddr, self._loop.time())
+                for name, count in zip(_CAPS, before, strict=True):
+                    if counters[name] != count:
+                        self._cap_dropped(name, sockaddr, counters[name] - count)
+            else:
+                self._engine.receive_datagram(data, sockaddr, self._loop.time())
             self._pump()
         finally:
             self._local = None
+
+    def _cap_dropped(self, name: str, sockaddr: SockAddr, count: int) -> None:
+        key = (_DROPPED[name], str(sockaddr[0]))
+        if key not in self._cap_drops and len(self._cap_drops) >= _CAP_DROP_ADDRESSES:
+            key = (key[0], "other")
+        self._cap_drops[key] += count
+
+    def take_cap_drops(self) -> dict[tuple[str, str], int]:
+        """ClientHellos dropped at a table cap since the last call, by
+        (reason as in :meth:`stats`, source host); at most 256 hosts, the
+        rest as ``other``."""
+        drops, self._cap_drops = dict(self._cap_drops), Counter()
+        return drops
 
     def _pump(self) -> None:
         """Send what the engine produced, handle its events (handlers may

@@ -81,6 +81,9 @@ class _Source:
     flooding: bool = False
     since: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: How lines name it ("from ADDRESS") and its fields (default: key_field).
+    label: str = ""
+    fields: dict[str, str] | None = None
 
 
 class FloodSummary:
@@ -119,14 +122,27 @@ class FloodSummary:
     def __len__(self) -> int:
         return len(self._sources)
 
-    def count(self, key: str, now: float, reason: str | None = None, n: int = 1) -> None:
-        """``n`` refusals from ``key`` at ``now``."""
+    def count(
+        self,
+        key: str,
+        now: float,
+        reason: str | None = None,
+        n: int = 1,
+        *,
+        label: str | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        """``n`` refusals from ``key`` at ``now``; ``label`` and ``fields``
+        name the source in its lines (default ``from KEY`` and
+        ``{key_field: KEY}``)."""
         source = self._sources.get(key)
         if source is None:
             if len(self._sources) >= self.max_sources and key != "other":
                 self.count("other", now, reason, n)
                 return
-            source = self._sources[key] = _Source(window_start=now, since=now)
+            source = self._sources[key] = _Source(
+                window_start=now, since=now, label=label or f"from {key}", fields=fields
+            )
         source.count += n
         source.total += n
         if reason is not None:
@@ -138,7 +154,7 @@ class FloodSummary:
             self._line(
                 key,
                 "started",
-                f"{source.count} {self.what} from {key} in {elapsed:.1f} s",
+                f"{source.count} {self.what} {source.label} in {elapsed:.1f} s",
                 source,
                 count=source.count,
                 seconds=round(elapsed, 1),
@@ -159,7 +175,7 @@ class FloodSummary:
             self._line(
                 key,
                 "ongoing",
-                f"{source.count} {self.what} from {key} in the last {self.window:g} s",
+                f"{source.count} {self.what} {source.label} in the last {self.window:g} s",
                 source,
                 count=source.count,
                 seconds=self.window,
@@ -171,9 +187,8 @@ class FloodSummary:
 
     def _line(self, key: str, phase: str, message: str, source: _Source, **fields: Any) -> None:
         reasons = dict(sorted(source.reasons.items())) if source.reasons else None
-        self._emit(
-            self.event, message, phase=phase, **{self.key_field: key}, reasons=reasons, **fields
-        )
+        named = source.fields or {self.key_field: key}
+        self._emit(self.event, message, phase=phase, **named, reasons=reasons, **fields)
 
 
 def event_names() -> Mapping[str, tuple[int, str]]:

@@ -7,7 +7,8 @@ routes' circuit breakers. Sans-I/O: every call takes ``now``.
 Floods are summarised (:class:`FloodSummary`): failed handshakes per source
 address (``handshake_flood``), requests refused 4.29 or locked out per
 source address (``request_flood``), ClientHellos dropped at a DTLS table cap
-(``dtls_cap_reached``, per cap: the engine counts them without an address).
+(``dtls_cap_reached``, per cap and source address as the DTLS server reports
+them, :meth:`gateway.dtls.server.DtlsServer.take_cap_drops`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class GatewayEvents:
         self.caps = FloodSummary(
             self.emit,
             event="dtls_cap_reached",
-            what="ClientHellos dropped at",
+            what="ClientHellos dropped",
             key_field="cap",
             threshold=1,
             window=window,
@@ -79,14 +80,31 @@ class GatewayEvents:
         if fields.get("decision") == "deny" and fields.get("reason") in _REQUEST_FLOOD:
             self.requests.count(host_of(str(fields.get("peer", "?"))), now, fields["reason"])
 
-    def dtls_drops(self, dropped: Mapping[str, int], now: float) -> None:
-        """The DTLS server's drop counters (cumulative), read periodically."""
+    def dtls_drops(
+        self,
+        dropped: Mapping[str, int],
+        now: float,
+        by_address: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        """The DTLS server's drop counters (cumulative), read periodically,
+        and the cap drops since the last read by (cap, source address) when
+        the server reports them: a line per cap and address then, else per
+        cap."""
         for cap in CAPS:
             total = dropped.get(cap, 0)
             delta = total - self._dropped.get(cap, 0)
             self._dropped[cap] = total
-            if delta > 0:
-                self.caps.count(cap, now, n=delta)
+            if delta > 0 and by_address is None:
+                self.caps.count(cap, now, n=delta, label=f"at {cap}")
+        for (cap, address), n in (by_address or {}).items():
+            if cap in CAPS and n > 0:
+                self.caps.count(
+                    f"{cap} {address}",
+                    now,
+                    n=n,
+                    label=f"at {cap} from {address}",
+                    fields={"cap": cap, "address": address},
+                )
 
     def tick(self, now: float) -> None:
         for summary in (self.handshakes, self.requests, self.caps):

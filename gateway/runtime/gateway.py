@@ -872,7 +872,7 @@ class Gateway:
             ]
             self.events.keys_changed(current, retired, dropped)
         if self.dtls is not None:
-            self.events.dtls_drops(self.dtls.stats().dropped, now)
+            self.events.dtls_drops(self.dtls.stats().dropped, now, self.dtls.take_cap_drops())
         self.events.breakers(
             (route.config.prefix, route.upstream.breaker.state.value) for route in self.proxy.routes
         )

@@ -8,21 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiocoap
 import aiohttp
 from aiocoap.optiontypes import OpaqueOption
 
 from gateway.config import load_config
-from gateway.dtls.probe import ProbeSession
+from gateway.dtls.probe import DtlsProbe, ProbeError, ProbeSession
 from gateway.operations import metrics
 from gateway.registry.registry import Registry
 from gateway.runtime.cli import main as cli_main
@@ -253,3 +255,63 @@ class ProofClient:
 async def post(session: ProbeSession, path: str, payload: bytes) -> aiocoap.Message:
     msg = aiocoap.Message(code=aiocoap.POST, uri_path=(path,), payload=payload, content_format=19)
     return await session.request(msg, timeout=15)
+
+
+# --- what an operator reads and runs ------------------------------------------------
+
+
+def events(served: Served, name: str | None = None) -> list[dict[str, Any]]:
+    """The event lines (JSON with an ``event`` key) the gateway wrote so far."""
+    out = []
+    for line in served.output().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "event" in record and (name is None or record["event"] == name):
+            out.append(record)
+    return out
+
+
+async def until(found: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll ``found`` until it returns something true (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = found()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"not seen in {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def acegw(env: dict[str, str], *args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """An operator's ``acegw`` command in its own process."""
+    process = await asyncio.create_subprocess_exec(
+        *ACEGW,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"acegw {' '.join(args)} did not end in {timeout} s") from None
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def refused_handshake(target: tuple[str, int], identity: bytes, psk: bytes, **kw) -> bool:
+    """Whether a handshake with ``identity`` and ``psk`` fails."""
+    probe = DtlsProbe(target, **kw)
+    try:
+        await probe.connect(identity, psk, timeout=3)
+    except ProbeError:
+        return True
+    finally:
+        await probe.close()
+    return False

@@ -114,8 +114,22 @@ def test_gateway_events_caps_breakers_and_request_floods():
     assert [(e, f["cap"], f["count"]) for e, _, f in out.lines] == [
         ("dtls_cap_reached", "address_handshake_cap", 3000)
     ]
+    assert out.lines[0][1] == "3000 ClientHellos dropped at address_handshake_cap in 0.0 s"
     events.tick(12.5)
     assert out.lines[-1][2]["phase"] == "ongoing" and out.lines[-1][2]["count"] == 1
+    out.lines.clear()
+    # the DTLS server names the source address: a line per cap and address
+    drops = {("handshake_cap", "127.0.0.10"): 40, ("handshake_cap", "127.0.0.11"): 2}
+    events.dtls_drops({"handshake_cap": 42}, 20.0, drops)
+    events.dtls_drops({"handshake_cap": 43}, 21.0, {("handshake_cap", "127.0.0.10"): 1})
+    assert [(f["cap"], f["address"], f["count"]) for _, _, f in out.lines] == [
+        ("handshake_cap", "127.0.0.10", 40),
+        ("handshake_cap", "127.0.0.11", 2),
+    ]
+    assert out.lines[0][1] == "40 ClientHellos dropped at handshake_cap from 127.0.0.10 in 0.0 s"
+    events.tick(30.5)
+    assert out.lines[-1][2]["address"] == "127.0.0.10" and out.lines[-1][2]["count"] == 1
+    assert "in the last 10 s" in out.lines[-1][1]
     out.lines.clear()
     events.breakers([("/api", "closed")])
     events.breakers([("/api", "open")])

@@ -18,9 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiocoap
 import aiohttp
@@ -28,75 +26,26 @@ import pytest
 
 from gateway.authorization_server.keystore import Keystore
 from gateway.config import load_config
-from gateway.dtls.probe import DtlsProbe, ProbeError
+from gateway.dtls.probe import DtlsProbe
 
 from .conftest import (
     ACEGW,
     ROOT,
     ProofClient,
-    Served,
+    acegw,
     add_devices,
+    events,
     free_port,
     gateway_env,
     init_state,
     post,
+    refused_handshake,
     serving,
+    until,
     value,
 )
 
-
-def events(served: Served, name: str | None = None) -> list[dict[str, Any]]:
-    out = []
-    for line in served.output().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if "event" in record and (name is None or record["event"] == name):
-            out.append(record)
-    return out
-
-
-async def until(found: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = found()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not seen in {timeout} s: {what}"
-        await asyncio.sleep(0.05)
-
-
-async def acegw(env: dict[str, str], *args: str, timeout: float = 30.0) -> tuple[int, str, str]:
-    """An operator's ``acegw`` command in its own process."""
-    process = await asyncio.create_subprocess_exec(
-        *ACEGW,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"acegw {' '.join(args)} did not end in {timeout} s") from None
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def refused_handshake(target: tuple[str, int], identity: bytes, psk: bytes, **kw) -> bool:
-    probe = DtlsProbe(target, **kw)
-    try:
-        await probe.connect(identity, psk, timeout=3)
-    except ProbeError:
-        return True
-    finally:
-        await probe.close()
-    return False
+__all__ = ["acegw"]  # also used by test_external_as_processes
 
 
 async def test_operator_sees_and_steers_a_running_gateway(tmp_path):
