@@ -17,7 +17,7 @@ covers the whole body (docs/authorization.md).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiocoap
@@ -105,7 +105,10 @@ class AuthorizingSite:
     ``on_failure(view, reason)``: told of every refusal that counts towards
     the lockout; ``as_uri(request)``: the AS's /token URI for Request
     Creation Hints (None: the hints name none); ``body_limit(path)``: a
-    tighter body limit of the resource at a path (a proxy route's)."""
+    tighter body limit of the resource at a path (a proxy route's);
+    ``find_token(kid)``: awaited when a proof names a kid no held token has
+    (a device moved from another instance); True: the token is held now and
+    the request is authorized again."""
 
     def __init__(
         self,
@@ -118,8 +121,10 @@ class AuthorizingSite:
         as_uri: Callable[[aiocoap.Message], str | None] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         body_limit: Callable[[tuple[str, ...]], int | None] | None = None,
+        find_token: Callable[[bytes], Awaitable[bool]] | None = None,
     ) -> None:
         self.inner = inner
+        self._find_token = find_token
         self.authorizer = authorizer
         self._audit = audit
         self._clock = clock
@@ -162,6 +167,17 @@ class AuthorizingSite:
         path = tuple(request.opt.uri_path)
         view = request_view(request, path)
         verdict = self.authorizer.authorize(view, self._clock())
+        if (
+            self._find_token is not None
+            and isinstance(verdict, Refuse)
+            and verdict.reason == "unknown_kid"
+            and view.proofs
+        ):
+            # a device moved here from another instance: its token may be
+            # in the shared store (awaited off the event loop, bounded)
+            kid = parse_proof(view.proofs[0]).kid
+            if await self._find_token(kid):
+                verdict = self.authorizer.authorize(view, self._clock())
         if isinstance(verdict, Refuse):
             return self._refuse(request, view, verdict)
         auth = verdict.context

@@ -353,6 +353,34 @@ class PostgresStore:
             conn.execute("INSERT INTO ban_lifts VALUES (%s, %s, %s)", (seq, address, identity))
         return seq
 
+    # --- tokens accepted by /authz-info, shared by instances ----------------------
+
+    def hold_tokens(self, rows: Sequence[tuple[bytes, bytes, float]], *, at: float) -> int:
+        """Store ``(kid, token, exp)`` rows (a newer token for a kid replaces
+        the older one, RFC 9200 §5.10.1); not a registry change (no change
+        log, no NOTIFY: other instances look tokens up when a proof names
+        one). How many rows."""
+        if not rows:
+            return 0
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO held_tokens (kid, token, exp, stored_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (kid) DO UPDATE SET token = excluded.token, exp = excluded.exp, "
+                "stored_at = excluded.stored_at",
+                [(kid, token, float(exp), at) for kid, token, exp in rows],
+            )
+        return len(rows)
+
+    def held_tokens(self, kids: Sequence[bytes], *, now: float) -> dict[bytes, bytes]:
+        """The live tokens held for ``kids`` (one query): kid -> token."""
+        if not kids:
+            return {}
+        rows = self._read(
+            "SELECT kid, token FROM held_tokens WHERE kid = ANY(%s) AND exp > %s",
+            (list(kids), now),
+        )
+        return {bytes(k): bytes(t) for k, t in rows}
+
     # --- change log -------------------------------------------------------------
 
     def _pruned_through(self, conn: psycopg.Connection[Any]) -> int:

@@ -74,6 +74,7 @@ from gateway.operations.gateway_metrics import (
 )
 from gateway.proxy import Proxy
 from gateway.registry.registry import Registry
+from gateway.registry.shared_tokens import SharedTokens, shares_tokens
 from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, RequestView
 from gateway.resource_server.issuer_follower import (
     FollowedIssuers,
@@ -169,6 +170,13 @@ class Gateway:
             observe=lambda fields: self.events.audit_record(fields, self.clock()),
         )
         self.tokens = TokenStore(max_per_client=config.rs.max_tokens_per_client)
+        #: PostgreSQL: accepted tokens written for the other instances, and
+        #: looked up when a proof names a kid not held here (off the loop)
+        self.shared_tokens: SharedTokens | None = (
+            SharedTokens(self.registry.store, clock=clock)  # type: ignore[arg-type]
+            if shares_tokens(self.registry.store)
+            else None
+        )
         #: external ASes followed (RFC 9770 TRL, key set, introspection)
         self.followed = FollowedIssuers(
             config.rs.issuers, drop=self._drop_ctis, on_keys=self._issuer_keys, clock=clock
@@ -391,6 +399,7 @@ class Gateway:
             clock=self.clock,
             on_failure=self._request_failed,
             as_uri=self._as_uri,
+            find_token=self.find_shared if self.shared_tokens is not None else None,
             max_body=self.config.limits.max_body,
             body_limit=self.proxy.body_limit,
         )
@@ -499,7 +508,29 @@ class Gateway:
         access = self._store(token, now, introspect=introspect)
         if self.share_token is not None:
             self.share_token(token, access.exp)
+        if self.shared_tokens is not None:
+            self.shared_tokens.publish(access.kid, token, access.exp)  # queued, written later
         return access
+
+    async def find_shared(self, kid: bytes) -> bool:
+        """A proof named ``kid``, which no token held here has: look it up
+        among the tokens other instances accepted (awaited, the query runs
+        in a worker thread, bounded: :mod:`gateway.registry.shared_tokens`),
+        verify it here as if uploaded, hold it and share it with this
+        instance's other workers. True if the request may be authorized again."""
+        assert self.shared_tokens is not None
+        token = await self.shared_tokens.find(kid)
+        if token is None:
+            return False
+        if kid in self.tokens:
+            return True  # another request of the same device brought it meanwhile
+        access = self.accept_shared(token, self.clock())
+        if access is None or access.kid != kid:
+            return False
+        self.metrics.tokens_accepted.inc("shared_store")
+        if self.share_token is not None:
+            self.share_token(token, access.exp)
+        return True
 
     async def accept_upload(self, token: bytes, now: float, remote: Any = None) -> AccessToken:
         """``/authz-info``: :meth:`accept`, introspecting first (RFC 9200
@@ -598,6 +629,8 @@ class Gateway:
         self.registry.load()  # the view requests and handshakes read
         self.registry.watch()  # PostgreSQL: changes pushed (LISTEN/NOTIFY)
         self._housekeeping = asyncio.create_task(self._housekeep())
+        if self.shared_tokens is not None:
+            self.shared_tokens.start()
         if self.trl is not None:
             self.root.observable = self.trl.resource
             self.trl.refresh(self.clock(), changed=True)
@@ -671,6 +704,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.followed.stop()
+        if self.shared_tokens is not None:
+            await self.shared_tokens.stop()
         if self.trl is not None:
             self.trl.ledger.close()
         await self.proxy.close()
@@ -911,6 +946,17 @@ class Gateway:
     def collect(self) -> list[m.Family]:
         """Every metric of this worker, labelled ``worker``."""
         families = collect(self)
+        const = {"worker": str(self.worker)}
+        families.append(
+            m.family(
+                "acegw_registry_connected",
+                "gauge",
+                "1 while the registry's database is reachable (always 1 on SQLite).",
+                [(const, 1.0 if self.registry.store_connected else 0.0)],
+            )
+        )
+        if self.shared_tokens is not None:
+            families += self.shared_tokens.families(const)
         if self.followed:
             families += self.followed.families({"worker": str(self.worker)})
         return families

@@ -8,30 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import socket
 import time
 from pathlib import Path
 
 import aiocoap
-import pytest
 
 from gateway.dtls.probe import DtlsProbe
 from gateway.registry.masterkey import load_master_key
 from gateway.registry.registry import Registry
-from gateway.runtime.cli import main as cli_main
-from tests.ops.conftest import (
-    ACEGW,
-    ProofClient,
-    free_port,
-    gateway_env,
-    http_get,
-    init_state,
-    serving,
-)
+from tests.fleet.conftest import cli, start_instances
+from tests.ops.conftest import ProofClient, http_get, init_state
 
-HOSTS = ("127.0.0.1", "127.0.0.2")
 #: The bound the issue sets on propagation to every instance.
 PROPAGATION_BOUND_S = 1.0
 
@@ -51,14 +39,6 @@ async def _refused_after(client: ProofClient, start: float, deadline: float) -> 
     raise AssertionError("still served 10 s after the change")
 
 
-def _cli(env: dict[str, str], *argv: str) -> str:
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ACEGW_REGISTRY_URL", env["ACEGW_REGISTRY_URL"])
-        assert cli_main(list(argv), out=out) == 0, out.getvalue()
-    return out.getvalue()
-
-
 async def test_disable_and_revoke_reach_every_instance_within_a_second(tmp_path: Path, pg_url):
     state = init_state(tmp_path / "state")
     key = load_master_key(state / "master.key", env={})
@@ -67,40 +47,28 @@ async def test_disable_and_revoke_reach_every_instance_within_a_second(tmp_path:
     (x_id, x_psk), (y_id, y_psk) = devices.items()
     d = ("--dir", str(state))
     async with contextlib.AsyncExitStack() as stack:
-        instances = []
-        for n, host in enumerate(HOSTS):
-            udp, http = free_port(), free_port(socket.SOCK_STREAM)
-            env = gateway_env(
-                udp,
-                http,
-                ACEGW_REGISTRY_URL=pg_url,
-                ACEGW_SERVER_BIND=host,
-                ACEGW_SERVER_WORKERS="1",
-            )
-            served = await stack.enter_async_context(
-                serving([*ACEGW, "serve", *d], env, tmp_path / f"gw{n}.log", udp, http)
-            )
-            status, body = await http_get(served.http + "/readyz")
+        instances = await start_instances(stack, state, pg_url, tmp_path)
+        for instance in instances:
+            status, body = await http_get(instance.served.http + "/readyz")
             assert status == 200 and b'"registry": "connected"' in body.replace(b'":"', b'": "')
-            instances.append(((host, udp), env))
         x_clients, y_clients = [], []
-        for target, _ in instances:
-            probe = DtlsProbe(target)
+        for instance in instances:
+            probe = DtlsProbe(instance.target)
             stack.push_async_callback(probe.close)
             x_clients.append(await ProofClient.enroll(await probe.connect(x_id.encode(), x_psk)))
             y_clients.append(await ProofClient.enroll(await probe.connect(y_id.encode(), y_psk)))
         for c in (*x_clients, *y_clients):
             assert (await c.call()).code == aiocoap.CONTENT
-        env = instances[1][1]
+        env = instances[1].env
 
-        _cli(env, "clients", "disable", *d, x_id)
+        cli(env, "clients", "disable", *d, x_id)
         start = time.monotonic()
         delays = await asyncio.gather(*(_refused_after(c, start, start + 10) for c in x_clients))
         assert max(delays) < PROPAGATION_BOUND_S, delays
 
-        shown = json.loads(_cli(env, "token", "decode", *d, y_clients[0].token.hex()))
+        shown = json.loads(cli(env, "token", "decode", *d, y_clients[0].token.hex()))
         cti = shown["claims"]["cti"]
-        _cli(env, "tokens", "revoke", *d, cti)
+        cli(env, "tokens", "revoke", *d, cti)
         start = time.monotonic()
         revoke_delay = await _refused_after(y_clients[0], start, start + 10)
         assert revoke_delay < PROPAGATION_BOUND_S, revoke_delay
