@@ -395,7 +395,12 @@ class RegistryConfig:
         "Master key file (mode 0600) that encrypts PSKs; ignored when ACEGW_MASTER_KEY is set.",
     )
     poll_interval: float = _opt(
-        0.5, "Seconds between checks for changes made by other processes.", min=0.05, max=60
+        0.5,
+        "How often Registry.poll() looks for changes made by other processes (tools"
+        " that hold a registry open). A running gateway does not use it: housekeeping"
+        " applies the change log every 0.25 s, and on PostgreSQL as soon as notified.",
+        min=0.05,
+        max=60,
     )
 
     @property
