@@ -73,6 +73,15 @@ class PostgresStore:
         self.url = url
         self.location = redact(url)
         self._timeout = timeout
+        # one direct attempt first: a stopped server fails the command at
+        # once with libpq's reason, not after the pool's retries
+        try:
+            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RegistryError(
+                f"registry database {self.location} is unreachable ({reason})"
+            ) from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
