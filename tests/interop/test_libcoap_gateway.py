@@ -72,6 +72,11 @@ async def libcoap_token(
     return TokenResponse.decode(out.read_bytes())
 
 
+def audit_records(gw) -> list[dict]:
+    lines = (gw.config.base_dir / "audit.log").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
 @pytest.mark.parametrize("binary", CLIENTS)
 async def test_libcoap_gets_a_token_that_verifies(gateway, tmp_path, binary):  # noqa: F811
     tr = await libcoap_token(binary, gateway, tmp_path, scope="/temp:GET")
@@ -109,10 +114,7 @@ async def test_libcoap_rfc9202_kid_identity(gateway, tmp_path, binary):  # noqa:
         "-f", str(token_file), "-o", str(out), "-B", "10", f"coaps://127.0.0.1:{port}/authz-info",
     )  # fmt: skip
     assert rc == 0, log
-    records = [
-        json.loads(line)
-        for line in (gateway.config.base_dir / "audit.log").read_text().splitlines()
-    ]
+    records = audit_records(gateway)
     bound = [r for r in records if r["event"] == "handshake" and r.get("kid") == pop.kid.hex()]
     assert [r["decision"] for r in bound] == ["established"]
     accepted = [r for r in records if r["event"] == "authz-info" and r["decision"] == "accept"]
@@ -172,10 +174,7 @@ async def test_libcoap_long_identity_printable_psk_token_upload_and_proof(
     rc, log = await coap_client(binary, "-m", "get", *session, *proof(3), "-o", str(again), whoami)
     assert rc == 0, log
     assert json.loads(again.read_bytes())["client_id"] == LONG_ID
-    records = [
-        json.loads(line)
-        for line in (gateway.config.base_dir / "audit.log").read_text().splitlines()
-    ]
+    records = audit_records(gateway)
     decisions = [r["reason"] for r in records if r["event"] == "request"]
     assert decisions[0] == "echo_required" and decisions[-2:] == ["ok", "ok"], decisions
     handshakes = [r for r in records if r["event"] == "handshake"]
