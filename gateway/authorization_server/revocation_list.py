@@ -24,8 +24,6 @@ responses, and the parsing of those responses on the receiving side.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,11 +33,8 @@ import cbor2
 
 from gateway.errors import GatewayError
 from tokens.params import CoapCode
+from tokens.token_hash import HASH_NAME, SHA256_SUITE, token_hash
 
-#: RFC 6920 §9.4 suite id of sha-256 (256 bits, untruncated).
-SHA256_SUITE = 1
-#: "Hash Name String" of the hash function given at registration (RFC 9770 §10).
-HASH_NAME = "sha-256"
 #: CoAP Content-Format of application/ace-trl+cbor (RFC 9770 §15.2).
 CONTENT_FORMAT_ACE_TRL_CBOR = 262
 #: CoAP Content-Format of application/concise-problem-details+cbor (RFC 9290 §6.3).
@@ -95,14 +90,6 @@ class TrlResponseError(GatewayError):
 
     coap_code = CoapCode.BAD_GATEWAY
     reason = "trl_bad_response"
-
-
-def token_hash(token_bytes: bytes) -> bytes:
-    """The RFC 9770 token hash of a CWT whose BYTES (the ``access_token``
-    value of a CBOR AS response, RFC 9770 §4.2.1, or TOKEN_INFO at the RS,
-    §4.3.1 step 3) are ``token_bytes``: RFC 6920 §6 binary form, sha-256."""
-    hash_input = base64.urlsafe_b64encode(token_bytes).rstrip(b"=")
-    return bytes([SHA256_SUITE]) + hashlib.sha256(hash_input).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +340,9 @@ def registration_info(path: tuple[str, ...] = TRL_PATH) -> dict[str, Any]:
 __all__ = [
     "CONTENT_FORMAT_ACE_TRL_CBOR",
     "CONTENT_FORMAT_PROBLEM_DETAILS",
+    "HASH_NAME",
     "MAX_N",
+    "SHA256_SUITE",
     "TRL_PATH",
     "Entry",
     "Query",
