@@ -49,6 +49,7 @@ from tokens.errors import TokenError
 from tokens.keys import CoseKey, Ec2Key, OkpKey, SymmetricKey
 from tokens.params import CONTENT_FORMAT_ACE_CBOR, AceError, Method
 from tokens.proof import ProofedRequest, build_proof
+from tokens.token_hash import token_hash
 
 from . import coap
 from .coap import CoapFormatError, CoapMessage, MessageType, OptionNumber
@@ -93,8 +94,18 @@ REQUEST = "request"
 ATTACK = "attack"
 LOCKOUT = "lockout"
 HALF_OPEN = "half_open"
+TRL = "trl"
+PROBE = "trl_probe"
 
 _CF_ACE = coap.encode_uint(CONTENT_FORMAT_ACE_CBOR)
+#: application/ace-trl+cbor (RFC 9770 §15.2) and the Observe option (RFC 7641 §2)
+CONTENT_FORMAT_ACE_TRL_CBOR = 262
+_OBSERVE = 6
+_ACCEPT = 17
+#: TRL response parameters full_set and diff_set (RFC 9770 §12)
+_FULL_SET, _DIFF_SET = 0, 1
+#: hashes of its own recent tokens a device keeps to recognise them on the TRL
+_OWN_HASHES = 8
 #: Block1 size exponent and size (RFC 7959 §2.2: 2**(4+6) = 1024 bytes); one
 #: block fits a DTLS record of tinydtls (about 1,400 bytes).
 BLOCK_SZX = 6
@@ -197,6 +208,19 @@ class Device:
         self._named = 0
         #: set by a LockoutWatch when an attacker named this device
         self.named_by: str | None = None
+        # Token Revocation List (observe_trl): the observation's CoAP token on
+        # this session, hashes of own recent tokens, those seen revoked, the
+        # revoked token still to be tried once, and whether one is replaced
+        self._trl_token: bytes | None = None
+        self._trl_due = False
+        self._own_hashes: list[bytes] = []
+        self._revoked_seen: set[bytes] = set()
+        self._probe: TokenState | None = None
+        self._retoken = False
+        #: tokens this device saw revoked / replaced after a revocation
+        self.trl_revoked = 0
+        self.trl_retokens = 0
+        self.tokens_fetched = 0
         # what the report counts per device
         self.ever_connected = False
         self.got_token = False
@@ -298,6 +322,7 @@ class Device:
         self._failures += 1
         self.phase = BACKOFF
         self.session = False
+        self._trl_token = None
         self._fresh_socket = self._fresh_socket or fresh_socket
         self._drop_exchange(now)
         self.timers.pop("next", None)
@@ -479,6 +504,11 @@ class Device:
             if mtype == MessageType.CON:
                 ack = CoapMessage(MessageType.ACK, 0, msg.mid)
                 self.actions.append(("send", coap.encode(ack)))
+            if self._trl_token is not None and msg.token == self._trl_token:
+                self._trl_notification(msg, now)
+                if self.exchange is None and self.phase == READY:
+                    self._idle(now)
+                return
             if ex is None or msg.token != ex.token:
                 self.rec.count("stray_messages")
                 return
@@ -609,6 +639,8 @@ class Device:
     def _connect(self, now: float) -> None:
         self.phase = CONNECTING
         self.session = False
+        self._trl_token = None
+        self._trl_due = self.sc.observe_trl and self.role is None
         self.actions.append(("connect", self._fresh_socket))
         self._fresh_socket = False
         self._hs_started = now
@@ -749,6 +781,8 @@ class Device:
             if tok.uploaded:
                 self._schedule_next(now)
                 self._arm_renew(tok)
+                if self._trl_due:
+                    self._observe_trl(now)
             else:
                 self._upload(tok, now)
         else:
@@ -785,7 +819,13 @@ class Device:
         self._send(AUTHZ, Method.POST, options, tok.access_token, now)
 
     def _idle(self, now: float) -> None:
-        if self._upload_later is not None and "upload_retry" not in self.timers:
+        if self._probe is not None:
+            self._send_probe(now)
+        elif self._retoken and self.token is None and self._pending_token is None:
+            self._request_token(now)
+        elif self._trl_due and self.token is not None and self.token.uploaded:
+            self._observe_trl(now)
+        elif self._upload_later is not None and "upload_retry" not in self.timers:
             tok, self._upload_later = self._upload_later, None
             self._upload(tok, now)
         elif self._renew_due and self.role != "expired_token_reuse":
@@ -805,6 +845,9 @@ class Device:
             options = [*path_options(self.sc.token_path), (12, _CF_ACE)]
             ex = self._send(ATTACK, Method.POST, options, self.rng.choice(_MALFORMED), now)
             ex.attack = role
+            return
+        if self._probe is not None or self._retoken:
+            self._idle(now)
             return
         if tok is None:
             self._request_token(now)
@@ -969,6 +1012,8 @@ class Device:
         elif ex.kind == ATTACK and ex.attack:
             self._burst_left = 0
             self._judge(ex, reason, now)
+        elif ex.kind == PROBE:
+            self._probe_done(reason, now)
         else:
             self._error(f"{ex.kind}_{reason}")
             if ex.kind in (TOKEN, AUTHZ):
@@ -1005,6 +1050,10 @@ class Device:
             self._token_answer(ex, msg, code, now)
         elif kind == AUTHZ:
             self._authz_answer(code, msg, now, ex)
+        elif kind == TRL:
+            self._trl_answer(msg, code, now)
+        elif kind == PROBE:
+            self._probe_answer(ex, msg, code, now)
 
     def _token_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
         self.rec.code("token", code)
@@ -1045,6 +1094,14 @@ class Device:
         self.rec.token_done(now)
         self._op("token", True)
         self.got_token = True
+        self.tokens_fetched += 1
+        if self.sc.observe_trl:
+            recent = self._own_hashes[-(_OWN_HASHES - 1) :]
+            self._own_hashes = [*recent, token_hash(tr.access_token)]
+            if self._retoken:
+                self._retoken = False
+                self.trl_retokens += 1
+                self.rec.count("trl_retokens")
         if self.role == "expired_token_reuse" and not self._noted:
             self._noted = True
             if tok.exp + sc.expiry_leeway >= self.run_end:
@@ -1201,6 +1258,108 @@ class Device:
             now,
             request="silent disconnect, new handshake from the same port, next request",
         )
+
+    # --- the Token Revocation List (RFC 9770) ---------------------------------------------
+
+    def _observe_trl(self, now: float) -> None:
+        """RFC 9770 §7, §11: a full query with Observe: 0 (RFC 7641 §3.1) over
+        this device's own session; the AS answers with its own tokens' hashes."""
+        self._trl_due = False
+        options = [
+            (_OBSERVE, b""),
+            *path_options(self.sc.trl_path),
+            (_ACCEPT, coap.encode_uint(CONTENT_FORMAT_ACE_TRL_CBOR)),
+        ]
+        self._send(TRL, Method.GET, options, b"", now)
+
+    def _trl_answer(self, msg: CoapMessage, code: str, now: float) -> None:
+        """The answer to the registration: 2.05 with Observe is an observation."""
+        self.rec.count(f"trl_answer_{code}")
+        if code != "2.05":
+            self._error(_kind("trl", code, msg))
+            return
+        if msg.option(_OBSERVE) is not None:
+            self._trl_token = msg.token
+            self.rec.count("trl_observations")
+        else:
+            self._error("trl_not_observed")
+        self._trl_payload(msg, now)
+
+    def _trl_notification(self, msg: CoapMessage, now: float) -> None:
+        """A notification (RFC 7641 §4.2); one without Observe ends the
+        observation, which is registered again when the device is idle."""
+        self.rec.count("trl_notifications")
+        if msg.option(_OBSERVE) is None:
+            self._trl_token = None
+            self._trl_due = True
+            self.rec.count("trl_observations_ended")
+        if coap.code_text(msg.code) == "2.05":
+            self._trl_payload(msg, now)
+
+    def _trl_payload(self, msg: CoapMessage, now: float) -> None:
+        """The hashes a full (``full_set``) or diff (``diff_set`` added)
+        response lists (RFC 9770 §7, §8); own tokens among them are revoked."""
+        try:
+            body = cbor.as_map(cbor.decode(msg.payload, what="TRL response"), "TRL response")
+            listed: set[bytes] = set()
+            if _FULL_SET in body:
+                listed.update(cbor.as_list(body[_FULL_SET], "full_set"))
+            for entry in cbor.as_list(body.get(_DIFF_SET, []), "diff_set"):
+                listed.update(cbor.as_list(cbor.as_list(entry, "diff entry")[1], "added"))
+        except (TokenError, IndexError, TypeError):
+            self._error("trl_unparsable")
+            return
+        for h in self._own_hashes:
+            if h in listed and h not in self._revoked_seen:
+                self._revoked_seen.add(h)
+                self.trl_revoked += 1
+                self.rec.count("trl_revocations_seen")
+                self._trl_revoke(h, now)
+
+    def _trl_revoke(self, h: bytes, now: float) -> None:
+        """Drop the token whose hash ``h`` the TRL lists, if it is the one in
+        use (or being uploaded); try it once (:meth:`_send_probe`), then fetch
+        a new token and upload it."""
+        for tok in (self.token, self._pending_token, self._upload_later):
+            if tok is not None and token_hash(tok.access_token) == h:
+                break
+        else:
+            return
+        if self.token is tok:
+            self.token = None
+        if self._pending_token is tok:
+            self._pending_token = None
+        if self._upload_later is tok:
+            self._upload_later = None
+        self.timers.pop("renew", None)
+        self._probe = tok if tok.uploaded else None
+        self._retoken = True
+
+    def _send_probe(self, now: float) -> None:
+        """One request with the revoked token after the notification: the
+        gateway must refuse it (a 2.xx is counted as accepted)."""
+        tok = self._probe
+        assert tok is not None
+        ex = self._protected(self.mix.choose(self.rng), tok, now)
+        ex.kind = PROBE
+
+    def _probe_answer(self, ex: Exchange, msg: CoapMessage, code: str, now: float) -> None:
+        tok = self._probe
+        if code == "4.01" and ex.echo is None and tok is not None and ex.request is not None:
+            echo = msg.option(OptionNumber.ECHO)
+            if echo is not None:  # answer the freshness challenge: judge what follows
+                again = self._protected(ex.request, tok, now, echo=echo, started=ex.started)
+                again.kind = PROBE
+                return
+        self._probe_done(code, now)
+
+    def _probe_done(self, answer: str, now: float) -> None:
+        self._probe = None
+        self.rec.count("trl_revoked_token_requests")
+        self.rec.count(f"trl_revoked_token_answer_{answer}")
+        if answer.startswith("2."):
+            self.rec.count("trl_revoked_token_accepted")
+            self.rec.error(f"trl_revoked_token_accepted_{answer}")
 
 
 # --- what a refusal says ------------------------------------------------------------------

@@ -305,6 +305,21 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
         ),
         highlight=False,
     )
+    if report.get("scenario", {}).get("observe_trl"):
+        answers = ", ".join(
+            f"{k.rsplit('_', 1)[1]} x{v}"
+            for k, v in sorted(c.items())
+            if k.startswith("trl_revoked_token_answer_")
+        )
+        console.print(
+            f"revocation list: {c.get('trl_observations', 0)} observations, "
+            f"{c.get('trl_notifications', 0)} notifications, "
+            f"{c.get('trl_revocations_seen', 0)} revocations seen, "
+            f"{c.get('trl_retokens', 0)} new tokens after one, "
+            f"{c.get('trl_revoked_token_requests', 0)} requests with a revoked token "
+            f"({answers or 'none'})",
+            highlight=False,
+        )
     errors = report.get("errors", {})
     if errors:
         console.print(

@@ -156,6 +156,7 @@ class Scenario:
     port: int = 5684
     token_path: str = "/token"
     authz_info_path: str = "/authz-info"
+    trl_path: str = "/revoke/trl"
     auth: str = "ace"
     audience: str | None = None
     source_addresses: tuple[str, ...] = ()
@@ -166,6 +167,8 @@ class Scenario:
     handshake_timeout: float = 10.0
     response_timeout: float = 30.0
     reconnect_backoff: tuple[float, float] = (0.5, 10.0)
+    #: follow the device's part of the Token Revocation List (RFC 9770)
+    observe_trl: bool = False
     # [coap]
     transmission: TransmissionParameters = field(default_factory=TransmissionParameters)
     # [token]
@@ -228,6 +231,8 @@ class Scenario:
             "target": f"{self.host}:{self.port}",
             "token_path": self.token_path,
             "authz_info_path": self.authz_info_path,
+            "trl_path": self.trl_path,
+            "observe_trl": self.observe_trl,
             "auth": self.auth,
             "pop": self.pop,
             "rate": self.rate,
@@ -306,6 +311,7 @@ _SECTIONS: dict[str, set[str]] = {
         "port",
         "token_path",
         "authz_info_path",
+        "trl_path",
         "auth",
         "audience",
         "source_addresses",
@@ -317,6 +323,7 @@ _SECTIONS: dict[str, set[str]] = {
         "handshake_timeout",
         "response_timeout",
         "reconnect_backoff",
+        "observe_trl",
     },
     "coap": {"ack_timeout", "ack_random_factor", "max_retransmit"},
     "token": {"renew_before", "min_lifetime", "max_lifetime"},
@@ -410,12 +417,16 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
                 kw[key] = value
             elif key == "port":
                 kw[key] = _number(value, what, low=1, integer=True)
-            elif key in ("token_path", "authz_info_path"):
+            elif key in ("token_path", "authz_info_path", "trl_path"):
                 kw[key] = _path(value, what)
             elif key == "source_addresses":
                 if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                     raise ScenarioError(f"{what}: expected a list of addresses")
                 kw[key] = tuple(value)
+            elif key == "observe_trl":
+                if not isinstance(value, bool):
+                    raise ScenarioError(f"{what}: expected true or false")
+                kw[key] = value
             elif key == "rate":
                 kw[key] = _number(value, what)
             elif key == "reconnect_backoff":
@@ -549,6 +560,8 @@ def _validate(s: Scenario) -> None:
             raise ScenarioError(
                 f'attacks {", ".join(needs_token)} need a token: not with target.auth = "none"'
             )
+    if s.auth == "none" and s.observe_trl:
+        raise ScenarioError('device.observe_trl follows tokens: not with target.auth = "none"')
     if (s.rate is None) == (s.think_time is None):
         raise ScenarioError("device: give exactly one of rate and think_time")
     if s.rate is not None and s.rate <= 0:

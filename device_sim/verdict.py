@@ -14,6 +14,8 @@ Checks (all must hold for PASS):
 * **ran the whole duration**: not stopped by SIGINT/SIGTERM, no worker
   crashed;
 * **no attack accepted**: no finding;
+* with ``observe_trl``: no request made with a token after the Token
+  Revocation List listed it was answered 2.xx;
 * with ``p99_ms``: request p99 (normal devices, successful requests);
 * with ``strict_attacks``: no attack answered other than expected and every
   attack kind of the scenario exercised.
@@ -291,6 +293,18 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds | None = None) -> di
             else ""
         ),
     )
+    if report.get("scenario", {}).get("observe_trl"):
+        counters = report.get("counters", {})
+        tried = counters.get("trl_revoked_token_requests", 0)
+        accepted = counters.get("trl_revoked_token_accepted", 0)
+        check(
+            "revoked tokens refused",
+            0,
+            accepted,
+            accepted == 0,
+            f"{accepted} of {tried} requests made with a token after the TRL listed it "
+            "were answered 2.xx",
+        )
     if th.p99_ms is not None:
         req = hists.get("request", Histogram())
         value = req.percentile(99) / 1000.0

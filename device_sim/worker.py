@@ -592,6 +592,14 @@ class Worker:
             "normal_with_token": sum(1 for d in normal if d.got_token),
             "normal_with_success": sum(1 for d in normal if d.succeeded),
         }
+        if self.sc.observe_trl:  # which devices saw their token revoked, and re-tokened
+            devices["trl"] = {
+                "revoked": sorted(d.spec.client_id for d in normal if d.trl_revoked),
+                "retokened": sorted(d.spec.client_id for d in normal if d.trl_retokens),
+                "fetched_several_tokens": sorted(
+                    d.spec.client_id for d in normal if d.tokens_fetched > 1
+                ),
+            }
         if self.saturated_seconds:
             self.warnings.append(
                 f"worker {self.worker_id} was saturated for {self.saturated_seconds} s "
