@@ -39,7 +39,7 @@ from .test_operator import acegw
 RS_ID = "rs-b"
 DEVICE = "meter-7"
 #: an AS outage this long (the issue: "stopped for 5-10 s")
-OUTAGE = 6.0
+OUTAGE = 10.0
 
 
 def _edit(toml: Path, old: str, new: str) -> None:
