@@ -174,3 +174,14 @@ def test_refusals_are_split_by_the_gateways_diagnostic() -> None:
     assert _reason(hints) == "unknown token (AS request creation hints)"
     assert _kind("token", "4.29", answer(b"")) == "token_4.29"
     assert _reason(answer(b"\x00bad\nline" + b"x" * 100)) == ("bad line" + "x" * 52)
+
+
+def test_observe_trl_option() -> None:
+    sc = scenario_from_dict({"device": {"observe_trl": True}, "target": {"trl_path": "/t/l"}})
+    assert sc.observe_trl and sc.trl_path == "/t/l"
+    assert sc.summary()["observe_trl"] is True
+    assert not scenario_from_dict({}).observe_trl
+    with pytest.raises(ScenarioError, match="observe_trl: expected true or false"):
+        scenario_from_dict({"device": {"observe_trl": "yes"}})
+    with pytest.raises(ScenarioError, match="follows tokens"):
+        scenario_from_dict({"device": {"observe_trl": True}, "target": {"auth": "none"}})
