@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.fleet.balancer import balancing
+from bench._fleet import balancing
 from tests.fleet.conftest import Instance, cli, start_instances
 from tests.ops.conftest import free_port, init_state, value
 
