@@ -20,7 +20,7 @@ from gateway.registry.registry import Registry
 from tests.fleet.conftest import cli, start_instances
 from tests.ops.conftest import ProofClient, http_get, init_state
 
-#: The bound the issue sets on propagation to every instance.
+#: The bound on propagation to every instance (docs/deployment.md).
 PROPAGATION_BOUND_S = 1.0
 
 

@@ -38,7 +38,7 @@ from .test_operator import acegw
 
 RS_ID = "rs-b"
 DEVICE = "meter-7"
-#: an AS outage this long (the issue: "stopped for 5-10 s")
+#: an AS outage this long (docs/operations.md: the AS stopped for 5-10 s)
 OUTAGE = 10.0
 
 
