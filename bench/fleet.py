@@ -4,7 +4,8 @@ devices' recovery when one instance is stopped, and how fast a token
 revocation made at the database reaches an instance.
 
     python -m bench.fleet [--tiny] [--devices N] [--seconds S] [--rate R]
-                          [--rounds N] [--probes N] [--json FILE]
+                          [--rounds N] [--sim-workers N] [--probes N]
+                          [--revokes N] [--failover-seconds S] [--json FILE]
 
 Real parts on loopback: a throwaway PostgreSQL cluster
 (:func:`bench._fleet.running_cluster`), one ``acegw init`` directory whose
@@ -14,9 +15,10 @@ reaches them from the balancer's address), nginx stream in front
 (:func:`bench._fleet.balancing`, ``hash $remote_addr$remote_port
 consistent``), ``--devices`` clients from ``acegw clients bulk-add``.
 
-1. Throughput: ``acegw-sim run`` with all devices at ``--rate`` requests/s
-   each for ``--seconds`` through a balancer in front of instance A alone,
-   then through one in front of A and B (both instances run throughout);
+1. Throughput: ``acegw-sim run`` (``--sim-workers`` processes) with all
+   devices at ``--rate`` requests/s each for ``--seconds`` through a
+   balancer in front of instance A alone, then through one in front of A
+   and B (both instances run throughout);
    ``--rounds`` rounds, the order alternating; the figure is the report's
    ``throughput.requests_ok_per_s`` (token, upload and Echo round included),
    median over rounds. Everything shares the 2 cores of this machine: the
@@ -32,7 +34,8 @@ consistent``), ``--devices`` clients from ``acegw clients bulk-add``.
    ``--probes`` probe devices, each on its own source port, send a proofed
    request every 0.25 s (a request unanswered after 3 s is given up; the
    device then does a new handshake from the same port, as a device behind
-   the same NAT binding does, and goes on with the token it holds, repeating
+   the same NAT binding does (a new port if that one was taken meanwhile),
+   and goes on with the token it holds, repeating
    once with an Echo). Instance A is killed (SIGKILL) mid-run. The simulator's
    report has no per-device timing, so the recovery figure comes from the
    probes: for each probe that failed after the stop (a moved device), the
@@ -62,6 +65,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -288,9 +292,15 @@ class Prober:
         if self.session is not None:
             await self.session.close(notify=False)
             self.session = None
-        self.session = await self.probe.connect(
-            self.identity, self.psk, timeout=PROBE_GIVE_UP_S, local_port=self.port
-        )
+        try:
+            self.session = await self.probe.connect(
+                self.identity, self.psk, timeout=PROBE_GIVE_UP_S, local_port=self.port
+            )
+        except OSError:  # the port was taken meanwhile: a new one, as after a NAT rebinding
+            self.session = await self.probe.connect(
+                self.identity, self.psk, timeout=PROBE_GIVE_UP_S
+            )
+            self.port = self.session.local_port
 
     async def run(self, until: float) -> None:
         """Proofed requests every :data:`PROBE_INTERVAL_S` until ``until``
@@ -341,7 +351,8 @@ async def throughput(
     async with balancing([i.target for i in upstreams], root, port=_free_port()) as lb:
         report = await simulate(
             ["--devices-csv", str(devices_csv), "--target", f"{lb.target[0]}:{lb.target[1]}",
-             "--duration", f"{args.seconds}s", "--ramp-up", "1s", "--rate", str(args.rate)],
+             "--duration", f"{args.seconds}s", "--ramp-up", "1s", "--rate", str(args.rate),
+             "--workers", str(args.sim_workers)],
             timeout=args.seconds + 120,
         )  # fmt: skip
     ok = report["devices"].get("normal_with_success", 0)
@@ -456,8 +467,8 @@ async def failover(
 # --- main -----------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+async def run(args: argparse.Namespace, work: Path, result: dict[str, Any]) -> None:
+    """The three measurements; figures go into ``result`` as they are made."""
     with running_cluster() as cluster:
         url = cluster.create_database()
         os.environ["ACEGW_REGISTRY_URL"] = url
@@ -504,7 +515,6 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             probers = [Prober(probe, i, k) for i, k in creds[: args.probes]]
             result["failover"] = await failover(a, b, probers, devices_csv, args, work)
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -514,15 +524,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a quick run: small fleet, short runs")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=20, help="each throughput run")
-    parser.add_argument("--rate", type=float, default=5.0, help="requests/s per device")
+    parser.add_argument("--rate", type=float, default=8.0, help="requests/s per device")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sim-workers", type=int, default=2, help="acegw-sim worker processes")
     parser.add_argument("--probes", type=int, default=100, help="failover probe devices")
     parser.add_argument("--revokes", type=int, default=5, help="revocations measured")
     parser.add_argument("--failover-seconds", type=int, default=30)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.devices, args.seconds, args.rounds = 50, 4, 1
+        args.devices, args.seconds, args.rounds, args.sim_workers = 50, 4, 1, 1
         args.probes, args.revokes, args.failover_seconds = 10, 2, 14
     print(
         f"bench.fleet: {args.devices} devices at {args.rate}/s for {args.seconds} s x "
@@ -535,9 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="acegw-fleet-") as tmp:
         os.chmod(tmp, 0o755)
         try:
-            result = asyncio.run(run(args, Path(tmp)))
+            asyncio.run(run(args, Path(tmp), result))
         except (FleetBenchError, AssertionError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
     fo = result.get("failover", {})
     figures = {
         "fleet_rps_1": result.get("rps_1", math.nan),
