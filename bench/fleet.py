@@ -43,8 +43,9 @@ consistent``), ``--devices`` clients from ``acegw clients bulk-add``.
    simulator's raw samples give, for its fleet, the last failure after the
    stop.
 
-Last line: ``RESULT fleet_rps_1=<n> fleet_rps_2=<n> fleet_failover_p50_s=<x>
-fleet_failover_p99_s=<x> fleet_revoke_propagation_ms=<n>``; ``nan`` and exit
+Last line: ``RESULT fleet_rps_1=<n> fleet_rps_2=<n> fleet_speedup=<x>
+fleet_failover_p50_s=<x> fleet_failover_p99_s=<x>
+fleet_revoke_propagation_ms=<n>`` (``fleet_speedup`` = 2 instances / 1); ``nan`` and exit
 status 1 when a part did not work (the cause is printed).
 """
 
@@ -594,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "RESULT "
         f"fleet_rps_1={fmt(figures['fleet_rps_1'], 0)} "
         f"fleet_rps_2={fmt(figures['fleet_rps_2'], 0)} "
+        f"fleet_speedup={fmt(figures['fleet_rps_2'] / (figures['fleet_rps_1'] or math.nan), 2)} "
         f"fleet_failover_p50_s={fmt(figures['fleet_failover_p50_s'], 2)} "
         f"fleet_failover_p99_s={fmt(figures['fleet_failover_p99_s'], 2)} "
         f"fleet_revoke_propagation_ms={fmt(figures['fleet_revoke_propagation_ms'], 0)}"

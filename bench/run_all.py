@@ -101,6 +101,12 @@ SCRIPTS: tuple[Script, ...] = (
         limit=240,
     ),
     Script(
+        "fleet",
+        "fleet on PostgreSQL behind nginx stream: 2 instances vs 1 (req/s); failover, revocation",
+        ("fleet_speedup",),
+        limit=420,
+    ),
+    Script(
         "soak",
         "soak: many devices at a low steady rate, gateway memory / errors / p99 over time",
         (),
