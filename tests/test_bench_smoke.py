@@ -48,7 +48,7 @@ def test_benchmark_tiny_mode(module, keys, tmp_path):
     values = dict(item.split("=", 1) for item in result.split()[1:])
     for key in keys:
         assert re.fullmatch(r"[0-9.]+", values[key]), (key, values[key])
-        assert float(values[key]) > 0
+        assert float(values[key]) > 0, (key, result, proc.stdout[-3000:])
     assert out.read_text().strip().startswith("{")
 
 
