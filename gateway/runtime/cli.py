@@ -683,8 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=GENERATED_PSK_BYTES,
         metavar="N",
-        help=f"bytes of each generated PSK, 16..{MAX_PSK_LEN} (default {GENERATED_PSK_BYTES}; "
-        "acegw-sim's tinydtls devices take at most 18)",
+        help=f"bytes of each generated PSK, 16..{MAX_PSK_LEN} (default {GENERATED_PSK_BYTES})",
     )
     s.set_defaults(func=_audited("clients bulk-add", cmd_clients_bulk_add, "prefix"))
 
