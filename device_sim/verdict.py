@@ -7,10 +7,13 @@ Checks (all must hold for PASS):
 
 * **served devices**: the share of normal devices that completed the
   handshake, got a token, uploaded it and had at least one successful
-  request is at least ``served_ratio`` (default 0.99);
+  request is at least ``served_ratio`` (default 0.99), and at least one was
+  (a run without normal devices, or that served none, fails whatever the
+  limit);
 * **normal error rate**: failed / finished operations of normal devices
   (handshakes, token requests, uploads and requests; an Echo round trip is
-  part of its request) is at most ``error_rate`` (default 0.01);
+  part of its request) is at most ``error_rate`` (default 0.01), and at
+  least one operation finished;
 * **ran the whole duration**: not stopped by SIGINT/SIGTERM, no worker
   crashed;
 * **no attack accepted**: no finding;
@@ -243,16 +246,30 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds | None = None) -> di
     dev = report.get("devices", {})
     normal = dev.get("normal", 0)
     served = dev.get("normal_with_success", 0)
-    if normal:
-        share = served / normal
-        check(
-            "served devices",
-            f">= {th.served_ratio:.2%}",
-            round(share, 4),
-            share >= th.served_ratio,
-            f"{served} of {normal} normal devices completed handshake, token, upload and "
-            f"a successful request ({share:.1%}); {_top_errors(diagnosis)}",
+    share = served / normal if normal else 0.0
+    flow = (
+        "a handshake and a successful request"
+        if report.get("scenario", {}).get("auth") == "none"
+        else "handshake, token, upload and a successful request"
+    )
+    if not normal:
+        served_cause = (
+            f"no normal device in this run ({dev.get('simulated', 0)} simulated, attackers "
+            f"{dev.get('attackers') or 'none'}): nothing shows that the gateway serves devices"
         )
+    else:
+        served_cause = (
+            f"{served} of {normal} normal devices completed {flow} ({share:.1%}"
+            f"{'; at least one is needed' if not served else ''}); {_top_errors(diagnosis)}"
+        )
+    # one served device at least, whatever the limit: a run that served none measured nothing
+    check(
+        "served devices",
+        f">= {th.served_ratio:.2%}",
+        round(share, 4),
+        served > 0 and share >= th.served_ratio,
+        served_cause,
+    )
     traffic = report.get("normal_traffic", {})
     failed = sum(t.get("failed", 0) for t in traffic.values())
     total = failed + sum(t.get("ok", 0) for t in traffic.values())
@@ -261,9 +278,11 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds | None = None) -> di
         "normal error rate",
         f"<= {th.error_rate:.2%}",
         round(rate, 6),
-        rate <= th.error_rate,
+        total > 0 and rate <= th.error_rate,
         f"{failed} of {total} operations of normal devices failed ({rate:.1%}); "
-        f"{_top_errors(diagnosis)}",
+        f"{_top_errors(diagnosis)}"
+        if total
+        else "no operation of a normal device finished: the rate measures nothing",
     )
     run = report.get("run", {})
     completed = bool(run.get("completed"))

@@ -161,9 +161,13 @@ def test_checks_that_always_apply_and_their_causes() -> None:
     # with many source addresses the hint is the gateway's limit
     report["sources"]["count"] = 50
     assert "source_addresses" not in evaluate(report)["diagnosis"]["token"]["hint"]
-    # thresholds from the scenario, overridden on the command line
-    assert not evaluate(report, Thresholds.of({"served_ratio": 0.5}))["verdict"]["pass"]
+    # no limit makes a run that served no device pass
     loose = Thresholds.of({"served_ratio": 0.5}, served_ratio=0.0, error_rate=1.0)
+    v = evaluate(report, loose)["verdict"]
+    assert not v["pass"] and "at least one is needed" in v["causes"][0]
+    # thresholds from the scenario, overridden on the command line
+    report["devices"]["normal_with_success"] = 1
+    assert not evaluate(report, Thresholds.of({"served_ratio": 0.5}))["verdict"]["pass"]
     assert evaluate(report, loose)["verdict"]["pass"]
     # an interrupted run fails and says so
     rec2 = Recorder()
@@ -172,6 +176,26 @@ def test_checks_that_always_apply_and_their_causes() -> None:
     cut["run"]["interrupted"] = "SIGINT"
     v = evaluate(cut)["verdict"]
     assert not v["pass"] and "interrupted (SIGINT)" in v["causes"][0]
+
+
+def test_a_run_without_normal_devices_or_operations_fails() -> None:
+    """No normal device, or normal devices that finished no operation: the
+    checks measure nothing and the verdict says FAIL with the cause."""
+    empty = _report(Recorder(), "1/1", 0, 10)
+    empty["devices"].update(
+        simulated=3, normal=0, normal_with_success=0, attackers={"wrong_psk": 3}
+    )
+    v = evaluate(empty, Thresholds(served_ratio=0.0, error_rate=1.0))["verdict"]
+    assert not v["pass"]
+    failed = {c["name"] for c in v["checks"] if not c["ok"]}
+    assert failed == {"served devices", "normal error rate"}
+    assert "no normal device in this run" in v["causes"][0]
+    assert "no operation of a normal device finished" in v["causes"][1]
+    # normal devices that never got as far as an operation
+    idle = _report(Recorder(), "1/1", 0, 10)
+    idle["devices"].update(normal=5, normal_with_success=0)
+    v = evaluate(idle, Thresholds(served_ratio=0.0, error_rate=1.0))["verdict"]
+    assert not v["pass"] and "0 of 5 normal devices" in v["causes"][0]
 
 
 def test_attack_kinds_not_exercised_are_reported_and_fail_when_strict() -> None:
