@@ -337,7 +337,11 @@ class Authorizer:
             if not (
                 check is None
                 or token.exp <= now
-                or (lockout is not None and now < lockout.ban_end)
+                or (
+                    lockout is not None
+                    and now < lockout.ban_end
+                    and lockout.banned(identity, view.address, now)  # type: ignore[arg-type]
+                )
                 or standing.version != self._version()
                 or self.tokens.peek(token.kid) is not token
             ):

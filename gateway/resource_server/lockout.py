@@ -133,11 +133,15 @@ class Lockout:
             return ban
         return None
 
+    def banned(self, identity: bytes, address: str | None, now: float) -> bool:
+        """Whether a request inside a session of ``identity`` from
+        ``address`` is refused: its pair is banned (the session proves the
+        pair authenticated: an address ban does not apply)."""
+        return address is not None and self._active((identity, address), now) is not None
+
     def check(self, identity: bytes, address: str | None, now: float) -> None:
-        """Raise :class:`LockedOut` for a request inside a session of
-        ``identity`` from ``address`` whose pair is banned (the session
-        proves the pair authenticated: an address ban does not apply)."""
-        if address is not None and self._active((identity, address), now) is not None:
+        """Raise :class:`LockedOut` when :meth:`banned` says so."""
+        if self.banned(identity, address, now):
             raise LockedOut("temporarily locked out after repeated failures")
 
     def trusted(self, identity: bytes, address: str, now: float) -> bool:

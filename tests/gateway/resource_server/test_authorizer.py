@@ -252,6 +252,27 @@ def test_a_banned_pair_is_refused_before_its_proof_is_looked_at(world):
     assert isinstance(world.authorizer.authorize(elsewhere, NOW), Allow)
 
 
+def test_a_ban_elsewhere_keeps_a_warm_device_on_the_warm_path(world):
+    """A peer that gets its own pair banned (failing handshakes costs it
+    nothing but a key guess) must not send every other device's requests
+    down the general path for the ban's length."""
+    world.open_window()
+    for _ in range(world.lockout.max_failures):
+        world.lockout.failure(b"intruder", "198.51.100.9", NOW)
+    assert world.lockout.ban_end > NOW
+
+    def general_path(view, now):
+        raise AssertionError("a warm request took the general path")
+
+    world.authorizer._authorize = general_path
+    assert isinstance(world.authorizer.authorize(world.view(), NOW), Allow)
+    # the banned pair itself still leaves the warm path and is refused there
+    for _ in range(world.lockout.max_failures):
+        world.lockout.failure(b"sensor-1", "192.0.2.1", NOW)
+    with pytest.raises(AssertionError, match="general path"):
+        world.authorizer.authorize(world.view(), NOW)
+
+
 def test_unprotected_paths_are_open_and_ace_endpoints_rate_limited(world):
     token_request = RequestView(method=2, path=("token",), identity=b"sensor-1")
     assert world.authorizer.authorize(token_request, NOW) is OPEN
