@@ -48,7 +48,6 @@ COSE_KEY_SET_TYPE = "application/cose-key-set"
 MetricsText = Callable[[], Awaitable[str]]
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 KeySetBytes = Callable[[], bytes]
-BanList = Callable[[], Awaitable[list[dict[str, Any]]]]
 #: ``query(name, args)``: every worker's answer to a
 #: :data:`gateway.operations.live_state.QUERIES` query, items concatenated.
 LiveQuery = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
@@ -63,7 +62,6 @@ class AdminHttp:
         metrics: MetricsText,
         ready: Readiness,
         key_set: KeySetBytes,
-        bans: BanList | None = None,
         live: LiveQuery | None = None,
         token_file: Path | None = None,
     ) -> None:
@@ -72,7 +70,6 @@ class AdminHttp:
         self._metrics = metrics
         self._ready = ready
         self._key_set = key_set
-        self._bans = bans
         self._live = live
         self._token_file = token_file
         self._runner: web.AppRunner | None = None
@@ -91,8 +88,6 @@ class AdminHttp:
             app.router.add_get("/sessions", self._get_sessions)
             app.router.add_get("/tokens", self._get_tokens)
             app.router.add_post("/lockouts/lift", self._post_lift)
-        elif self._bans is not None:
-            app.router.add_get("/bans", self._get_bans)
         return app
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -135,11 +130,6 @@ class AdminHttp:
         return web.Response(
             status=200 if ready else 503, text=body, content_type="application/json"
         )
-
-    async def _get_bans(self, request: web.Request) -> web.Response:
-        assert self._bans is not None
-        body = json.dumps({"bans": await self._bans()}, separators=(",", ":")) + "\n"
-        return web.Response(text=body, content_type="application/json")
 
     # --- live state (loopback only; changes need the admin token) ------------
 

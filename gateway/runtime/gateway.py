@@ -455,9 +455,6 @@ class Gateway:
             for ban in self.lockout.bans(now)
         ]
 
-    async def bans_list(self) -> list[dict[str, Any]]:
-        return self.bans()
-
     def lift_bans(self, address: str | None, identity: bytes | None, by: str) -> int:
         """Lift matching bans (an operator's ``acegw bans lift``); audited."""
         lifted = self.lockout.lift(self.clock(), address=address, identity=identity)

@@ -77,7 +77,6 @@ async def serve_gateway(
                 metrics=gateway.metrics_text,
                 ready=gateway.readiness,
                 key_set=gateway.keystore.export_public,
-                bans=gateway.bans_list,
                 live=_local_live(gateway),
                 token_file=admin_token_path(config),
             )

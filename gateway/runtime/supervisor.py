@@ -41,8 +41,8 @@ registry's change log and the key directory's manifest every 0.25 s.
 The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
 ``ready``, ``token`` (both ways), ``cid`` (worker to supervisor to the
-owning worker), ``metrics`` and ``bans`` (the lockout bans in force, for
-``GET /bans``). It never leaves the host;
+owning worker), ``metrics`` and ``ask``/``answer`` (the live state an
+operator asks for, :mod:`gateway.operations.live_state`). It never leaves the host;
 no message is logged.
 """
 
@@ -100,10 +100,9 @@ class WorkerSlot:
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = BACKOFF_FIRST
-    pending: dict[int, asyncio.Future[list[m.Family]]] = field(default_factory=dict)
-    pending_bans: dict[int, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
-    #: live-state answers (``ask``); an error answer is a one-item list ``[{"error": ...}]``
-    pending_answers: dict[int, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
+    #: requests awaiting the worker's answer, by id (``metrics?``, ``ask``);
+    #: an error answer to ``ask`` is a one-item list ``[{"error": ...}]``
+    pending: dict[int, asyncio.Future[list[Any]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -167,7 +166,6 @@ class Supervisor:
                     metrics=self.metrics_text,
                     ready=self.readiness,
                     key_set=self.key_set,
-                    bans=self.bans,
                     live=self.live,
                     token_file=admin_token_path(self.config),
                 )
@@ -268,11 +266,10 @@ class Supervisor:
         if slot.writer is not None:
             slot.writer.close()
             slot.writer = None
-        for waiting in (slot.pending, slot.pending_bans, slot.pending_answers):
-            for future in waiting.values():
-                if not future.done():
-                    future.set_result([])
-            waiting.clear()
+        for future in slot.pending.values():
+            if not future.done():
+                future.set_result([])
+        slot.pending.clear()
         if self.stopping:
             return
         ran = time.monotonic() - slot.started_at
@@ -385,16 +382,12 @@ class Supervisor:
             if future is not None and not future.done():
                 future.set_result([m.Family.from_json(f) for f in message["families"]])
         elif kind == "answer":
-            answered = slot.pending_answers.pop(int(message["id"]), None)
+            answered = slot.pending.pop(int(message["id"]), None)
             if answered is not None and not answered.done():
                 if "error" in message:
                     answered.set_result([{"error": str(message["error"])}])
                 else:
                     answered.set_result(list(message["v"]))
-        elif kind == "bans":
-            waiting = slot.pending_bans.pop(int(message["id"]), None)
-            if waiting is not None and not waiting.done():
-                waiting.set_result(list(message["bans"]))
 
     def _share(self, origin: WorkerSlot, token: bytes, exp: float) -> None:
         if len(self._shared) >= MAX_SHARED_TOKENS:
@@ -409,62 +402,40 @@ class Supervisor:
 
     # --- what the HTTP port shows -----------------------------------------------------
 
-    async def metrics_text(self) -> str:
+    async def _ask_ready(self, message: dict[str, Any]) -> list[list[Any]]:
+        """Send ``message`` (with a fresh ``id``) to every ready worker; their
+        answers in worker order. A worker that does not answer within
+        ``METRICS_TIMEOUT`` is left out (and its request forgotten)."""
         loop = asyncio.get_running_loop()
-        waits: list[asyncio.Future[list[m.Family]]] = []
+        waits: list[tuple[WorkerSlot, int, asyncio.Future[list[Any]]]] = []
         for slot in self.slots:
             if slot.ready:
                 self._next_id += 1
-                future: asyncio.Future[list[m.Family]] = loop.create_future()
+                future: asyncio.Future[list[Any]] = loop.create_future()
                 slot.pending[self._next_id] = future
-                slot.send({"t": "metrics?", "id": self._next_id})
-                waits.append(future)
-        snapshots: list[list[m.Family]] = []
-        for future in waits:
-            try:
-                snapshots.append(await asyncio.wait_for(future, METRICS_TIMEOUT))
-            except TimeoutError:
-                continue
-        return m.render(m.merge([*snapshots, self.collect()]))
+                slot.send({**message, "id": self._next_id})
+                waits.append((slot, self._next_id, future))
+        if waits:
+            await asyncio.wait([f for _, _, f in waits], timeout=METRICS_TIMEOUT)
+        answers: list[list[Any]] = []
+        for slot, ident, future in waits:
+            if future.done():
+                answers.append(future.result())
+            else:
+                future.cancel()
+                slot.pending.pop(ident, None)
+        return answers
 
-    async def bans(self) -> list[dict[str, Any]]:
-        """Every ready worker's bans in force (each keeps its own lockout)."""
-        loop = asyncio.get_running_loop()
-        waits: list[asyncio.Future[list[dict[str, Any]]]] = []
-        for slot in self.slots:
-            if slot.ready:
-                self._next_id += 1
-                future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
-                slot.pending_bans[self._next_id] = future
-                slot.send({"t": "bans?", "id": self._next_id})
-                waits.append(future)
-        found: list[dict[str, Any]] = []
-        for future in waits:
-            try:
-                found += await asyncio.wait_for(future, METRICS_TIMEOUT)
-            except TimeoutError:
-                continue
-        return found
+    async def metrics_text(self) -> str:
+        snapshots = await self._ask_ready({"t": "metrics?"})
+        return m.render(m.merge([*snapshots, self.collect()]))
 
     async def live(self, query: str, args: dict[str, Any]) -> list[dict[str, Any]]:
         """Every ready worker's answer to a live-state query
         (:mod:`gateway.operations.live_state`), concatenated; a worker that
         does not answer in time is left out."""
-        loop = asyncio.get_running_loop()
-        waits: list[asyncio.Future[list[dict[str, Any]]]] = []
-        for slot in self.slots:
-            if slot.ready:
-                self._next_id += 1
-                future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
-                slot.pending_answers[self._next_id] = future
-                slot.send({"t": "ask", "id": self._next_id, "q": query, "a": args})
-                waits.append(future)
         found: list[dict[str, Any]] = []
-        for future in waits:
-            try:
-                items = await asyncio.wait_for(future, METRICS_TIMEOUT)
-            except TimeoutError:
-                continue
+        for items in await self._ask_ready({"t": "ask", "q": query, "a": args}):
             if len(items) == 1 and set(items[0]) == {"error"}:
                 raise InvalidArgument(str(items[0]["error"]))
             found += items
