@@ -22,7 +22,7 @@ from aiocoap.numbers.codes import Code
 from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
 from gateway.coap.authorizing_site import authorized, peer_of
 from gateway.coap.responses import error_response
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestTooLarge
 from tokens import cbor
 from tokens.ace import IntrospectionRequest, IntrospectionResponse, TokenRequest
 from tokens.errors import InvalidClient, MalformedError, TokenError
@@ -43,13 +43,6 @@ class UnsupportedContentFormat(GatewayError):
     reason = "unsupported_content_format"
 
 
-class PayloadTooLarge(GatewayError):
-    """Payload above :data:`MAX_ACE_PAYLOAD` (RFC 7252 §5.9.2.9: 4.13)."""
-
-    coap_code = CoapCode.REQUEST_ENTITY_TOO_LARGE
-    reason = "payload_too_large"
-
-
 class NotAuthenticated(GatewayError):
     """The request did not come over a DTLS session authenticated with a
     registered client's PSK (RFC 9200 §5.8: the AS authenticates the client)."""
@@ -65,7 +58,7 @@ def ace_payload(request: aiocoap.Message) -> bytes:
     if cf is not None and int(cf) != CONTENT_FORMAT_ACE_CBOR:
         raise UnsupportedContentFormat("use Content-Format 19 (application/ace+cbor)")
     if len(request.payload) > MAX_ACE_PAYLOAD:
-        raise PayloadTooLarge(f"payload above {MAX_ACE_PAYLOAD} bytes")
+        raise RequestTooLarge(f"payload above {MAX_ACE_PAYLOAD} bytes")
     if not request.payload:
         raise MalformedError("empty payload")
     return bytes(request.payload)
@@ -102,7 +95,9 @@ class AceResource(aiocoap.resource.Resource):  # type: ignore[misc]
             peer=peer_of(request),
             client_id=client_id,
         )
-        return error_response(exc, ace_body=ace_body)
+        # 4.13 names the largest payload accepted (RFC 7959 §2.9.3)
+        size1 = MAX_ACE_PAYLOAD if isinstance(exc, RequestTooLarge) else None
+        return error_response(exc, ace_body=ace_body, size1=size1)
 
 
 class TokenResource(AceResource):

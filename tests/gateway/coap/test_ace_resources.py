@@ -103,6 +103,13 @@ async def test_token_refusals_carry_code_and_ace_error(audit, request_, code, er
     assert [r["decision"] for r in audit] == ["deny"]
 
 
+async def test_a_payload_above_the_limit_gets_4_13_naming_the_limit(audit):
+    resp = await token_resource(audit).render_post(post(b"\x00" * (MAX_ACE_PAYLOAD + 1)))
+    assert resp.code == Code.REQUEST_ENTITY_TOO_LARGE
+    assert resp.opt.size1 == MAX_ACE_PAYLOAD  # RFC 7959 §2.9.3
+    assert [(r["decision"], r["reason"]) for r in audit] == [("deny", "too_large")]
+
+
 def introspect_resource(audit: list, revoked: set[bytes]) -> IntrospectResource:
     decide = Introspection(
         issuer="as",
