@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InvalidArgument, RegistryError
-from gateway.registry.store import OperatorAction, RegistryStore, open_store
+from gateway.registry.store import ActionQuery, OperatorAction, RegistryStore, open_store
 
 
 def operator_name(env: Mapping[str, str] | None = None) -> str:
@@ -87,12 +87,10 @@ class OperatorAudit:
         until: float | None = None,
         limit: int | None = None,
     ) -> list[OperatorAction]:
-        """Matching records, oldest first (``limit``: the newest ``limit``)."""
+        """Matching records, oldest first (:class:`ActionQuery`)."""
         if limit is not None and limit < 1:
             raise InvalidArgument("the number of records must be at least 1")
-        return self.store.search_actions(
-            target=target, action=action, operator=operator, since=since, until=until, limit=limit
-        )
+        return self.store.search_actions(ActionQuery(target, action, operator, since, until, limit))
 
 
 __all__ = ["OperatorAction", "OperatorAudit", "operator_name"]

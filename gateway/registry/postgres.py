@@ -28,14 +28,20 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gateway.errors import ClientExists, ClientNotFound, InvalidArgument, RegistryError
+from gateway.errors import ClientExists, ClientNotFound, RegistryError
 from gateway.registry.migrations import LATEST, MIGRATIONS
 from gateway.registry.store import (
-    CLIENT_FIELDS,
-    NO_CUT,
+    ALL_ACTIONS,
+    CLIENT_COLUMNS,
+    ActionQuery,
     Changes,
     ClientRecord,
     OperatorAction,
+    assemble_changes,
+    client_record,
+    client_row,
+    client_update,
+    operator_actions,
     redact,
 )
 
@@ -48,11 +54,7 @@ CHANNEL = "acegw_registry"
 #: Advisory lock keys (any constant bigint the database does not use otherwise).
 _MIGRATE_LOCK = 0x61636567_77_0001
 _WRITE_LOCK = 0x61636567_77_0002
-_COLUMNS = (
-    "client_id, psk, scope, default_scope, audiences, public_key, enabled, created_at, "
-    "rotated_at, generation"
-)
-_INSERT = f"INSERT INTO clients ({_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"
+_INSERT = f"INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"
 
 
 def is_postgres_url(location: object) -> bool:
@@ -216,36 +218,6 @@ class PostgresStore:
 
     # --- clients ----------------------------------------------------------------
 
-    @staticmethod
-    def _row(r: ClientRecord) -> tuple[Any, ...]:
-        return (
-            r.client_id,
-            r.psk,
-            r.scope,
-            r.default_scope,
-            json.dumps(list(r.audiences)),
-            r.public_key,
-            bool(r.enabled),
-            r.created_at,
-            r.rotated_at,
-            r.generation,
-        )
-
-    @staticmethod
-    def _record(r: Any) -> ClientRecord:
-        return ClientRecord(
-            client_id=r[0],
-            psk=bytes(r[1]),
-            scope=r[2],
-            default_scope=r[3],
-            audiences=tuple(json.loads(r[4])),
-            public_key=None if r[5] is None else bytes(r[5]),
-            enabled=bool(r[6]),
-            created_at=r[7],
-            rotated_at=r[8],
-            generation=r[9],
-        )
-
     def add_clients(self, records: Sequence[ClientRecord]) -> None:
         if not records:
             return
@@ -259,7 +231,7 @@ class PostgresStore:
                     raise ClientExists(f"client {ids[0]!r} already exists")
                 raise ClientExists(f"some of the ids {ids[0]}..{ids[-1]} already exist")
             with conn.cursor() as cur:
-                cur.executemany(_INSERT, [self._row(r) for r in records])
+                cur.executemany(_INSERT, [client_row(r) for r in records])
                 cur.executemany(
                     "INSERT INTO changelog (kind, client_id, at) VALUES ('add', %s, %s)",
                     [(r.client_id, r.created_at) for r in records],
@@ -269,14 +241,7 @@ class PostgresStore:
     def update_client(
         self, client_id: str, kind: str, fields: Mapping[str, Any], *, at: float, cut: bool
     ) -> None:
-        unknown = set(fields) - CLIENT_FIELDS
-        if unknown or not fields:
-            raise InvalidArgument(f"cannot set client fields {sorted(unknown) or 'none'}")
-        values = [
-            json.dumps(list(v)) if name == "audiences" else bool(v) if name == "enabled" else v
-            for name, v in fields.items()
-        ]
-        sets = ", ".join(f"{name} = %s" for name in fields)
+        sets, values = client_update(fields, "%s")
         with self._write() as conn:
             cur = conn.execute(
                 f"UPDATE clients SET {sets}, generation = generation + 1 WHERE client_id = %s",
@@ -297,18 +262,21 @@ class PostgresStore:
             self._log_change(conn, "delete", client_id, at)
 
     def client(self, client_id: str) -> ClientRecord | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM clients WHERE client_id = %s", (client_id,))
-        return self._record(rows[0]) if rows else None
+        rows = self._read(
+            f"SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = %s", (client_id,)
+        )
+        return client_record(rows[0]) if rows else None
 
     def clients(self, prefix: str | None = None) -> list[ClientRecord]:
         if prefix is None:
-            rows = self._read(f"SELECT {_COLUMNS} FROM clients ORDER BY client_id")
+            rows = self._read(f"SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id")
         else:
             rows = self._read(
-                f"SELECT {_COLUMNS} FROM clients WHERE left(client_id, %s) = %s ORDER BY client_id",
+                f"SELECT {CLIENT_COLUMNS} FROM clients WHERE left(client_id, %s) = %s "
+                "ORDER BY client_id",
                 (len(prefix), prefix),
             )
-        return [self._record(r) for r in rows]
+        return [client_record(r) for r in rows]
 
     def count_clients(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM clients")[0][0])
@@ -406,28 +374,16 @@ class PostgresStore:
             rows = conn.execute(
                 "SELECT seq, kind, client_id FROM changelog WHERE seq > %s ORDER BY seq", (stamp,)
             ).fetchall()
-            pruned_through = self._pruned_through(conn)
-            complete = pruned_through <= stamp
-            new_stamp = max([stamp, *(r[0] for r in rows), 0 if complete else pruned_through])
-            lifts: tuple[tuple[str | None, bytes | None], ...] = ()
-            if any(r[1] == "lift" for r in rows):
-                lifts = tuple(
-                    (a, None if i is None else bytes(i))
-                    for a, i in conn.execute(
-                        "SELECT address, identity FROM ban_lifts WHERE seq > %s AND seq <= %s "
-                        "ORDER BY seq",
-                        (stamp, new_stamp),
-                    ).fetchall()
-                )
-        return Changes(
-            stamp=int(new_stamp),
-            client_ids=frozenset(r[2] for r in rows if r[2] is not None),
-            revocations=any(r[1] in ("revoke", "purge") for r in rows),
-            complete=complete,
-            cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in NO_CUT),
-            lifts=lifts,
-            kinds=tuple((r[1], r[2]) for r in rows),
-        )
+            return assemble_changes(
+                stamp,
+                rows,
+                self._pruned_through(conn),
+                lambda after, through: conn.execute(
+                    "SELECT address, identity FROM ban_lifts WHERE seq > %s AND seq <= %s "
+                    "ORDER BY seq",
+                    (after, through),
+                ).fetchall(),
+            )
 
     # --- operators' audit trail -------------------------------------------------
 
@@ -442,42 +398,8 @@ class PostgresStore:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def search_actions(
-        self,
-        *,
-        target: str | None = None,
-        action: str | None = None,
-        operator: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> list[OperatorAction]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("target", target), ("operator", operator)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if action is not None:
-            where.append("(action = %s OR left(action, %s) = %s)")
-            args += [action, len(action) + 1, f"{action} "]
-        if since is not None:
-            where.append("at >= %s")
-            args.append(since)
-        if until is not None:
-            where.append("at <= %s")
-            args.append(until)
-        sql = "SELECT seq, at, operator, action, target, outcome, detail FROM operator_audit"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self._read(sql, tuple(args))
-        return [
-            OperatorAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
-            for r in reversed(rows)
-        ]
+    def search_actions(self, query: ActionQuery = ALL_ACTIONS) -> list[OperatorAction]:
+        return operator_actions(self._read(*query.select("%s")))
 
     # --- copying a registry -------------------------------------------------------
 
@@ -506,7 +428,7 @@ class PostgresStore:
                 (key_check,),
             )
             with conn.cursor() as cur:
-                cur.executemany(_INSERT, [self._row(r) for r in clients])
+                cur.executemany(_INSERT, [client_row(r) for r in clients])
                 cur.executemany("INSERT INTO client_cutoffs VALUES (%s, %s)", list(cutoffs.items()))
                 cur.executemany(
                     "INSERT INTO revoked VALUES (%s, %s) ON CONFLICT (cti) DO NOTHING",

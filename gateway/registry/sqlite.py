@@ -11,7 +11,6 @@ connection; open one store per process, after any fork.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -20,13 +19,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ClientExists, ClientNotFound, InvalidArgument, RegistryError
+from gateway.errors import ClientExists, ClientNotFound, RegistryError
 from gateway.registry.store import (
-    CLIENT_FIELDS,
-    NO_CUT,
+    ALL_ACTIONS,
+    CLIENT_COLUMNS,
+    ActionQuery,
     Changes,
     ClientRecord,
     OperatorAction,
+    assemble_changes,
+    client_record,
+    client_row,
+    client_update,
+    operator_actions,
 )
 
 SCHEMA_VERSION = 1
@@ -80,10 +85,9 @@ CREATE TABLE IF NOT EXISTS operator_audit (
 CREATE INDEX IF NOT EXISTS operator_audit_target ON operator_audit (target, at);
 """
 
-_INSERT = f"INSERT INTO clients VALUES ({', '.join('?' * 10)}) ON CONFLICT (client_id) DO NOTHING"
-_COLUMNS = (
-    "client_id, psk, scope, default_scope, audiences, public_key, enabled, created_at, "
-    "rotated_at, generation"
+_INSERT = (
+    f"INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ({', '.join('?' * 10)}) "
+    "ON CONFLICT (client_id) DO NOTHING"
 )
 
 
@@ -212,41 +216,11 @@ class SqliteStore:
 
     # --- clients ----------------------------------------------------------------
 
-    @staticmethod
-    def _row(r: ClientRecord) -> tuple[Any, ...]:
-        return (
-            r.client_id,
-            r.psk,
-            r.scope,
-            r.default_scope,
-            json.dumps(list(r.audiences)),
-            r.public_key,
-            int(r.enabled),
-            r.created_at,
-            r.rotated_at,
-            r.generation,
-        )
-
-    @staticmethod
-    def _record(r: Any) -> ClientRecord:
-        return ClientRecord(
-            client_id=r[0],
-            psk=bytes(r[1]),
-            scope=r[2],
-            default_scope=r[3],
-            audiences=tuple(json.loads(r[4])),
-            public_key=None if r[5] is None else bytes(r[5]),
-            enabled=bool(r[6]),
-            created_at=r[7],
-            rotated_at=r[8],
-            generation=r[9],
-        )
-
     def add_clients(self, records: Sequence[ClientRecord]) -> None:
         if not records:
             return
         with self._write() as db:
-            if db.executemany(_INSERT, [self._row(r) for r in records]).rowcount != len(records):
+            if db.executemany(_INSERT, [client_row(r) for r in records]).rowcount != len(records):
                 if len(records) == 1:
                     raise ClientExists(f"client {records[0].client_id!r} already exists")
                 raise ClientExists(
@@ -260,14 +234,7 @@ class SqliteStore:
     def update_client(
         self, client_id: str, kind: str, fields: Mapping[str, Any], *, at: float, cut: bool
     ) -> None:
-        unknown = set(fields) - CLIENT_FIELDS
-        if unknown or not fields:
-            raise InvalidArgument(f"cannot set client fields {sorted(unknown) or 'none'}")
-        values = [
-            json.dumps(list(v)) if name == "audiences" else int(v) if name == "enabled" else v
-            for name, v in fields.items()
-        ]
-        sets = ", ".join(f"{name} = ?" for name in fields)
+        sets, values = client_update(fields, "?")
         with self._write() as db:
             cur = db.execute(
                 f"UPDATE clients SET {sets}, generation = generation + 1 WHERE client_id = ?",
@@ -287,19 +254,19 @@ class SqliteStore:
             self._log_change(db, "delete", client_id, at)
 
     def client(self, client_id: str) -> ClientRecord | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM clients WHERE client_id = ?", (client_id,))
-        return self._record(rows[0]) if rows else None
+        rows = self._read(f"SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?", (client_id,))
+        return client_record(rows[0]) if rows else None
 
     def clients(self, prefix: str | None = None) -> list[ClientRecord]:
         if prefix is None:
-            rows = self._read(f"SELECT {_COLUMNS} FROM clients ORDER BY client_id")
+            rows = self._read(f"SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id")
         else:
             rows = self._read(
-                f"SELECT {_COLUMNS} FROM clients WHERE substr(client_id, 1, ?) = ? "
+                f"SELECT {CLIENT_COLUMNS} FROM clients WHERE substr(client_id, 1, ?) = ? "
                 "ORDER BY client_id",
                 (len(prefix), prefix),
             )
-        return [self._record(r) for r in rows]
+        return [client_record(r) for r in rows]
 
     def count_clients(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM clients")[0][0])
@@ -365,27 +332,14 @@ class SqliteStore:
             "SELECT seq, kind, client_id FROM changelog WHERE seq > ? ORDER BY seq", (stamp,)
         )
         pruned = self._read("SELECT value FROM meta WHERE name = 'pruned_through'")
-        pruned_through = int(pruned[0][0]) if pruned else 0
-        complete = pruned_through <= stamp
-        new_stamp = max([stamp, *(r[0] for r in rows), 0 if complete else pruned_through])
-        lifts: tuple[tuple[str | None, bytes | None], ...] = ()
-        if any(r[1] == "lift" for r in rows):
-            lifts = tuple(
-                (a, None if i is None else bytes(i))
-                for a, i in self._read(
-                    "SELECT address, identity FROM ban_lifts WHERE seq > ? AND seq <= ? "
-                    "ORDER BY seq",
-                    (stamp, new_stamp),
-                )
-            )
-        return Changes(
-            stamp=new_stamp,
-            client_ids=frozenset(r[2] for r in rows if r[2] is not None),
-            revocations=any(r[1] in ("revoke", "purge") for r in rows),
-            complete=complete,
-            cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in NO_CUT),
-            lifts=lifts,
-            kinds=tuple((r[1], r[2]) for r in rows),
+        return assemble_changes(
+            stamp,
+            rows,
+            int(pruned[0][0]) if pruned else 0,
+            lambda after, through: self._read(
+                "SELECT address, identity FROM ban_lifts WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after, through),
+            ),
         )
 
     # --- operators' audit trail -------------------------------------------------
@@ -401,42 +355,8 @@ class SqliteStore:
             )
         return int(cur.lastrowid or 0)
 
-    def search_actions(
-        self,
-        *,
-        target: str | None = None,
-        action: str | None = None,
-        operator: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> list[OperatorAction]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("target", target), ("operator", operator)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if action is not None:
-            where.append("(action = ? OR action LIKE ?)")
-            args += [action, f"{action} %"]
-        if since is not None:
-            where.append("at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("at <= ?")
-            args.append(until)
-        sql = "SELECT seq, at, operator, action, target, outcome, detail FROM operator_audit"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self._read(sql, tuple(args))
-        return [
-            OperatorAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
-            for r in reversed(rows)
-        ]
+    def search_actions(self, query: ActionQuery = ALL_ACTIONS) -> list[OperatorAction]:
+        return operator_actions(self._read(*query.select("?")))
 
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]

@@ -13,11 +13,14 @@ log in it; reads never write.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
+
+from gateway.errors import InvalidArgument
 
 #: Change kinds after which a client's live sessions may go on.
 NO_CUT = frozenset({"add", "enable"})
@@ -88,6 +91,139 @@ class OperatorAction:
             "outcome": self.outcome,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionQuery:
+    """Which audit records :meth:`RegistryStore.search_actions` returns:
+    every given criterion must match; ``action`` matches itself and its
+    sub-commands (``clients`` matches ``clients add``); ``limit``: only the
+    newest ``limit``."""
+
+    target: str | None = None
+    action: str | None = None
+    operator: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int | None = None
+
+    def select(self, mark: str) -> tuple[str, tuple[Any, ...]]:
+        """The query and its arguments, ``mark`` being the driver's
+        placeholder (``?`` for SQLite, ``%s`` for psycopg)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("target", self.target), ("operator", self.operator)):
+            if value is not None:
+                where.append(f"{column} = {mark}")
+                args.append(value)
+        if self.action is not None:
+            where.append(f"(action = {mark} OR substr(action, 1, {mark}) = {mark})")
+            args += [self.action, len(self.action) + 1, f"{self.action} "]
+        if self.since is not None:
+            where.append(f"at >= {mark}")
+            args.append(self.since)
+        if self.until is not None:
+            where.append(f"at <= {mark}")
+            args.append(self.until)
+        sql = f"SELECT {ACTION_COLUMNS} FROM operator_audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC"
+        if self.limit is not None:
+            sql += f" LIMIT {int(self.limit)}"
+        return sql, tuple(args)
+
+
+#: The query matching every audit record.
+ALL_ACTIONS = ActionQuery()
+#: Column order of :func:`client_row` / :func:`client_record`.
+CLIENT_COLUMNS = (
+    "client_id, psk, scope, default_scope, audiences, public_key, enabled, created_at, "
+    "rotated_at, generation"
+)
+#: Column order of the rows :func:`operator_actions` reads.
+ACTION_COLUMNS = "seq, at, operator, action, target, outcome, detail"
+
+
+def client_row(r: ClientRecord) -> tuple[Any, ...]:
+    """``r`` as the values of :data:`CLIENT_COLUMNS` (audiences as JSON text)."""
+    return (
+        r.client_id,
+        r.psk,
+        r.scope,
+        r.default_scope,
+        json.dumps(list(r.audiences)),
+        r.public_key,
+        bool(r.enabled),
+        r.created_at,
+        r.rotated_at,
+        r.generation,
+    )
+
+
+def client_record(r: Sequence[Any]) -> ClientRecord:
+    """A row of :data:`CLIENT_COLUMNS` as a :class:`ClientRecord`."""
+    return ClientRecord(
+        client_id=r[0],
+        psk=bytes(r[1]),
+        scope=r[2],
+        default_scope=r[3],
+        audiences=tuple(json.loads(r[4])),
+        public_key=None if r[5] is None else bytes(r[5]),
+        enabled=bool(r[6]),
+        created_at=r[7],
+        rotated_at=r[8],
+        generation=r[9],
+    )
+
+
+def client_update(fields: Mapping[str, Any], mark: str) -> tuple[str, list[Any]]:
+    """The ``SET`` list and its values for :meth:`RegistryStore.update_client`
+    (``mark``: the driver's placeholder); :class:`InvalidArgument` for a
+    name outside :data:`CLIENT_FIELDS`, or none."""
+    unknown = set(fields) - CLIENT_FIELDS
+    if unknown or not fields:
+        raise InvalidArgument(f"cannot set client fields {sorted(unknown) or 'none'}")
+    values = [
+        json.dumps(list(v)) if name == "audiences" else bool(v) if name == "enabled" else v
+        for name, v in fields.items()
+    ]
+    return ", ".join(f"{name} = {mark}" for name in fields), values
+
+
+def operator_actions(rows: Sequence[Sequence[Any]]) -> list[OperatorAction]:
+    """Rows of :data:`ACTION_COLUMNS`, newest first, as records oldest first."""
+    return [
+        OperatorAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in reversed(rows)
+    ]
+
+
+def assemble_changes(
+    stamp: int,
+    rows: Sequence[Sequence[Any]],
+    pruned_through: int,
+    lifts_between: Callable[[int, int], Sequence[Sequence[Any]]],
+) -> Changes:
+    """:class:`Changes` from the change-log rows ``(seq, kind, client_id)``
+    after ``stamp``; ``pruned_through``: the newest row purged;
+    ``lifts_between(after, through)``: the ``(address, identity)`` rows of
+    the lockout lifts in that range (asked only when there is one)."""
+    complete = pruned_through <= stamp
+    new_stamp = int(max([stamp, *(r[0] for r in rows), 0 if complete else pruned_through]))
+    lifts: tuple[tuple[str | None, bytes | None], ...] = ()
+    if any(r[1] == "lift" for r in rows):
+        lifts = tuple(
+            (a, None if i is None else bytes(i)) for a, i in lifts_between(stamp, new_stamp)
+        )
+    return Changes(
+        stamp=new_stamp,
+        client_ids=frozenset(r[2] for r in rows if r[2] is not None),
+        revocations=any(r[1] in ("revoke", "purge") for r in rows),
+        complete=complete,
+        cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in NO_CUT),
+        lifts=lifts,
+        kinds=tuple((r[1], r[2]) for r in rows),
+    )
 
 
 @runtime_checkable
@@ -175,19 +311,8 @@ class RegistryStore(Protocol):
         """Append one audit record (``detail``: JSON text); its sequence number."""
         ...
 
-    def search_actions(
-        self,
-        *,
-        target: str | None = None,
-        action: str | None = None,
-        operator: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> list[OperatorAction]:
-        """Matching records, oldest first (``limit``: the newest ``limit``);
-        ``action`` matches itself and its sub-commands (``clients`` matches
-        ``clients add``)."""
+    def search_actions(self, query: ActionQuery = ALL_ACTIONS) -> list[OperatorAction]:
+        """The records ``query`` matches, oldest first."""
         ...
 
 
@@ -215,12 +340,21 @@ def open_store(location: str | Path, *, create: bool = True) -> RegistryStore:
 
 
 __all__ = [
+    "ACTION_COLUMNS",
+    "ALL_ACTIONS",
+    "CLIENT_COLUMNS",
     "CLIENT_FIELDS",
     "NO_CUT",
+    "ActionQuery",
     "Changes",
     "ClientRecord",
     "OperatorAction",
     "RegistryStore",
+    "assemble_changes",
+    "client_record",
+    "client_row",
+    "client_update",
     "open_store",
+    "operator_actions",
     "redact",
 ]

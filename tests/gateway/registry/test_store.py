@@ -14,7 +14,7 @@ from gateway.errors import ClientExists, ClientNotFound, InvalidArgument
 from gateway.registry.masterkey import MasterKey
 from gateway.registry.registry import Registry
 from gateway.registry.sqlite import SqliteStore
-from gateway.registry.store import ClientRecord, RegistryStore, open_store
+from gateway.registry.store import ActionQuery, ClientRecord, RegistryStore, open_store
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -77,7 +77,7 @@ def test_store_rows_change_log_and_cursor(store_location: str | Path) -> None:
         assert other.cutoffs() == {"a": 5.0} and other.cutoffs(["b"]) == {}
         assert other.changes_since(changes.stamp).kinds == ()
         n = with_store.record_action(8.0, "alice", "clients disable", "a", "ok", "{}")
-        assert [x.seq for x in other.search_actions(action="clients")] == [n]
+        assert [x.seq for x in other.search_actions(ActionQuery(action="clients"))] == [n]
     finally:
         other.close()
         with_store.close()

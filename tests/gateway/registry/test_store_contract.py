@@ -16,7 +16,7 @@ from gateway.registry.masterkey import MasterKey
 from gateway.registry.migrations import LATEST
 from gateway.registry.postgres import PostgresStore, redact
 from gateway.registry.registry import Registry
-from gateway.registry.store import ClientRecord, open_store
+from gateway.registry.store import ActionQuery, ClientRecord, open_store
 
 
 def _record(client_id: str, at: float = 1.0) -> ClientRecord:
@@ -67,14 +67,19 @@ def test_audit_trail_filters(store_location: str | Path) -> None:
         store.record_action(2.0, "bob", "clients disable", "d1", "ok", "{}")
         store.record_action(3.0, "bob", "clientsx", None, "error", "{}")
         store.record_action(4.0, "alice", "tokens revoke", None, "ok", "{}")
-        assert [a.action for a in store.search_actions(action="clients")] == [
+        assert [a.action for a in store.search_actions(ActionQuery(action="clients"))] == [
             "clients add",
             "clients disable",
         ]
-        assert [a.seq for a in store.search_actions(operator="bob")] == [2, 3]
-        assert [a.at for a in store.search_actions(since=2.0, until=3.0)] == [2.0, 3.0]
-        assert [a.at for a in store.search_actions(limit=2)] == [3.0, 4.0]
-        assert store.search_actions(target="d1")[0].detail == {"n": 1}
+        assert [a.seq for a in store.search_actions(ActionQuery(operator="bob"))] == [2, 3]
+        assert [a.at for a in store.search_actions(ActionQuery(since=2.0, until=3.0))] == [2.0, 3.0]
+        assert [a.at for a in store.search_actions(ActionQuery(limit=2))] == [3.0, 4.0]
+        assert store.search_actions(ActionQuery(target="d1"))[0].detail == {"n": 1}
+        # the sub-command match is exact on both backends: no case folding, no wildcards
+        store.record_action(5.0, "carol", "Clients add", None, "ok", "{}")
+        store.record_action(6.0, "carol", "c%_ients add", None, "ok", "{}")
+        assert [a.at for a in store.search_actions(ActionQuery(action="clients"))] == [1.0, 2.0]
+        assert [a.at for a in store.search_actions(ActionQuery(action="c%_ients"))] == [6.0]
     finally:
         store.close()
 
