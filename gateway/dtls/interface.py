@@ -5,6 +5,7 @@ DTLS, and the aiocoap context around a transport (RFC 7252 §9)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -12,12 +13,18 @@ from typing import TypeVar
 import aiocoap
 import aiocoap.numbers
 from aiocoap import interfaces
+from aiocoap.message import Message
 
 from gateway.coap.aiocoap_adapter import append_transport
 
+from .codec import decode_message
 from .exchanges import adopt
-from .remote import DtlsRemote
+from .remote import DtlsRemote, DtlsSessionClosed
 from .session import CloseReason, HandshakeFailure
+from .stats import Counters
+from .udp import UdpEndpoint
+
+log = logging.getLogger(__name__)
 
 #: A socket address as the UDP layer reports it.
 SockAddr = tuple[object, ...]
@@ -64,6 +71,97 @@ class HandshakeOutcome:
 
 #: Called once for every handshake that completes or fails.
 HandshakeHook = Callable[[HandshakeOutcome], None]
+
+
+class DtlsTransport(interfaces.MessageInterface):  # type: ignore[misc]
+    """What both DTLS server transports do alike below aiocoap's message
+    layer: send on a remote's session, decode and dispatch a received CoAP
+    message (RFC 7252 §9.1), report ended sessions and handshakes to the
+    hooks. A subclass sets the attributes below and implements
+    :meth:`_write` and :meth:`_remote_is_current`."""
+
+    _mman: interfaces.MessageManager | None
+    _counters: Counters
+    _udp: UdpEndpoint
+    _closing: bool
+    _on_session_closed: SessionClosedHook | None
+    _on_handshake: HandshakeHook | None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)`` (the port is the real one for port 0)."""
+        return self._udp.address
+
+    def send(self, message: Message) -> bytes | None:
+        """Encode and send ``message`` on its remote's session; returns the
+        encoded bytes, or ``None`` when the session has ended (nothing sent)."""
+        data: bytes = message.encode()
+        return data if self._write(message.remote, data) else None
+
+    def send_encoded(self, remote: object, data: bytes) -> None:
+        """Send an already encoded message (a response repeated for a
+        duplicate request, RFC 7252 §4.5) on ``remote``'s session."""
+        self._write(remote, data)
+
+    def _write(self, remote: object, data: bytes) -> bool:
+        """Send ``data`` on ``remote``'s session (True), or count it dropped
+        as ``closed_session`` when that session has ended (False)."""
+        raise NotImplementedError
+
+    def _remote_is_current(self, remote: DtlsRemote) -> bool:
+        raise NotImplementedError
+
+    def _session_ended(self, remote: object, data: bytes) -> bool:
+        """``_write``'s answer for a remote whose session has ended: counted
+        as dropped ``closed_session``, nothing sent (False)."""
+        self._counters.dropped["closed_session"] += 1
+        log.debug("not sending %d bytes to %s: its DTLS session has ended", len(data), remote)
+        return False
+
+    async def determine_remote(self, message: Message) -> None:
+        # A DTLS server does not initiate sessions.
+        return None
+
+    async def recognize_remote(self, remote: object) -> bool:
+        return isinstance(remote, DtlsRemote) and self._remote_is_current(remote)
+
+    def _deliver(self, remote: DtlsRemote, plaintext: bytes) -> None:
+        """Decode one CoAP message received on ``remote``'s session and hand
+        it to aiocoap (an unparsable one is counted as ``coap_unparsable``)."""
+        mman = self._mman
+        if mman is None:
+            return
+        try:
+            message = decode_message(plaintext, remote, TUNING)
+        except Exception:
+            self._counters.dropped["coap_unparsable"] += 1
+            log.debug("unparsable CoAP message from %s", remote)
+            return
+        try:
+            mman.dispatch_message(message)
+        except Exception:
+            log.exception("aiocoap failed to dispatch a message from %s", remote)
+
+    def _closed(self, remote: DtlsRemote, reason: CloseReason) -> None:
+        """An established session ended: count it, tell aiocoap and the hook."""
+        self._counters.sessions_closed[reason.value] += 1
+        log.debug("DTLS session %s ended: %s", remote, reason.value)
+        if self._mman is not None and not self._closing:
+            self._mman.dispatch_error(DtlsSessionClosed(reason), remote)
+        if self._on_session_closed is not None:
+            try:
+                self._on_session_closed(remote, reason)
+            except Exception:
+                log.exception("on_session_closed hook failed")
+
+    def _report(self, outcome: HandshakeOutcome) -> None:
+        """A handshake completed or failed: tell the hook."""
+        if self._on_handshake is not None:
+            try:
+                self._on_handshake(outcome)
+            except Exception:
+                log.exception("on_handshake hook failed")
+
 
 Transport = TypeVar("Transport", bound=interfaces.MessageInterface)
 

@@ -33,7 +33,6 @@ from collections.abc import Callable
 
 import aiocoap
 from aiocoap import interfaces
-from aiocoap.message import Message
 from aiocoap.util import hostportjoin
 
 from dtls12 import (
@@ -49,10 +48,10 @@ from dtls12 import (
 from dtls12 import HandshakeFailure as EngineFailure
 from dtls12.session import Session as EngineSession
 
-from .codec import decode_message
 from .config import DtlsServerConfig
 from .interface import (
     TUNING,
+    DtlsTransport,
     HandshakeHook,
     HandshakeOutcome,
     IdentityCheck,
@@ -60,7 +59,7 @@ from .interface import (
     SessionClosedHook,
     server_context,
 )
-from .remote import DtlsRemote, DtlsSessionClosed, hostinfo, identity_label
+from .remote import DtlsRemote, hostinfo, identity_label
 from .session import CloseReason, HandshakeFailure
 from .stats import Counters, DtlsStats
 from .udp import Cmsg, SockAddr, UdpEndpoint
@@ -154,7 +153,7 @@ class _Peer:
         self.remote: DtlsRemote | None = None
 
 
-class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
+class DtlsServer(DtlsTransport):
     """The DTLS-PSK server socket and its sessions. Create it with
     :func:`create_server_context` (or :meth:`create` inside aiocoap)."""
 
@@ -223,11 +222,6 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
     # --- public API -------------------------------------------------------------------
 
     @property
-    def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)`` (the port is the real one for port 0)."""
-        return self._udp.address
-
-    @property
     def accepting(self) -> bool:
         """False while draining (graceful shutdown): ClientHellos from peers
         without a session get nothing (counted as ``not_accepting``);
@@ -293,32 +287,12 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
 
     # --- aiocoap MessageInterface -----------------------------------------------------
 
-    def send(self, message: Message) -> bytes | None:
-        """Encode and send ``message`` on its remote's session; returns the
-        encoded bytes, or ``None`` when the session has ended (nothing sent)."""
-        data: bytes = message.encode()
-        return data if self._write(message.remote, data) else None
-
-    def send_encoded(self, remote: object, data: bytes) -> None:
-        """Send an already encoded message (a response repeated for a
-        duplicate request, RFC 7252 §4.5) on ``remote``'s session."""
-        self._write(remote, data)
-
     def _write(self, remote: object, data: bytes) -> bool:
         if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
-            self._counters.dropped["closed_session"] += 1
-            log.debug("not sending %d bytes to %s: its DTLS session has ended", len(data), remote)
-            return False
+            return self._session_ended(remote, data)
         self._engine.send(remote._session, data)
         self._pump()
         return True
-
-    async def determine_remote(self, message: Message) -> None:
-        # A DTLS server does not initiate sessions.
-        return None
-
-    async def recognize_remote(self, remote: object) -> bool:
-        return isinstance(remote, DtlsRemote) and self._remote_is_current(remote)
 
     async def shutdown(self) -> None:
         """Close every session (close_notify to established peers) and the
@@ -445,24 +419,13 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
 
     def _application_data(self, session: EngineSession, plaintext: bytes) -> None:
         peer = session.user
-        mman = self._mman
-        if not isinstance(peer, _Peer) or peer.remote is None or mman is None:
+        if not isinstance(peer, _Peer) or peer.remote is None or self._mman is None:
             return
         if self._local is not None:
             # Follow the peer to another of our addresses only when it proved
             # it is the peer.
             peer.local = self._local
-        remote = peer.remote
-        try:
-            message = decode_message(plaintext, remote, TUNING)
-        except Exception:
-            self._counters.dropped["coap_unparsable"] += 1
-            log.debug("unparsable CoAP message from %s", remote)
-            return
-        try:
-            mman.dispatch_message(message)
-        except Exception:
-            log.exception("aiocoap failed to dispatch a message from %s", remote)
+        self._deliver(peer.remote, plaintext)
 
     def _established(self, session: EngineSession) -> None:
         identity = session.identity
@@ -497,24 +460,6 @@ class DtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             if peer.remote is not None:
                 peer.remote.moved(address)
         log.debug("DTLS session moved from %s to %s", event.old_address, address)
-
-    def _closed(self, remote: DtlsRemote, reason: CloseReason) -> None:
-        self._counters.sessions_closed[reason.value] += 1
-        log.debug("DTLS session %s ended: %s", remote, reason.value)
-        if self._mman is not None and not self._closing:
-            self._mman.dispatch_error(DtlsSessionClosed(reason), remote)
-        if self._on_session_closed is not None:
-            try:
-                self._on_session_closed(remote, reason)
-            except Exception:
-                log.exception("on_session_closed hook failed")
-
-    def _report(self, outcome: HandshakeOutcome) -> None:
-        if self._on_handshake is not None:
-            try:
-                self._on_handshake(outcome)
-            except Exception:
-                log.exception("on_handshake hook failed")
 
     # --- the timer ------------------------------------------------------------------------
 

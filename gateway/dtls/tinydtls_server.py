@@ -24,15 +24,13 @@ import logging
 
 import aiocoap
 from aiocoap import interfaces
-from aiocoap.message import Message
 from aiocoap.util import hostportjoin
 from DTLSSocket import dtls
 
 from . import records
-from .codec import decode_message
 from .config import DtlsServerConfig
 from .interface import (
-    TUNING,
+    DtlsTransport,
     HandshakeHook,
     HandshakeOutcome,
     IdentityCheck,
@@ -40,7 +38,7 @@ from .interface import (
     SessionClosedHook,
     server_context,
 )
-from .remote import DtlsRemote, DtlsSessionClosed, hostinfo, identity_label
+from .remote import DtlsRemote, hostinfo, identity_label
 from .session import CloseReason, Expiry, HandshakeFailure, Session, SessionState, SessionTable
 from .stats import Counters, DtlsStats
 from .tinydtls import (
@@ -110,7 +108,7 @@ class _Call:
         self.plaintexts: list[bytes] = []
 
 
-class TinydtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
+class TinydtlsServer(DtlsTransport):
     """The DTLS-PSK server socket and its sessions. Create it with
     :func:`create_server_context` (or :meth:`create` inside aiocoap)."""
 
@@ -189,11 +187,6 @@ class TinydtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
 
     # --- public API -------------------------------------------------------------------
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)`` (the port is the real one for port 0)."""
-        return self._udp.address
-
     def stats(self) -> DtlsStats:
         """Counters and gauges for metrics."""
         return self._counters.snapshot(
@@ -230,25 +223,11 @@ class TinydtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
 
     # --- aiocoap MessageInterface -----------------------------------------------------
 
-    def send(self, message: Message) -> bytes | None:
-        """Encode and send ``message`` on its remote's session; returns the
-        encoded bytes, or ``None`` when the session has ended (nothing sent)."""
-        data: bytes = message.encode()
-        return data if self._write(message.remote, data) else None
-
-    def send_encoded(self, remote: object, data: bytes) -> None:
-        """Send an already encoded message (a response repeated for a
-        duplicate request, RFC 7252 §4.5) on ``remote``'s session."""
-        self._write(remote, data)
-
     def _write(self, remote: object, data: bytes) -> bool:
         """Hand ``data`` to tinydtls for ``remote``'s session (True); False,
-        counted as dropped ``closed_session``, when that session has ended.
-        The one guard of :meth:`send` and :meth:`send_encoded`."""
+        counted as dropped ``closed_session``, when that session has ended."""
         if not isinstance(remote, DtlsRemote) or not self._remote_is_current(remote):
-            self._counters.dropped["closed_session"] += 1
-            log.debug("not sending %d bytes to %s: its DTLS session has ended", len(data), remote)
-            return False
+            return self._session_ended(remote, data)
         session = remote._session
         call = self._begin(session)
         try:
@@ -265,13 +244,6 @@ class TinydtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
             self._counters.dropped["send_error"] += 1
             log.debug("tinydtls refused to send %d bytes to %s", len(data), remote)
         return True
-
-    async def determine_remote(self, message: Message) -> None:
-        # A DTLS server does not initiate sessions.
-        return None
-
-    async def recognize_remote(self, remote: object) -> bool:
-        return isinstance(remote, DtlsRemote) and self._remote_is_current(remote)
 
     async def shutdown(self) -> None:
         """Close every session (close_notify to established peers), the socket
@@ -475,17 +447,6 @@ class TinydtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
         else:
             self._report_handshake(session, identity, failure)
 
-    def _closed(self, remote: DtlsRemote, reason: CloseReason) -> None:
-        self._counters.sessions_closed[reason.value] += 1
-        log.debug("DTLS session %s ended: %s", remote, reason.value)
-        if self._mman is not None and not self._closing:
-            self._mman.dispatch_error(DtlsSessionClosed(reason), remote)
-        if self._on_session_closed is not None:
-            try:
-                self._on_session_closed(remote, reason)
-            except Exception:
-                log.exception("on_session_closed hook failed")
-
     def _report_handshake(
         self, session: _PeerSession, identity: bytes | None, failure: HandshakeFailure | None
     ) -> None:
@@ -497,28 +458,14 @@ class TinydtlsServer(interfaces.MessageInterface):  # type: ignore[misc]
                 identity_label(identity) if identity is not None else "no identity",
                 failure.value,
             )
-        if self._on_handshake is not None:
-            try:
-                self._on_handshake(HandshakeOutcome(session.sockaddr, identity, failure))
-            except Exception:
-                log.exception("on_handshake hook failed")
+        self._report(HandshakeOutcome(session.sockaddr, identity, failure))
 
     def _dispatch(self, session: _PeerSession, plaintexts: list[bytes]) -> None:
         remote = session.remote
-        mman = self._mman
-        if remote is None or mman is None:
+        if remote is None:
             return
         for plaintext in plaintexts:
-            try:
-                message = decode_message(plaintext, remote, TUNING)
-            except Exception:
-                self._counters.dropped["coap_unparsable"] += 1
-                log.debug("unparsable CoAP message from %s", remote)
-                continue
-            try:
-                mman.dispatch_message(message)
-            except Exception:
-                log.exception("aiocoap failed to dispatch a message from %s", remote)
+            self._deliver(remote, plaintext)
 
     # --- timers ---------------------------------------------------------------------------------
 
