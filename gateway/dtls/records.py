@@ -19,55 +19,16 @@ Alerts that are not exactly two bytes (RFC 5246 §7.2).
 
 from __future__ import annotations
 
-from enum import IntEnum
+from dtls12.errors import AlertDescription, AlertLevel
+from dtls12.wire import HANDSHAKE_HEADER_LENGTH, RECORD_HEADER_LENGTH, ContentType, HandshakeType
+from dtls12.wire import MAX_SESSION_ID as MAX_SESSION_ID_LENGTH
 
 #: DTLS 1.2 and DTLS 1.0 record versions on the wire (RFC 6347 §4.1).
 DTLS_VERSIONS = (b"\xfe\xfd", b"\xfe\xff")
-#: Record header: type(1) version(2) epoch(2) sequence_number(6) length(2).
-RECORD_HEADER_LENGTH = 13
-#: Handshake header: msg_type(1) length(3) message_seq(2) fragment_offset(3)
-#: fragment_length(3) (RFC 6347 §4.2.2).
-HANDSHAKE_HEADER_LENGTH = 12
-#: Longest session id a ClientHello may carry (RFC 5246 §7.4.1.2, SessionID<0..32>).
-MAX_SESSION_ID_LENGTH = 32
 #: Handshake messages a peer may send ahead of the next expected message_seq
 #: (RFC 6347 §4.2.2 lets a receiver buffer "future" messages; a PSK client
 #: sends at most ClientKeyExchange and Finished in one flight).
 HANDSHAKE_SEQ_WINDOW = 4
-
-
-class ContentType(IntEnum):
-    """TLS record content types (RFC 5246 §6.2.1)."""
-
-    CHANGE_CIPHER_SPEC = 20
-    ALERT = 21
-    HANDSHAKE = 22
-    APPLICATION_DATA = 23
-
-
-class HandshakeType(IntEnum):
-    """Handshake message types used by a DTLS-PSK server (RFC 5246 §7.4,
-    RFC 6347 §4.2.1 for hello_verify_request)."""
-
-    CLIENT_HELLO = 1
-    SERVER_HELLO = 2
-    HELLO_VERIFY_REQUEST = 3
-    SERVER_HELLO_DONE = 14
-    CLIENT_KEY_EXCHANGE = 16
-    FINISHED = 20
-
-
-class AlertLevel(IntEnum):
-    """Alert levels (RFC 5246 §7.2)."""
-
-    WARNING = 1
-    FATAL = 2
-
-
-class AlertDescription(IntEnum):
-    """The alert descriptions the server reacts to (RFC 5246 §7.2)."""
-
-    CLOSE_NOTIFY = 0
 
 
 def record_header(datagram: bytes) -> tuple[int, int] | None:
@@ -86,7 +47,16 @@ def record_header(datagram: bytes) -> tuple[int, int] | None:
     return content_type, int.from_bytes(datagram[3:5], "big")
 
 
-_CONTENT_TYPES = frozenset(int(t) for t in ContentType)
+#: The content types of RFC 5246 §6.2.1 (not tls12_cid: tinydtls 0.8.6 has no
+#: Connection ID, RFC 9146).
+_CONTENT_TYPES = frozenset(
+    {
+        ContentType.CHANGE_CIPHER_SPEC,
+        ContentType.ALERT,
+        ContentType.HANDSHAKE,
+        ContentType.APPLICATION_DATA,
+    }
+)
 
 
 def first_handshake_type(datagram: bytes) -> int | None:
@@ -222,3 +192,22 @@ def handshake_seq(datagram: bytes) -> int | None:
         return None
     at = RECORD_HEADER_LENGTH + 4
     return int.from_bytes(datagram[at : at + 2], "big")
+
+
+__all__ = [
+    "DTLS_VERSIONS",
+    "HANDSHAKE_HEADER_LENGTH",
+    "HANDSHAKE_SEQ_WINDOW",
+    "MAX_SESSION_ID_LENGTH",
+    "RECORD_HEADER_LENGTH",
+    "AlertDescription",
+    "AlertLevel",
+    "ContentType",
+    "HandshakeType",
+    "client_hello_cookie_length",
+    "first_handshake_type",
+    "handshake_seq",
+    "is_encrypted_handshake",
+    "record_header",
+    "screen_half_open",
+]
