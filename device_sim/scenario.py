@@ -587,6 +587,13 @@ def _validate(s: Scenario) -> None:
         raise ScenarioError("target.port out of range")
     if s.stages and s.think_time is not None:
         raise ScenarioError("stages set request rates: not with device.think_time")
+    staged = sum(d for d, _ in s.stages)
+    if staged > s.duration:
+        # a stage past the end never runs: a spike cut off would still PASS
+        raise ScenarioError(
+            f"stages add up to {staged:g} s but the run lasts {s.duration:g} s: "
+            "lengthen the duration or shorten the stages"
+        )
     if s.report_interval is not None and s.report_interval < 1:
         raise ScenarioError("report.interval must be at least 1 s")
     if not (0 <= s.served_ratio <= 1 and 0 <= s.error_rate <= 1):

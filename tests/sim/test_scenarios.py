@@ -70,6 +70,33 @@ def test_stages_set_the_rate_over_time() -> None:
             scenario_from_dict(bad)
 
 
+def test_stages_that_do_not_fit_the_duration_are_refused(capsys, tmp_path) -> None:
+    # a stage past the end of the run would never run, and the run could still PASS
+    with pytest.raises(ScenarioError, match=r"stages add up to 15 s but the run lasts 12 s"):
+        scenario_from_dict(
+            {
+                "duration": "12s",
+                "stages": [{"duration": "10s", "rate": 5}, {"duration": 5, "rate": 1}],
+            }
+        )
+    fits = scenario_from_dict(
+        {"duration": "15s", "stages": [{"duration": "10s", "rate": 5}, {"duration": 5, "rate": 1}]}
+    )
+    with pytest.raises(ScenarioError, match="stages add up to 15 s"):
+        fits.with_overrides(duration=14.0)
+    # every shipped scenario fits its stages into its own duration
+    for name in LIBRARY:
+        sc = load_scenario(resolve_scenario(name))
+        assert sum(d for d, _ in sc.stages) <= sc.duration
+    # the command line: a shorter --duration cuts the spike off, so it is refused (exit 2)
+    csv = tmp_path / "devices.csv"
+    csv.write_text("id,psk_hex,scope\ndev-0,00112233445566778899aabbccddeeff,\n")
+    args = ["--scenario", "ramp-spike", "--duration", "60s", "--devices-csv", str(csv)]
+    assert sim_main([*args, "--target", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "stages add up to 300 s but the run lasts 60 s" in err and "\n" not in err
+
+
 def test_thresholds_from_the_scenario() -> None:
     sc = scenario_from_dict(
         {"thresholds": {"served_devices": 0.9, "error_rate": 0.05, "p99_ms": 80}}
