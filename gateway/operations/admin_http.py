@@ -28,6 +28,7 @@ answer loopback peers only, and the state change needs the admin token too
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 COSE_KEY_SET_TYPE = "application/cose-key-set"
 
 MetricsText = Callable[[], Awaitable[str]]
-Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+#: ``(ready, detail)``; a supervisor's answer is awaited (it asks its workers).
+Readiness = Callable[[], tuple[bool, dict[str, Any]] | Awaitable[tuple[bool, dict[str, Any]]]]
 KeySetBytes = Callable[[], bytes]
 #: ``query(name, args)``: every worker's answer to a
 #: :data:`gateway.operations.live_state.QUERIES` query, items concatenated.
@@ -125,7 +127,8 @@ class AdminHttp:
         return web.Response(text="ok\n")
 
     async def _get_readyz(self, request: web.Request) -> web.Response:
-        ready, detail = self._ready()
+        answer = self._ready()
+        ready, detail = await answer if inspect.isawaitable(answer) else answer
         body = json.dumps({"ready": ready, **detail}, separators=(",", ":")) + "\n"
         return web.Response(
             status=200 if ready else 503, text=body, content_type="application/json"

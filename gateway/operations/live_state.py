@@ -1,5 +1,6 @@
 """What the running gateway can tell and do for an operator, per worker:
-its DTLS sessions, its lockout bans, the tokens it holds, and lifting bans.
+its DTLS sessions, its lockout bans, the tokens it holds, its readiness
+(for a supervisor's ``/readyz``), and lifting bans.
 
 One worker answers with :func:`answer` (a query name and JSON arguments in,
 JSON out); a single process serves its answers on the admin HTTP port
@@ -17,7 +18,7 @@ from typing import Any
 from gateway.errors import InvalidArgument
 
 #: The queries a worker answers, and whether they change state.
-QUERIES = {"sessions": False, "lockouts": False, "tokens": False, "lift": True}
+QUERIES = {"sessions": False, "lockouts": False, "tokens": False, "ready": False, "lift": True}
 
 
 def answer(gateway: Any, query: str, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -28,6 +29,9 @@ def answer(gateway: Any, query: str, args: dict[str, Any]) -> list[dict[str, Any
         return list(gateway.bans())
     if query == "tokens":
         return held_tokens(gateway)
+    if query == "ready":
+        ready, detail = gateway.readiness()
+        return [{**detail, "worker": gateway.worker, "ready": ready}]
     if query == "lift":
         return [lift(gateway, args)]
     raise InvalidArgument(f"unknown query {query!r}")

@@ -17,8 +17,8 @@ The supervisor (the ``acegw serve`` process):
 * serves the HTTP port (``[metrics] listen``): ``/metrics`` asks every worker
   for its samples over its control channel and merges them into one scrape
   (each sample labelled ``worker``), plus its own ``acegw_worker_*``
-  metrics; ``/readyz`` is 200 while at least one worker serves; ``/keys``
-  reads the key directory itself;
+  metrics; ``/readyz`` asks every worker for its readiness and is 200
+  while at least one says ready; ``/keys`` reads the key directory itself;
 * relays tokens: a worker that accepts a token (``/authz-info`` or an RFC
   9202 identity) sends it to the supervisor, which passes it to the other
   workers and replays the unexpired ones to a restarted worker. A device whose
@@ -42,7 +42,8 @@ The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
 ``ready``, ``token`` (both ways), ``cid`` (worker to supervisor to the
 owning worker), ``metrics`` and ``ask``/``answer`` (the live state an
-operator asks for, :mod:`gateway.operations.live_state`). It never leaves the host;
+operator asks for, and each worker's readiness for ``/readyz``,
+:mod:`gateway.operations.live_state`). It never leaves the host;
 no message is logged.
 """
 
@@ -465,11 +466,34 @@ class Supervisor:
             *m.process_families(const),
         ]
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        ready = sum(1 for s in self.slots if s.ready)
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """For /readyz: every started worker is asked for its own readiness
+        (:meth:`gateway.runtime.gateway.Gateway.readiness`: serving, not
+        draining, followed issuers' revocation lists fresh). Ready while at
+        least one worker is; a worker that is starting or does not answer
+        within ``METRICS_TIMEOUT`` counts as not ready. ``by_worker`` holds
+        each worker's detail."""
+        answered: dict[int, dict[str, Any]] = {}
+        for items in await self._ask_ready({"t": "ask", "q": "ready", "a": {}}):
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("worker"), int):
+                    answered[item["worker"]] = item
+        by_worker: list[dict[str, Any]] = []
+        for slot in self.slots:
+            state = answered.get(slot.index)
+            if state is None:
+                why = "no answer" if slot.ready else "starting"
+                state = {"worker": slot.index, "ready": False, "reason": why}
+            by_worker.append(state)
+        ready = sum(1 for state in by_worker if state.get("ready") is True)
         return (
             ready > 0 and not self.stopping,
-            {"workers": self.count, "ready_workers": ready, "draining": self.stopping},
+            {
+                "workers": self.count,
+                "ready_workers": ready,
+                "draining": self.stopping,
+                "by_worker": by_worker,
+            },
         )
 
     def key_set(self) -> bytes:

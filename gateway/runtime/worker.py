@@ -3,8 +3,9 @@ gateway.runtime.worker``, started by :mod:`gateway.runtime.supervisor`): a
 :class:`~gateway.runtime.gateway.Gateway` on the UDP socket the supervisor
 hands it, and the worker's end of the control channel (JSON lines over a Unix
 socket pair: ``hello``/``synced`` with the held tokens before serving,
-``ready``, ``token`` both ways, ``metrics`` and ``bans`` on request, ``ask``
-for the live state an operator asks for, :mod:`gateway.operations.live_state`).
+``ready``, ``token`` both ways, ``metrics`` on request, ``ask`` for the
+live state an operator asks for and for this worker's readiness,
+:mod:`gateway.operations.live_state`).
 """
 
 from __future__ import annotations
@@ -80,8 +81,6 @@ async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gatewa
             elif kind == "metrics?":
                 families = [f.to_json() for f in gateway.collect()]
                 channel.send({"t": "metrics", "id": message["id"], "families": families})
-            elif kind == "bans?":
-                channel.send({"t": "bans", "id": message["id"], "bans": gateway.bans()})
             elif kind == "ask":
                 try:
                     items = live_state.answer(gateway, message["q"], dict(message.get("a") or {}))

@@ -1,5 +1,5 @@
 """A worker's end of the control channel, over a real Unix socket pair: it
-answers the supervisor's metrics and bans requests, takes shared tokens, and
+answers the supervisor's metrics and readiness requests, takes shared tokens, and
 stops its process when the supervisor goes away."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from gateway.runtime import worker
 class FakeGateway:
     """What the control channel calls on a Gateway."""
 
+    worker = 1
+
     def __init__(self) -> None:
         self.shared: list[bytes] = []
 
@@ -28,8 +30,8 @@ class FakeGateway:
     def collect(self) -> list[m.Family]:
         return [m.family("acegw_x", "gauge", "x", [({"worker": "0"}, 1)])]
 
-    def bans(self) -> list[dict[str, object]]:
-        return [{"scope": "pair", "address": "192.0.2.1"}]
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        return False, {"draining": True}
 
 
 async def test_control_channel_answers_and_stops_on_eof(monkeypatch):
@@ -45,7 +47,8 @@ async def test_control_channel_answers_and_stops_on_eof(monkeypatch):
         for message in (
             {"t": "token", "v": "a1b2"},
             {"t": "metrics?", "id": 1},
-            {"t": "bans?", "id": 2},
+            {"t": "bans?", "id": 9},  # not a request: no answer
+            {"t": "ask", "q": "ready", "a": {}, "id": 2},
         ):
             sup_writer.write(json.dumps(message).encode() + b"\n")
         channel.share_token(b"\x01", 5.0)
@@ -53,7 +56,11 @@ async def test_control_channel_answers_and_stops_on_eof(monkeypatch):
         assert replies[0] == {"t": "token", "v": "01", "exp": 5.0}
         assert replies[1]["t"] == "metrics" and replies[1]["id"] == 1
         assert replies[1]["families"][0]["name"] == "acegw_x"
-        assert replies[2] == {"t": "bans", "id": 2, "bans": gateway.bans()}
+        assert replies[2] == {
+            "t": "answer",
+            "id": 2,
+            "v": [{"draining": True, "worker": 1, "ready": False}],
+        }
         assert gateway.shared == [b"\xa1\xb2"]
         sup_writer.close()  # the supervisor is gone
         await asyncio.wait_for(task, 5)
