@@ -418,7 +418,12 @@ async def test_response_for_a_session_closed_meanwhile_is_dropped(
     h.slow.release.set()
     with pytest.raises(ProbeError):
         await pending
-    await asyncio.sleep(0.05)  # let aiocoap finish its side
+    # aiocoap hands the late response to the server, which drops it
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while not h.server.stats().dropped.get("closed_session") and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert h.server.stats().dropped.get("closed_session") == 1
     assert h.server.stats().datagrams_sent == sent  # the late response never left
     assert h.server.stats().sessions == 0
     assert h.closed[0][1] is CloseReason.CLOSED
