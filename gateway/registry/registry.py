@@ -35,6 +35,7 @@ from gateway.errors import (
     CorruptRecord,
     InvalidArgument,
     MasterKeyError,
+    RegistryError,
 )
 from gateway.registry.masterkey import MasterKey, load_master_key
 from gateway.registry.store import Changes, ClientRecord, RegistryStore, open_store
@@ -249,6 +250,8 @@ class Registry:
         self._feed: Any = None
         self._pending = True
         self._idle = False
+        #: whether the last read of the change log succeeded
+        self._read_ok = True
         #: Bumped whenever a client or the revocation list may have changed
         #: (here or, once refreshed, in another process): callers may cache
         #: answers of :meth:`psk_for` / :meth:`is_revoked` per version.
@@ -345,8 +348,9 @@ class Registry:
 
     @property
     def store_connected(self) -> bool:
-        """False while a pushed-changes store's feed has lost its database."""
-        return self._feed is None or bool(self._feed.connected)
+        """False while a pushed-changes store's feed has lost its database,
+        or when the last :meth:`refresh` could not read the store (any backend)."""
+        return self._read_ok and (self._feed is None or bool(self._feed.connected))
 
     def refresh(self) -> Changes:
         """Apply the change log since the last refresh to the view (changes
@@ -360,7 +364,12 @@ class Registry:
                     return Changes(self._seen_stamp, frozenset(), False, True)
                 self._pending = False  # an announcement from now on reads again
             self._idle = False
-            changes = self.store.changes_since(self._seen_stamp)
+            try:
+                changes = self.store.changes_since(self._seen_stamp)
+            except RegistryError:
+                self._read_ok = False
+                raise
+            self._read_ok = True
             view = self._view
             if view is not None and (
                 not changes.complete or len(changes.client_ids) > FULL_RELOAD_CHANGES

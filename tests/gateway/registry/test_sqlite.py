@@ -497,3 +497,22 @@ def test_a_bulk_add_elsewhere_is_applied_in_one_pass(db_path: Path, key: MasterK
         assert len(changes.client_ids) == len(added)
         assert len(statements) < 10, statements[:20]
         assert all(worker.psk_for(cid) == psk for cid, psk in added)
+
+
+def test_store_connected_reports_a_failed_read(reg: Registry, db_path: Path) -> None:
+    """/readyz and ``acegw_registry_connected`` read ``store_connected``: it
+    turns false when the refresh cannot read the store, and true again once
+    a read succeeds (SQLite has no feed to ask)."""
+    reg.refresh()
+    assert reg.store_connected
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("ALTER TABLE changelog RENAME TO changelog_away")
+        with pytest.raises(RegistryError):
+            reg.refresh()
+        assert not reg.store_connected
+        other.execute("ALTER TABLE changelog_away RENAME TO changelog")
+    finally:
+        other.close()
+    reg.refresh()
+    assert reg.store_connected
