@@ -54,3 +54,6 @@ async def test_a_moved_device_is_served_by_the_worker_owning_its_cid(tmp_path: P
         w: value(samples, "acegw_dtls_handshakes_total", worker=w, outcome="ok") for w in "01"
     }
     assert handshakes == {str(owner): 1, str(1 - owner): 0}, handshakes
+    # 24 new source ports over SO_REUSEPORT: some landed on the other worker
+    # (all on the owner: 2**-24), which handed them over to the owner.
+    assert value(samples, "acegw_dtls_handed_over_total", worker=str(owner)) > 0
