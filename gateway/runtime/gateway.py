@@ -948,7 +948,8 @@ class Gateway:
             m.family(
                 "acegw_registry_connected",
                 "gauge",
-                "1 while the registry's database is reachable (always 1 on SQLite).",
+                "1 while the registry's store answers: its last change-log read succeeded"
+                " (and on PostgreSQL, its notification connection is up).",
                 [(const, 1.0 if self.registry.store_connected else 0.0)],
             )
         )
