@@ -53,7 +53,7 @@ from .scenario import (
     scenario_names,
     split,
 )
-from .stats import merge_problems, merge_reports
+from .stats import merge_problems, merge_reports, missing_shards
 from .verdict import Thresholds, evaluate
 from .worker import Worker, open_files_needed, raise_open_files, resolve_target
 
@@ -220,9 +220,14 @@ def _read_reports(paths: Sequence[str], force: bool) -> dict[str, Any]:
                 "refusing to merge: " + "; ".join(problems) + " (--force merges anyway)"
             )
     try:
-        return merge_reports(reports)
+        merged = merge_reports(reports)
     except (ValueError, KeyError, TypeError) as exc:
         raise ScenarioError(f"cannot merge: {exc}") from None
+    missing = missing_shards(reports) if len(reports) > 1 else []
+    if missing:  # only with --force: the figures cover part of the fleet
+        merged["run"]["completed"] = False
+        merged["run"]["missing_shards"] = missing
+    return merged
 
 
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:

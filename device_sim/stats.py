@@ -365,7 +365,27 @@ def merge_problems(reports: Sequence[Mapping[str, Any]], names: Sequence[str]) -
                         f"{max(a, c) + 1}..{min(b, d) + 1}"
                     )
             seen_rows.append((a, b, name))
+    missing = missing_shards(reports)
+    if missing:
+        problems.append(f"shards missing: {', '.join(missing)}")
     return problems
+
+
+def missing_shards(reports: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The ``K/N`` shards of each split ``N`` seen in ``reports`` that none
+    of them ran: merging 1/3 and 2/3 alone covers only part of the fleet."""
+    seen: set[tuple[int, int]] = set()
+    for r in reports:
+        for shard in r.get("shards", []):
+            k, _, n = str(shard).partition("/")
+            if k.isdigit() and n.isdigit():
+                seen.add((int(k), int(n)))
+    return [
+        f"{k}/{n}"
+        for n in sorted({n for _, n in seen})
+        for k in range(1, n + 1)
+        if (k, n) not in seen
+    ]
 
 
 def _merge_rows(rows: list[tuple[int, int]]) -> list[list[int]]:

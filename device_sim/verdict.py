@@ -286,13 +286,22 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds | None = None) -> di
     )
     run = report.get("run", {})
     completed = bool(run.get("completed"))
+    missing = run.get("missing_shards")
+    if missing:
+        gap = f"shards missing: {', '.join(missing)}"
+        cause = f"{gap}; the merged figures cover only the shards present"
+    else:
+        gap = f"interrupted: {run.get('interrupted') or 'unknown'}"
+        cause = (
+            f"the run was interrupted ({run.get('interrupted') or 'unknown'}) after "
+            f"{span:.1f} s; its figures cover only that part"
+        )
     check(
         "ran the whole duration",
         f"{run.get('planned_duration')} s",
-        "yes" if completed else f"interrupted: {run.get('interrupted') or 'unknown'}",
-        completed,
-        f"the run was interrupted ({run.get('interrupted') or 'unknown'}) after "
-        f"{span:.1f} s; its figures cover only that part",
+        "yes" if completed else gap,
+        completed and not missing,
+        cause,
     )
     attacks = report.get("attacks", {})
     findings = sum(t.get(FINDING, 0) for t in attacks.values())

@@ -236,7 +236,9 @@ def test_merge_refuses_reports_that_do_not_belong_together(tmp_path) -> None:
         loaded = [json.loads(Path(p).read_text()) for p in paths]
         assert any(needle in p for p in merge_problems(loaded, paths)), needle
         assert sim_main(["merge", *paths, "-q"]) == 2, needle
-        assert sim_main(["merge", *paths, "-q", "--force"]) == 0, needle
+        # a merge of 1/2 with itself lacks 2/2, so its verdict fails even with --force
+        forced = 1 if needle == "shard 1/2 twice" else 0
+        assert sim_main(["merge", *paths, "-q", "--force"]) == forced, needle
     # the merged verdict comes from the merged data
     out = tmp_path / "m.json"
     assert sim_main(["merge", a, b, "-q", "--report", str(out), "--slo-p99-ms", "1.5"]) == 1
@@ -249,6 +251,32 @@ def test_merge_refuses_reports_that_do_not_belong_together(tmp_path) -> None:
     assert page.read_text().count("<svg") == 6
     assert sim_main(["report", a, a, "--html", str(page), "-q"]) == 2
     assert sim_main(["report", str(out), "--csv", str(tmp_path / "r.csv"), "-q"]) == 0
+
+
+def test_merge_of_an_incomplete_shard_set_is_refused_or_fails(tmp_path, capsys) -> None:
+    def saved(shard: str, rows: tuple[int, int]) -> str:
+        rec = Recorder()
+        _fill(rec, [1000, 2000], 100.0)
+        path = tmp_path / f"s{shard[0]}.json"
+        path.write_text(json.dumps(_report(rec, shard, 0, 2, rows=rows)))
+        return str(path)
+
+    one, two, three = saved("1/3", (0, 32)), saved("2/3", (33, 65)), saved("3/3", (66, 99))
+    loaded = [json.loads(Path(p).read_text()) for p in (one, two)]
+    assert merge_problems(loaded, [one, two]) == ["shards missing: 3/3"]
+    assert sim_main(["merge", one, two, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to merge: shards missing: 3/3 (--force merges anyway)" in err
+    out = tmp_path / "m.json"
+    assert sim_main(["merge", one, two, "-q", "--force", "--report", str(out)]) == 1
+    verdict = json.loads(out.read_text())["verdict"]
+    assert not verdict["pass"]
+    (whole,) = [c for c in verdict["checks"] if c["name"] == "ran the whole duration"]
+    assert not whole["ok"] and whole["value"] == "shards missing: 3/3"
+    assert whole["cause"].startswith("shards missing: 3/3")
+    # the whole set merges and passes
+    assert sim_main(["merge", one, two, three, "-q", "--report", str(out)]) == 0
+    assert json.loads(out.read_text())["verdict"]["pass"]
 
 
 def test_judgement_of_answers() -> None:
