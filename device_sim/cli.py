@@ -52,6 +52,7 @@ from .scenario import (
     resolve_scenario,
     scenario_names,
     split,
+    unassigned_attacks,
 )
 from .stats import merge_problems, merge_reports, missing_shards
 from .verdict import Thresholds, evaluate
@@ -294,6 +295,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             reports, interrupted = _run_processes(sc, jobs, shard, view, keep)
     samples = [s for r in reports for s in r.pop("samples", None) or []]
     merged = merge_reports(reports or [_empty_report(sc, shard)])
+    for kind, why in unassigned_attacks(roles, sc.attacks).items():
+        merged["not_exercised"].setdefault(kind, {})[why] = 1
     if interrupted:
         merged["run"]["completed"] = False
         merged["run"]["interrupted"] = interrupted

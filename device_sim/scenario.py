@@ -46,6 +46,7 @@ __all__ = [
     "scenario_from_dict",
     "scenario_names",
     "split",
+    "unassigned_attacks",
 ]
 
 #: Every attack and fault kind a scenario can mix in (see ``device_sim.attacks``).
@@ -699,6 +700,16 @@ def assign_roles(count: int, attacks: Mapping[str, float], seed: int) -> list[st
         if pos >= count:
             break
     return roles
+
+
+def unassigned_attacks(roles: Sequence[str | None], attacks: Mapping[str, float]) -> dict[str, str]:
+    """The configured attack kinds :func:`assign_roles` gave no device (a
+    fleet smaller than the kinds), each with why: they never run, so the
+    verdict must report them not exercised."""
+    kinds = [k for k in ATTACK_KINDS if attacks.get(k, 0.0) > 0]
+    given = set(roles)
+    why = f"no device assigned ({len(roles)} devices for {len(kinds)} attack kinds)"
+    return {k: why for k in kinds if k not in given}
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -23,9 +23,11 @@ from device_sim.scenario import (
     parse_duration,
     scenario_from_dict,
     split,
+    unassigned_attacks,
 )
 from device_sim.stats import Recorder, merge_problems, merge_reports
 from device_sim.verdict import Slo, Thresholds, evaluate
+from tests.ops.conftest import free_port
 
 from .conftest import make_devices, write_devices_csv
 
@@ -277,6 +279,30 @@ def test_merge_of_an_incomplete_shard_set_is_refused_or_fails(tmp_path, capsys) 
     # the whole set merges and passes
     assert sim_main(["merge", one, two, three, "-q", "--report", str(out)]) == 0
     assert json.loads(out.read_text())["verdict"]["pass"]
+
+
+def test_attack_kinds_without_a_device_are_not_exercised(tmp_path) -> None:
+    mix = {"wrong_psk": 10, "replayed_proof": 10, "tampered_proof": 10}
+    roles = assign_roles(2, mix, seed=1)
+    assert sorted(r for r in roles if r) == ["replayed_proof", "wrong_psk"]
+    why = "no device assigned (2 devices for 3 attack kinds)"
+    assert unassigned_attacks(roles, mix) == {"tampered_proof": why}
+    assert unassigned_attacks(assign_roles(3, mix, seed=1), mix) == {}
+    # a run of 2 devices: tampered_proof never runs, and --strict-attacks says so
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        'duration = "1s"\nramp_up = "0s"\n[attacks]\n'
+        + "".join(f"{k} = {v}\n" for k, v in mix.items())
+    )
+    csv_path = write_devices_csv(tmp_path / "d.csv", make_devices(2))
+    out = tmp_path / "r.json"
+    args = ["--devices-csv", str(csv_path), "--scenario", str(scenario), "-q"]
+    args += ["--target", f"127.0.0.1:{free_port()}", "--report", str(out), "--strict-attacks"]
+    assert sim_main(args) == 1
+    report = json.loads(out.read_text())
+    assert report["attacks_not_exercised"]["tampered_proof"] == why
+    (kinds,) = [c for c in report["verdict"]["checks"] if c["name"] == "attack kinds exercised"]
+    assert not kinds["ok"] and f"tampered_proof not exercised: {why}" in kinds["cause"]
 
 
 def test_judgement_of_answers() -> None:
