@@ -1,5 +1,9 @@
-"""The DTLS session table: who is connected, who is half-way there, and who
-goes when the table is full or a peer falls silent.
+"""The session table of the tinydtls baseline transport (``tinydtls_server``,
+kept for the benchmark): who is connected, who is half-way there, and who
+goes when the table is full or a peer falls silent. The gateway's own server
+keeps its sessions in the ``dtls12`` engine; :class:`CloseReason` and
+:class:`HandshakeFailure` here are the metric and audit labels both servers
+report.
 
 Sans-I/O: every operation takes ``now`` (seconds, any monotonic origin) and the
 table never reads a clock, opens a socket or schedules a timer; the server
