@@ -5,7 +5,8 @@ revocation made at the database reaches an instance.
 
     python -m bench.fleet [--tiny] [--devices N] [--seconds S] [--rate R]
                           [--rounds N] [--sim-workers N] [--probes N]
-                          [--revokes N] [--failover-seconds S] [--json FILE]
+                          [--revokes N] [--idle-clients N]
+                          [--failover-seconds S] [--json FILE]
 
 Real parts on loopback: a throwaway PostgreSQL cluster
 (:func:`bench._fleet.running_cluster`), one ``acegw init`` directory whose
@@ -29,7 +30,15 @@ consistent``), ``--devices`` clients from ``acegw clients bulk-add``.
    revoke <cti>`` runs in this process against the database; the figure is
    the time from the command's return (the revocation committed) to the
    first refused request, median over the devices.
-3. Failover: the simulator runs the whole fleet at 1 request/s per device
+3. Memory: the resident size of each instance (its processes' VmRSS
+   summed) after start, after ``--idle-clients`` more clients are
+   registered (bulk-added at the database; the figure waits until each
+   instance completes a handshake as the last of them, so its registry view
+   holds them all): bytes per registered client; and its peak during the
+   first one-instance throughput run over the baseline before it, per
+   device served: bytes per connected device (DTLS session, held token, replay window, limiter).
+   Python rarely returns freed memory, so both are growth figures.
+4. Failover: the simulator runs the whole fleet at 1 request/s per device
    with the CoAP timers of ``tests/fleet/test_balancer.py`` while
    ``--probes`` probe devices, each on its own source port, send a proofed
    request every 0.25 s (a request unanswered after 3 s is given up; the
@@ -45,7 +54,8 @@ consistent``), ``--devices`` clients from ``acegw clients bulk-add``.
 
 Last line: ``RESULT fleet_rps_1=<n> fleet_rps_2=<n> fleet_speedup=<x>
 fleet_failover_p50_s=<x> fleet_failover_p99_s=<x>
-fleet_revoke_propagation_ms=<n>`` (``fleet_speedup`` = 2 instances / 1); ``nan`` and exit
+fleet_revoke_propagation_ms=<n> fleet_kb_per_client=<x> fleet_kb_per_device=<x>``
+(``fleet_speedup`` = 2 instances / 1); ``nan`` and exit
 status 1 when a part did not work (the cause is printed).
 """
 
@@ -140,6 +150,25 @@ def _ready(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident size of process group ``pid`` (the instance's supervisor and
+    workers): VmRSS summed over the processes whose group it is."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 @contextlib.asynccontextmanager
@@ -347,18 +376,36 @@ def _percentile(values: list[float], q: float) -> float:
 async def throughput(
     upstreams: list[Instance], devices_csv: Path, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
-    """One simulator run through a fresh balancer in front of ``upstreams``."""
+    """One simulator run through a fresh balancer in front of ``upstreams``;
+    the instances' resident sizes before it and their peak during it."""
     root = work / f"nginx-{len(upstreams)}-{time.monotonic_ns()}"
-    async with balancing([i.target for i in upstreams], root, port=_free_port()) as lb:
-        report = await simulate(
-            ["--devices-csv", str(devices_csv), "--target", f"{lb.target[0]}:{lb.target[1]}",
-             "--duration", f"{args.seconds}s", "--ramp-up", "1s", "--rate", str(args.rate),
-             "--workers", str(args.sim_workers)],
-            timeout=args.seconds + 120,
-        )  # fmt: skip
+    before = [rss_bytes(i.process.pid) for i in upstreams]
+    peak = list(before)
+    running = True
+
+    async def sample() -> None:
+        while running:
+            for n, i in enumerate(upstreams):
+                peak[n] = max(peak[n], rss_bytes(i.process.pid))
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        async with balancing([i.target for i in upstreams], root, port=_free_port()) as lb:
+            report = await simulate(
+                ["--devices-csv", str(devices_csv), "--target", f"{lb.target[0]}:{lb.target[1]}",
+                 "--duration", f"{args.seconds}s", "--ramp-up", "1s", "--rate", str(args.rate),
+                 "--workers", str(args.sim_workers)],
+                timeout=args.seconds + 120,
+            )  # fmt: skip
+    finally:
+        running = False
+        await sampler
     ok = report["devices"].get("normal_with_success", 0)
     return {
         "instances": len(upstreams),
+        "rss_before": before,
+        "rss_peak": peak,
         "requests_ok_per_s": float(report["throughput"]["requests_ok_per_s"]),
         "devices_served": ok,
         "verdict": report["verdict"]["pass"],
@@ -398,6 +445,46 @@ async def revoke_propagation(probers: list[Prober], state: Path) -> list[float]:
             raise FleetBenchError("a revoked token was still served 10 s later") from None
         delays.append((refused - committed) * 1000)
     return delays
+
+
+async def registry_memory(
+    instances: list[Instance], state: Path, work: Path, count: int
+) -> dict[str, Any]:
+    """Bytes per registered client: each instance's resident size before
+    and after ``count`` clients are bulk-added at the database, once each
+    instance completed a handshake as the last of them."""
+    before = [rss_bytes(i.process.pid) for i in instances]
+    idle_csv = work / "idle.csv"
+    acegw("clients", "bulk-add", "--dir", str(state), "--count", str(count),
+          "--prefix", "idle-", "--scope", SCOPE, "--out", str(idle_csv))  # fmt: skip
+    with idle_csv.open() as f:
+        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#") and r[0] != "id"]
+    identity, psk = rows[-1][0].encode(), bytes.fromhex(rows[-1][1])
+    for i in instances:
+        probe = DtlsProbe(i.target)
+        deadline = time.monotonic() + 60
+        try:
+            while True:
+                try:
+                    session = await probe.connect(identity, psk, timeout=2)
+                    await session.close()
+                    break
+                except ProbeError:
+                    if time.monotonic() > deadline:
+                        raise FleetBenchError(
+                            f"instance {i.name} never learnt of {count} new clients"
+                        ) from None
+                    await asyncio.sleep(0.5)
+        finally:
+            await probe.close()
+    after = [rss_bytes(i.process.pid) for i in instances]
+    per_client = [(a - b) / count for a, b in zip(after, before, strict=True)]
+    return {
+        "clients": count,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_client": per_client,
+    }
 
 
 async def failover(
@@ -492,6 +579,7 @@ async def run(args: argparse.Namespace, work: Path, result: dict[str, Any]) -> N
                 )
                 for name, host in zip("AB", HOSTS, strict=True)
             ]
+            result["memory"] = await registry_memory([a, b], state, work, args.idle_clients)
             runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
             for r in range(args.rounds):
                 for n in (1, 2) if r % 2 == 0 else (2, 1):
@@ -501,6 +589,11 @@ async def run(args: argparse.Namespace, work: Path, result: dict[str, Any]) -> N
             result["throughput"] = runs
             for n in (1, 2):
                 result[f"rps_{n}"] = statistics.median(x["requests_ok_per_s"] for x in runs[n])
+            # the first one-instance run only: later runs reuse what it grew
+            first = runs[1][0]
+            result["bytes_per_device"] = (first["rss_peak"][0] - first["rss_before"][0]) / max(
+                1, first["devices_served"]
+            )
 
             lb_root = work / "nginx-revoke"
             async with balancing([a.target, b.target], lb_root, port=_free_port()) as lb:
@@ -530,12 +623,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-workers", type=int, default=2, help="acegw-sim worker processes")
     parser.add_argument("--probes", type=int, default=100, help="failover probe devices")
     parser.add_argument("--revokes", type=int, default=5, help="revocations measured")
+    parser.add_argument(
+        "--idle-clients", type=int, default=5000, help="clients registered for the memory figure"
+    )
     parser.add_argument("--failover-seconds", type=int, default=30)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     if args.tiny:
         args.devices, args.seconds, args.rounds, args.sim_workers = 50, 4, 1, 1
         args.probes, args.revokes, args.failover_seconds = 10, 2, 14
+        args.idle_clients = 500
     print(
         f"bench.fleet: {args.devices} devices at {args.rate}/s for {args.seconds} s x "
         f"{args.rounds} rounds; {args.probes} failover probes; {args.revokes} revocations",
@@ -552,12 +649,17 @@ def main(argv: list[str] | None = None) -> int:
             error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
     fo = result.get("failover", {})
+    mem = result.get("memory", {})
     figures = {
         "fleet_rps_1": result.get("rps_1", math.nan),
         "fleet_rps_2": result.get("rps_2", math.nan),
         "fleet_failover_p50_s": fo.get("p50_s", math.nan),
         "fleet_failover_p99_s": fo.get("p99_s", math.nan),
         "fleet_revoke_propagation_ms": result.get("revoke_propagation_ms", math.nan),
+        "fleet_kb_per_client": (
+            statistics.median(mem["bytes_per_client"]) / 1024 if mem else math.nan
+        ),
+        "fleet_kb_per_device": result.get("bytes_per_device", math.nan) / 1024,
     }
     if fo and (fo["probes_moved"] == 0 or fo["probes_unrecovered"]):
         error = error or (
@@ -572,6 +674,13 @@ def main(argv: list[str] | None = None) -> int:
     if "revoke_ms" in result:
         print("revocation to first refusal (ms): "
               + ", ".join(f"{d:.0f}" for d in result["revoke_ms"]))  # fmt: skip
+    if mem:
+        print(
+            f"memory: {figures['fleet_kb_per_client']:.2f} kB per registered client "
+            f"({mem['clients']} added; per instance "
+            + ", ".join(f"{b / 1024:.2f}" for b in mem["bytes_per_client"])
+            + f"), {figures['fleet_kb_per_device']:.2f} kB per connected device"
+        )
     if fo:
         print(
             f"failover: {fo['probes_moved']}/{fo['probes']} probes moved, recovery p50 "
@@ -598,7 +707,9 @@ def main(argv: list[str] | None = None) -> int:
         f"fleet_speedup={fmt(figures['fleet_rps_2'] / (figures['fleet_rps_1'] or math.nan), 2)} "
         f"fleet_failover_p50_s={fmt(figures['fleet_failover_p50_s'], 2)} "
         f"fleet_failover_p99_s={fmt(figures['fleet_failover_p99_s'], 2)} "
-        f"fleet_revoke_propagation_ms={fmt(figures['fleet_revoke_propagation_ms'], 0)}"
+        f"fleet_revoke_propagation_ms={fmt(figures['fleet_revoke_propagation_ms'], 0)} "
+        f"fleet_kb_per_client={fmt(figures['fleet_kb_per_client'], 2)} "
+        f"fleet_kb_per_device={fmt(figures['fleet_kb_per_device'], 2)}"
     )
     return 1 if error else 0
 
