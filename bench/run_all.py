@@ -107,6 +107,12 @@ SCRIPTS: tuple[Script, ...] = (
         limit=420,
     ),
     Script(
+        "backends",
+        "registry backend off the request path: authz and proxy ratios, PostgreSQL vs SQLite",
+        ("backends_authz_mac0_pg_vs_sqlite", "backends_proxy_ratio_pg_vs_sqlite"),
+        limit=900,
+    ),
+    Script(
         "soak",
         "soak: many devices at a low steady rate, gateway memory / errors / p99 over time",
         (),

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
                 "proxied_vs_aiocoap_bare",
                 "workers2_speedup",
                 "cpu_per_req_ratio",
+                "backends_authz_mac0_pg_vs_sqlite",
+                "backends_proxy_ratio_pg_vs_sqlite",
             ],
         ),
     ],
