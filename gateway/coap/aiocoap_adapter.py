@@ -47,6 +47,8 @@ SUPPORTED = ((0, 4, 17), (0, 5, 0))
 SUPPORTED_TEXT = ">=0.4.17,<0.5"
 #: Where the authorized context sits on a request message.
 AUTH_ATTRIBUTE = "acegw_auth"
+#: Uri-Path's option number (RFC 7252 §5.10).
+URI_PATH = int(aiocoap.OptionNumber.URI_PATH)
 
 
 class AiocoapIncompatible(GatewayError):
@@ -190,6 +192,12 @@ def option_values(message: aiocoap.Message, number: int) -> tuple[Any, ...]:
     return () if found is None else tuple([o.value for o in found])
 
 
+def uri_path(message: aiocoap.Message) -> tuple[str, ...]:
+    """The message's Uri-Path segments (RFC 7252 §5.10.1), as
+    ``message.opt.uri_path`` gives them."""
+    return option_values(message, URI_PATH)
+
+
 def options_from(options: dict[int, list[Any]]) -> aiocoap.options.Options:
     """An ``Options`` holding ``options`` (option number -> option objects of
     that number, in order) as they are, without re-encoding them."""
@@ -242,4 +250,5 @@ __all__ = [
     "options_of",
     "parse_version",
     "set_auth",
+    "uri_path",
 ]

@@ -25,7 +25,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
-from gateway.coap.aiocoap_adapter import auth_of, options_of, set_auth
+from gateway.coap.aiocoap_adapter import auth_of, options_of, set_auth, uri_path
 from gateway.coap.resource_tree import ResourceTree
 from gateway.coap.responses import error_response
 from gateway.errors import GatewayError
@@ -136,11 +136,14 @@ class AuthorizingSite:
         # it opens; a closed one drops records): no record is built for it.
         self._audit_enabled = bool(getattr(audit, "enabled", True))
 
-    def oversized(self, request: aiocoap.Message) -> aiocoap.Message | None:
+    def oversized(
+        self, request: aiocoap.Message, path: tuple[str, ...] | None = None
+    ) -> aiocoap.Message | None:
         """4.13 with Size1 (RFC 7959 §2.9.3) for a body above ``max_body`` or
         above the limit ``body_limit`` gives its path, judged by Size1 and
         by where the block ends, before block-wise assembly spools it; None
-        when it fits. The root resource calls this first."""
+        when it fits. The root resource calls this first (with the request's
+        Uri-Path, when it has it already)."""
         block1 = request.opt.block1
         size = len(request.payload)
         if block1 is not None:
@@ -150,7 +153,7 @@ class AuthorizingSite:
             return None
         limit = self.max_body
         if self._body_limit is not None:
-            tighter = self._body_limit(tuple(request.opt.uri_path))
+            tighter = self._body_limit(uri_path(request) if path is None else path)
             if tighter is not None and tighter < limit:
                 limit = tighter
         if size > limit:
@@ -158,13 +161,17 @@ class AuthorizingSite:
         return None
 
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        return await self.render_at(request, uri_path(request))
+
+    async def render_at(self, request: aiocoap.Message, path: tuple[str, ...]) -> aiocoap.Message:
+        """:meth:`render` for a request whose Uri-Path (``path``) the caller
+        has already read (the root resource does, for its route label)."""
         for number in options_of(request):
             if number & 1 and number not in _KNOWN_OPTIONS:
                 unknown = min(n for n in options_of(request) if n & 1 and n not in _KNOWN_OPTIONS)
                 return error_response(
                     BadOption(f"critical option {unknown} not supported"), ace_body=False
                 )
-        path = tuple(request.opt.uri_path)
         view = request_view(request, path)
         verdict = self.authorizer.authorize(view, self._clock())
         if (

@@ -17,8 +17,10 @@ import aiocoap
 import aiocoap.error
 from aiocoap.numbers.codes import Code
 
-from gateway.coap.aiocoap_adapter import block1_spool, block2_cache
+from gateway.coap.aiocoap_adapter import block1_spool, block2_cache, uri_path
 from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels, code_label
+
+Path = tuple[str, ...]
 
 #: Max-Age of the 5.03 a draining gateway answers (RFC 7252 §5.9.3.4).
 DRAINING_MAX_AGE = 5
@@ -34,6 +36,9 @@ class ServiceSite:
         #: requests in flight beyond which new ones get 5.03 (limits.max_in_flight),
         #: refused before any authorization work is spent on them
         self.max_in_flight = max_in_flight
+        self._inner: Any = None
+        self._render_inner: Callable[[aiocoap.Message, Path], Awaitable[aiocoap.Message]]
+        self._oversized: Callable[[aiocoap.Message, Path], aiocoap.Message | None] | None
         self.inner = inner
         self.routes = routes
         self._metrics = metrics
@@ -46,18 +51,38 @@ class ServiceSite:
         #: (``render_to_pipe``): the TRL endpoint (RFC 9770 §11, RFC 7641)
         self.observable: Any = None
 
+    @property
+    def inner(self) -> Any:
+        """The authorization layer and resource tree below the root
+        (swapped on a reload): an ``AuthorizingSite``, or any resource with
+        ``render(request)``."""
+        return self._inner
+
+    @inner.setter
+    def inner(self, inner: Any) -> None:
+        self._inner = inner
+        render_at = getattr(inner, "render_at", None)
+        if render_at is None:
+
+            def render_at(request: aiocoap.Message, path: Path) -> Awaitable[aiocoap.Message]:
+                return inner.render(request)  # type: ignore[no-any-return]
+
+        self._render_inner = render_at
+        self._oversized = getattr(inner, "oversized", None)
+
     async def render_to_pipe(self, pipe: Any) -> None:
+        path = uri_path(pipe.request)  # read once: route label, observable, body limit
         observable = self.observable
         if (
             observable is not None
             and pipe.request.opt.observe == 0
-            and tuple(pipe.request.opt.uri_path) == observable.path
+            and path == observable.path
             and not self.draining
         ):
             await observable.render_to_pipe(pipe)
             return
-        oversized = getattr(self.inner, "oversized", None)
-        refusal = oversized(pipe.request) if oversized is not None else None
+        oversized = self._oversized
+        refusal = oversized(pipe.request, path) if oversized is not None else None
         if refusal is not None:  # before block-wise assembly spools the body
             pipe.add_response(refusal, is_last=True)
             return
@@ -68,16 +93,22 @@ class ServiceSite:
         # blocks: most requests need neither.
         request = self._block1.feed_and_take(pipe.request)
         if request.opt.block2 is None:
-            response = await self.render(request)
+            response = await self.render(request, path)
             if len(response.payload) > request.remote.maximum_payload_size:
                 response = await self._block2.extract_or_insert(request, _rendered(response))
         else:
-            response = await self._block2.extract_or_insert(request, lambda: self.render(request))
+            response = await self._block2.extract_or_insert(
+                request, lambda: self.render(request, path)
+            )
         response.opt.block1 = request.opt.block1
         pipe.add_response(response, is_last=True)
 
-    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
-        route = self.routes(tuple(request.opt.uri_path))
+    async def render(self, request: aiocoap.Message, path: Path | None = None) -> aiocoap.Message:
+        """Count and render one (reassembled) request; ``path`` is its
+        Uri-Path when the caller has read it already."""
+        if path is None:
+            path = uri_path(request)
+        route = self.routes(path)
         if self.draining:
             response = aiocoap.Message(
                 code=Code.SERVICE_UNAVAILABLE, max_age=DRAINING_MAX_AGE, payload=b"shutting down"
@@ -92,7 +123,7 @@ class ServiceSite:
         self.in_flight += 1
         code = "5.00"
         try:
-            response = await self.inner.render(request)
+            response = await self._render_inner(request, path)
             code = code_label(int(response.code))
             return response
         except aiocoap.error.RenderableError as exc:

@@ -54,3 +54,91 @@ async def test_block2_and_block1_through_the_root_render_each_request_once(
     assert requests.get("/blob", "2.05") == 1
     assert requests.get("/blob", "2.04") == 1
     assert root.in_flight == 0
+
+
+class _PathRecorder:
+    """An inner site with ``render_at``: records the path it is given."""
+
+    def __init__(self) -> None:
+        self.paths: list[tuple[str, ...]] = []
+        self.limits: list[tuple[str, ...] | None] = []
+
+    def oversized(
+        self, request: aiocoap.Message, path: tuple[str, ...] | None = None
+    ) -> aiocoap.Message | None:
+        self.limits.append(path)
+        return None
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        raise AssertionError("the root passes the path it read to render_at")
+
+    async def render_at(self, request: aiocoap.Message, path: tuple[str, ...]) -> aiocoap.Message:
+        self.paths.append(path)
+        return aiocoap.Message(code=aiocoap.CONTENT, payload="/".join(path).encode())
+
+
+class _Pipe:
+    """The part of aiocoap's pipe the root uses: the request, the responses."""
+
+    def __init__(self, request: aiocoap.Message) -> None:
+        self.request = request
+        self.responses: list[tuple[aiocoap.Message, bool]] = []
+
+    def add_response(self, response: aiocoap.Message, is_last: bool = False) -> None:
+        self.responses.append((response, is_last))
+
+
+class _Remote:
+    maximum_payload_size = 1024
+
+
+def _request(*path: str) -> aiocoap.Message:
+    request = aiocoap.Message(code=aiocoap.GET, uri_path=path)
+    request.remote = _Remote()
+    return request
+
+
+async def test_the_uri_path_is_read_once_and_handed_to_the_inner_site(monkeypatch) -> None:
+    """The root reads Uri-Path once per request and gives it to the route
+    label, the body limit and the inner site's ``render_at``."""
+    from gateway.coap import service_site
+
+    reads = 0
+    real = service_site.uri_path
+
+    def counting(message: aiocoap.Message) -> tuple[str, ...]:
+        nonlocal reads
+        reads += 1
+        return real(message)
+
+    monkeypatch.setattr(service_site, "uri_path", counting)
+    inner = _PathRecorder()
+    root = ServiceSite(inner, GatewayMetrics(), RouteLabels(["/a"]))
+    pipe = _Pipe(_request("a", "b"))
+    await root.render_to_pipe(pipe)
+    ((response, last),) = pipe.responses
+    assert last and response.code == aiocoap.CONTENT and response.payload == b"a/b"
+    assert inner.paths == [("a", "b")] and inner.limits == [("a", "b")]
+    assert reads == 1
+    assert root._metrics.requests.get("/a", "2.05") == 1
+
+
+class _RenderOnly:
+    """An inner site with only ``render(request)`` (no body limit)."""
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=b"plain")
+
+
+async def test_an_inner_site_with_only_render_still_serves() -> None:
+    """Any resource with ``render(request)`` can be the inner site (swapped
+    on a reload, too)."""
+    root = ServiceSite(_PathRecorder(), GatewayMetrics(), RouteLabels(["/x"]))
+    plain = _RenderOnly()
+    root.inner = plain
+    assert root.inner is plain
+    pipe = _Pipe(_request("x"))
+    await root.render_to_pipe(pipe)
+    ((response, _),) = pipe.responses
+    assert response.code == aiocoap.CHANGED and response.payload == b"plain"
+    assert root._metrics.requests.get("/x", "2.04") == 1
