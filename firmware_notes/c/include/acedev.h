@@ -6,8 +6,9 @@
  * ACE_ERR_BUFFER (having written nothing past the capacity) when it does not
  * fit. Cryptography comes from one hook table (struct ace_crypto): HMAC-SHA-256,
  * SHA-256 and, for a device key pair, an ES256 or EdDSA signature.
- * hooks/crypto_openssl.c implements it for POSIX; README.md shows it for
- * Mbed TLS and PSA Crypto.
+ * hooks/crypto_openssl.c implements it on OpenSSL (POSIX), hooks/crypto_psa.c
+ * on the PSA Crypto API (Mbed TLS, TF-M, Zephyr); README.md shows it for Mbed
+ * TLS without PSA.
  *
  * What is here (RFC sections in the functions' comments):
  *   CBOR heads and a bounded, non-recursive decoder      (RFC 8949)
