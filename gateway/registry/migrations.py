@@ -89,6 +89,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX held_tokens_exp ON held_tokens (exp)",
         ),
     ),
+    Migration(
+        3,
+        "AS keys, private parts sealed under the master key",
+        (
+            """CREATE TABLE as_keys (
+                kid        bytea PRIMARY KEY,
+                kind       text NOT NULL CHECK (kind IN ('signing', 'as_rs')),
+                alg        text NOT NULL,
+                status     text NOT NULL CHECK (status IN ('current', 'active', 'retired')),
+                created_at double precision NOT NULL,
+                retired_at double precision,
+                sealed     bytea NOT NULL
+            )""",
+            # at most one current key per kind, whatever two writers do
+            "CREATE UNIQUE INDEX as_keys_current ON as_keys (kind) WHERE status = 'current'",
+        ),
+    ),
+    Migration(
+        4,
+        "tokens issued by the embedded AS, by hash (RFC 9770 token revocation list)",
+        (
+            """CREATE TABLE issued_tokens (
+                hash      bytea PRIMARY KEY,
+                cti       bytea NOT NULL,
+                client_id text COLLATE "C" NOT NULL,
+                audience  text NOT NULL,
+                iat       double precision NOT NULL,
+                exp       double precision NOT NULL
+            )""",
+            "CREATE INDEX issued_tokens_cti ON issued_tokens (cti)",
+            "CREATE INDEX issued_tokens_client ON issued_tokens (client_id, iat)",
+            "CREATE INDEX issued_tokens_exp ON issued_tokens (exp)",
+        ),
+    ),
 )
 
 #: The schema version this acegw writes.

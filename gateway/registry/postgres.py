@@ -33,16 +33,23 @@ from gateway.registry.migrations import LATEST, MIGRATIONS
 from gateway.registry.store import (
     ALL_ACTIONS,
     CLIENT_COLUMNS,
+    KEY_COLUMNS,
+    KEYS_CHANGE,
     ActionQuery,
     Changes,
     ClientRecord,
+    KeyRecord,
     OperatorAction,
     assemble_changes,
     client_record,
     client_row,
     client_update,
+    key_record,
+    key_row,
     operator_actions,
     redact,
+    retire_key_in,
+    rotate_key_in,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,7 @@ CHANNEL = "acegw_registry"
 _MIGRATE_LOCK = 0x61636567_77_0001
 _WRITE_LOCK = 0x61636567_77_0002
 _INSERT = f"INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"
+_INSERT_KEY = f"INSERT INTO as_keys ({KEY_COLUMNS}) VALUES ({', '.join(['%s'] * 7)})"
 
 
 def is_postgres_url(location: object) -> bool:
@@ -307,6 +315,7 @@ class PostgresStore:
         with self._write() as conn:
             n = conn.execute("DELETE FROM revoked WHERE exp < %s", (now,)).rowcount
             conn.execute("DELETE FROM held_tokens WHERE exp < %s", (now,))
+            conn.execute("DELETE FROM issued_tokens WHERE exp <= %s", (now,))
             row = conn.execute(
                 "SELECT MAX(seq) FROM changelog WHERE at < %s "
                 "AND seq < (SELECT MAX(seq) FROM changelog)",
@@ -357,6 +366,68 @@ class PostgresStore:
             (list(kids), now),
         )
         return {bytes(k): bytes(t) for k, t in rows}
+
+    # --- the AS key set -----------------------------------------------------------
+
+    def as_keys(self) -> list[KeyRecord]:
+        rows = self._read(f"SELECT {KEY_COLUMNS} FROM as_keys ORDER BY created_at, kid")
+        return [key_record(r) for r in rows]
+
+    def import_as_keys(self, records: Sequence[KeyRecord], *, at: float) -> bool:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM as_keys LIMIT 1").fetchone() is not None:
+                return False
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT_KEY, [key_row(r) for r in records])
+            self._log_change(conn, KEYS_CHANGE, None, at)
+        return True
+
+    def rotate_as_key(self, record: KeyRecord, *, at: float) -> None:
+        with self._write() as conn:
+            rotate_key_in(conn, record, "%s")
+            self._log_change(conn, KEYS_CHANGE, None, at)
+
+    def retire_as_key(self, kid: bytes, *, at: float) -> KeyRecord:
+        with self._write() as conn:
+            record, changed = retire_key_in(conn, kid, at, "%s")
+            if changed:
+                self._log_change(conn, KEYS_CHANGE, None, at)
+        return record
+
+    # --- tokens issued by the embedded AS, shared by instances (RFC 9770) ----------
+
+    def record_issued(self, rows: Sequence[tuple[bytes, bytes, str, str, float, float]]) -> int:
+        """Store ``(hash, cti, client_id, audience, iat, exp)`` rows of issued
+        tokens; not a registry change (no change log, no NOTIFY). How many."""
+        if not rows:
+            return 0
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO issued_tokens (hash, cti, client_id, audience, iat, exp) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (hash) DO NOTHING",
+                [(h, c, cid, aud, float(iat), float(exp)) for h, c, cid, aud, iat, exp in rows],
+            )
+        return len(rows)
+
+    def issued_revoked(self, now: float) -> list[tuple[bytes, bytes, str, str, float]]:
+        """``(hash, cti, client_id, audience, exp)`` of the issued tokens not
+        expired at ``now`` that are revoked by cti, or whose client was cut
+        off (disabled or deleted) at or after their ``iat``; one query."""
+        rows = self._read(
+            "SELECT i.hash, i.cti, i.client_id, i.audience, i.exp FROM issued_tokens i "
+            "JOIN revoked r ON r.cti = i.cti WHERE i.exp > %s "
+            "UNION "
+            "SELECT i.hash, i.cti, i.client_id, i.audience, i.exp FROM issued_tokens i "
+            "JOIN client_cutoffs c ON c.client_id = i.client_id "
+            "WHERE i.exp > %s AND i.iat <= c.at",
+            (now, now),
+        )
+        return [(bytes(h), bytes(c), cid, aud, exp) for h, c, cid, aud, exp in rows]
+
+    def purge_issued(self, now: float) -> int:
+        """Forget issued tokens expired at ``now``; how many."""
+        with self._connection() as conn:
+            return conn.execute("DELETE FROM issued_tokens WHERE exp <= %s", (now,)).rowcount
 
     # --- change log -------------------------------------------------------------
 
@@ -413,13 +484,17 @@ class PostgresStore:
         kinds: Sequence[tuple[str, str | None]],
         actions: Sequence[OperatorAction],
         at: float,
+        keys: Sequence[KeyRecord] = (),
     ) -> int:
         """Copy a whole registry into this empty one in one transaction
-        (``acegw registry migrate``): the rows as they are (PSKs stay sealed
-        under the same master key), one ``import`` change; the change stamp."""
+        (``acegw registry migrate``): the rows as they are (PSKs and AS keys
+        stay sealed under the same master key), one ``import`` change; the
+        change stamp. The AS ``keys`` replace none: the target must hold no key."""
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM clients LIMIT 1").fetchone() is not None:
                 raise RegistryError(f"registry {self.location} already has clients")
+            if keys and conn.execute("SELECT 1 FROM as_keys LIMIT 1").fetchone() is not None:
+                raise RegistryError(f"registry {self.location} already has AS keys")
             row = conn.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
             if row is not None and bytes(row[0]) != key_check:
                 raise RegistryError(f"registry {self.location} was created with another master key")
@@ -429,6 +504,7 @@ class PostgresStore:
             )
             with conn.cursor() as cur:
                 cur.executemany(_INSERT, [client_row(r) for r in clients])
+                cur.executemany(_INSERT_KEY, [key_row(r) for r in keys])
                 cur.executemany("INSERT INTO client_cutoffs VALUES (%s, %s)", list(cutoffs.items()))
                 cur.executemany(
                     "INSERT INTO revoked VALUES (%s, %s) ON CONFLICT (cti) DO NOTHING",

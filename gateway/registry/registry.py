@@ -288,6 +288,12 @@ class Registry:
     def path(self) -> Path:
         return Path(self.store.location)
 
+    @property
+    def master_key(self) -> MasterKey:
+        """The master key this registry was opened with (checked), for other
+        secrets sealed in its store (the AS keys)."""
+        return self._key
+
     def close(self) -> None:
         if self._feed is not None:
             self._feed.stop()

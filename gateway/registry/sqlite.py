@@ -1,6 +1,15 @@
 """The registry store on one SQLite file (WAL mode): clients with sealed
-PSKs, revocations, token cut-offs, lockout lifts, the change log and the
-operators' audit trail (:class:`gateway.registry.store.RegistryStore`).
+PSKs, revocations, token cut-offs, lockout lifts, the change log, the
+operators' audit trail and an AS key table
+(:class:`gateway.registry.store.RegistryStore`).
+
+The schema is versioned like PostgreSQL's (:data:`MIGRATIONS`, recorded in
+``schema_migrations``) and brought up to date when the file opens, in one
+``BEGIN IMMEDIATE`` transaction, so processes opening the file together
+apply each step once. A file from before versioned steps (``meta``
+``schema_version`` 1, no ``schema_migrations``) is version 1; a file of a
+newer acegw is refused. ``meta`` ``schema_version`` follows the newest step,
+so an acegw from before versioned steps refuses a newer file.
 
 Every write is one transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``) that also
 appends to the change log, so a failure or crash in the middle leaves the
@@ -14,27 +23,34 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ClientExists, ClientNotFound, RegistryError
+from gateway.registry.migrations import Migration
 from gateway.registry.store import (
     ALL_ACTIONS,
     CLIENT_COLUMNS,
+    KEY_COLUMNS,
+    KEYS_CHANGE,
     ActionQuery,
     Changes,
     ClientRecord,
+    KeyRecord,
     OperatorAction,
     assemble_changes,
     client_record,
     client_row,
     client_update,
+    key_record,
+    key_row,
     operator_actions,
+    retire_key_in,
+    rotate_key_in,
 )
-
-SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -84,6 +100,33 @@ CREATE TABLE IF NOT EXISTS operator_audit (
 );
 CREATE INDEX IF NOT EXISTS operator_audit_target ON operator_audit (target, at);
 """
+
+#: The versioned schema steps (:class:`gateway.registry.migrations.Migration`).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "clients, revocations, change log, cut-offs, lockout lifts, operator audit",
+        tuple(st.strip() for st in _SCHEMA.split(";") if st.strip()),
+    ),
+    Migration(
+        2,
+        "AS keys, private parts sealed under the master key",
+        (
+            """CREATE TABLE as_keys (
+                kid        BLOB PRIMARY KEY,
+                kind       TEXT NOT NULL CHECK (kind IN ('signing', 'as_rs')),
+                alg        TEXT NOT NULL,
+                status     TEXT NOT NULL CHECK (status IN ('current', 'active', 'retired')),
+                created_at REAL NOT NULL,
+                retired_at REAL,
+                sealed     BLOB NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE UNIQUE INDEX as_keys_current ON as_keys (kind) WHERE status = 'current'",
+        ),
+    ),
+)
+#: The schema version this acegw writes.
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
 _INSERT = (
     f"INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ({', '.join('?' * 10)}) "
@@ -135,21 +178,58 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             with self._write() as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                version = self._meta(db, "schema_version")
-                if version is None:
-                    db.execute(
-                        "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                    )
-                elif int(version) != SCHEMA_VERSION:
-                    raise RegistryError(
-                        f"registry {self.path} has schema version {int(version)}; "
-                        f"this acegw uses {SCHEMA_VERSION}"
-                    )
+                self._migrate(db)
         except sqlite3.DatabaseError as exc:
             raise RegistryError(f"{self.path} is not a usable acegw registry: {exc}") from None
+
+    def schema_version(self) -> int:
+        """The newest schema step applied."""
+        rows = self._read("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(rows[0][0])
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Apply the missing steps of :data:`MIGRATIONS` (inside the caller's
+        write transaction)."""
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        version = int(
+            db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+        )
+        has_meta = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        recorded = self._meta(db, "schema_version") if has_meta else None
+        if version == 0 and recorded is not None:
+            if int(recorded) != 1:
+                raise RegistryError(
+                    f"registry {self.path} has schema version {int(recorded)}; "
+                    f"this acegw knows up to {SCHEMA_VERSION}"
+                )
+            version = 1  # written before versioned steps: the first step's tables
+            db.execute(
+                "INSERT INTO schema_migrations VALUES (1, ?, ?)", (MIGRATIONS[0].name, time.time())
+            )
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"registry {self.path} has schema version {version}; "
+                f"this acegw knows up to {SCHEMA_VERSION}"
+            )
+        for step in MIGRATIONS:
+            if step.version <= version:
+                continue
+            for statement in step.statements:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                (step.version, step.name, time.time()),
+            )
+        db.execute(
+            "INSERT INTO meta VALUES ('schema_version', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (str(max(version, SCHEMA_VERSION)),),
+        )
 
     @staticmethod
     def _meta(db: sqlite3.Connection, name: str) -> Any:
@@ -357,6 +437,35 @@ class SqliteStore:
 
     def search_actions(self, query: ActionQuery = ALL_ACTIONS) -> list[OperatorAction]:
         return operator_actions(self._read(*query.select("?")))
+
+    # --- the AS key set -----------------------------------------------------------
+
+    def as_keys(self) -> list[KeyRecord]:
+        rows = self._read(f"SELECT {KEY_COLUMNS} FROM as_keys ORDER BY created_at, kid")
+        return [key_record(r) for r in rows]
+
+    def import_as_keys(self, records: Sequence[KeyRecord], *, at: float) -> bool:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM as_keys LIMIT 1").fetchone() is not None:
+                return False
+            db.executemany(
+                f"INSERT INTO as_keys ({KEY_COLUMNS}) VALUES ({', '.join('?' * 7)})",
+                [key_row(r) for r in records],
+            )
+            self._log_change(db, KEYS_CHANGE, None, at)
+        return True
+
+    def rotate_as_key(self, record: KeyRecord, *, at: float) -> None:
+        with self._write() as db:
+            rotate_key_in(db, record, "?")
+            self._log_change(db, KEYS_CHANGE, None, at)
+
+    def retire_as_key(self, kid: bytes, *, at: float) -> KeyRecord:
+        with self._write() as db:
+            record, changed = retire_key_in(db, kid, at, "?")
+            if changed:
+                self._log_change(db, KEYS_CHANGE, None, at)
+        return record
 
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]

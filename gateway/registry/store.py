@@ -3,7 +3,8 @@
 :class:`RegistryStore` is everything the gateway asks of its storage: client
 rows with their PSKs *sealed* (the store never sees a PSK in clear, nor the
 master key), the revocation list, the change log read with a cursor (the
-change stamp), lockout lifts, token cut-offs and the operators' audit trail.
+change stamp), lockout lifts, token cut-offs, the operators' audit trail
+and the AS key set (private keys sealed like PSKs).
 :class:`gateway.registry.registry.Registry` adds validation, sealing and the
 in-memory view over any store; :func:`open_store` picks the implementation
 (SQLite, :mod:`gateway.registry.sqlite`, or PostgreSQL,
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.errors import InvalidArgument
+from gateway.errors import InvalidArgument, KeystoreError, UnknownKid
 
 #: Change kinds after which a client's live sessions may go on.
 NO_CUT = frozenset({"add", "enable"})
@@ -67,6 +68,27 @@ class Changes:
     lifts: tuple[tuple[str | None, bytes | None], ...] = ()
     #: Every change in order: ``(kind, client_id)`` (``disable``, ``revoke``, ...).
     kinds: tuple[tuple[str, str | None], ...] = ()
+    #: Whether the AS key set changed (a ``keys`` change: rotate, retire, import).
+    keys: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One AS key as stored (:mod:`gateway.authorization_server.keystore`):
+    ``kind`` ``signing`` or ``as_rs``, ``alg`` the COSE algorithm's name,
+    ``status`` ``current``, ``active`` or ``retired``; ``sealed`` the private
+    COSE_Key sealed under the master key (kind and kid as associated data)."""
+
+    kid: bytes
+    kind: str
+    alg: str
+    status: str
+    created_at: float
+    retired_at: float | None
+    sealed: bytes
+
+    def __repr__(self) -> str:  # never the sealed key
+        return f"<KeyRecord {self.kind} {self.kid.hex()} {self.status}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +165,54 @@ CLIENT_COLUMNS = (
 )
 #: Column order of the rows :func:`operator_actions` reads.
 ACTION_COLUMNS = "seq, at, operator, action, target, outcome, detail"
+#: Column order of :func:`key_row` / :func:`key_record`.
+KEY_COLUMNS = "kid, kind, alg, status, created_at, retired_at, sealed"
+#: The change kind of every AS key set change.
+KEYS_CHANGE = "keys"
+
+
+def key_row(r: KeyRecord) -> tuple[Any, ...]:
+    """``r`` as the values of :data:`KEY_COLUMNS`."""
+    return (r.kid, r.kind, r.alg, r.status, r.created_at, r.retired_at, r.sealed)
+
+
+def key_record(r: Sequence[Any]) -> KeyRecord:
+    """A row of :data:`KEY_COLUMNS` as a :class:`KeyRecord`."""
+    return KeyRecord(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], bytes(r[6]))
+
+
+def rotate_key_in(conn: Any, record: KeyRecord, mark: str) -> None:
+    """:meth:`RegistryStore.rotate_as_key`'s statements on ``conn`` (a
+    sqlite3 or psycopg connection inside the caller's write transaction;
+    ``mark``: the driver's placeholder)."""
+    if conn.execute(f"SELECT 1 FROM as_keys WHERE kid = {mark}", (record.kid,)).fetchone():
+        raise KeystoreError(f"kid {record.kid.hex()} is taken; rotate again")
+    conn.execute(
+        f"UPDATE as_keys SET status = 'active' WHERE kind = {mark} AND status = 'current'",
+        (record.kind,),
+    )
+    row = key_row(replace(record, status="current", retired_at=None))
+    conn.execute(f"INSERT INTO as_keys ({KEY_COLUMNS}) VALUES ({', '.join([mark] * 7)})", row)
+
+
+def retire_key_in(conn: Any, kid: bytes, at: float, mark: str) -> tuple[KeyRecord, bool]:
+    """:meth:`RegistryStore.retire_as_key`'s statements on ``conn``; the
+    record and whether it changed."""
+    row = conn.execute(f"SELECT {KEY_COLUMNS} FROM as_keys WHERE kid = {mark}", (kid,)).fetchone()
+    if row is None:
+        raise UnknownKid(f"no key with kid {kid.hex()}")
+    record = key_record(row)
+    if record.status == "current":
+        raise KeystoreError(
+            f"key {kid.hex()} is the current {record.kind} key; rotate first, then retire it"
+        )
+    if record.status == "retired":
+        return record, False
+    conn.execute(
+        f"UPDATE as_keys SET status = 'retired', retired_at = {mark} WHERE kid = {mark}",
+        (at, kid),
+    )
+    return replace(record, status="retired", retired_at=at), True
 
 
 def client_row(r: ClientRecord) -> tuple[Any, ...]:
@@ -223,6 +293,7 @@ def assemble_changes(
         cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in NO_CUT),
         lifts=lifts,
         kinds=tuple((r[1], r[2]) for r in rows),
+        keys=any(r[1] in (KEYS_CHANGE, "import") for r in rows),
     )
 
 
@@ -315,6 +386,30 @@ class RegistryStore(Protocol):
         """The records ``query`` matches, oldest first."""
         ...
 
+    # --- the AS key set ---------------------------------------------------------
+
+    def as_keys(self) -> list[KeyRecord]:
+        """Every AS key (retired ones too), oldest first."""
+        ...
+
+    def import_as_keys(self, records: Sequence[KeyRecord], *, at: float) -> bool:
+        """Store ``records`` as the key set if the store holds no key yet (one
+        transaction, one ``keys`` change); False, storing nothing, if it does."""
+        ...
+
+    def rotate_as_key(self, record: KeyRecord, *, at: float) -> None:
+        """Make ``record`` (status ``current``) its kind's current key; the
+        previous current one becomes ``active``. One transaction, serialised
+        with every other writer, so two rotations never leave two current
+        keys; one ``keys`` change. :class:`KeystoreError` if the kid is taken."""
+        ...
+
+    def retire_as_key(self, kid: bytes, *, at: float) -> KeyRecord:
+        """Mark a non-current key retired (``at``); the record as stored.
+        :class:`UnknownKid` if there is none, :class:`KeystoreError` if it is
+        current; an already retired key is returned unchanged."""
+        ...
+
 
 def redact(location: str) -> str:
     """``location`` without a URL's password, for messages."""
@@ -344,17 +439,24 @@ __all__ = [
     "ALL_ACTIONS",
     "CLIENT_COLUMNS",
     "CLIENT_FIELDS",
+    "KEYS_CHANGE",
+    "KEY_COLUMNS",
     "NO_CUT",
     "ActionQuery",
     "Changes",
     "ClientRecord",
+    "KeyRecord",
     "OperatorAction",
     "RegistryStore",
     "assemble_changes",
     "client_record",
     "client_row",
     "client_update",
+    "key_record",
+    "key_row",
     "open_store",
     "operator_actions",
     "redact",
+    "retire_key_in",
+    "rotate_key_in",
 ]
