@@ -21,12 +21,17 @@ Hooks used from this module:
   decoder made (:func:`options_from`, ``gateway.dtls.codec``);
 * a custom transport in a ``Context`` (:func:`append_transport`,
   ``gateway.dtls.interface``): aiocoap has no public hook for one;
+* how a ``Context`` starts rendering a request (:class:`ServerContext`):
+  aiocoap names every render task after the request's ``repr``, formatted
+  for each request (request, remote, options: a few microseconds on the
+  request path) and never read by the gateway;
 * the message and token managers' internals the DTLS transport's compact
   deduplication replaces (``gateway.dtls.exchanges``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +41,7 @@ import aiocoap.blockwise
 import aiocoap.messagemanager
 import aiocoap.meta
 import aiocoap.options
+import aiocoap.pipe
 import aiocoap.protocol
 import aiocoap.tokenmanager
 
@@ -107,6 +113,30 @@ def _transport_append() -> None:
         raise TypeError("not callable")
 
 
+#: What aiocoap 0.4.17's ``Context.render_to_pipe`` refers to: the error
+#: wrapper, the driving task and the site's rendering, nothing else.
+#: :class:`ServerContext` does the same with a fixed task name.
+_RENDER_TO_PIPE_NAMES = (
+    "error_to_message",
+    "log",
+    "run_driving_pipe",
+    "_render_to_pipe",
+    "request",
+)
+
+
+def _render_to_pipe() -> None:
+    names = aiocoap.protocol.Context.render_to_pipe.__code__.co_names
+    if sorted(names) != sorted(_RENDER_TO_PIPE_NAMES):
+        raise TypeError(f"Context.render_to_pipe refers to {names}, not {_RENDER_TO_PIPE_NAMES}")
+    if not inspect.iscoroutinefunction(aiocoap.protocol.Context._render_to_pipe):
+        raise TypeError("Context._render_to_pipe is not a coroutine function")
+    if "name" not in inspect.signature(aiocoap.pipe.run_driving_pipe).parameters:
+        raise TypeError("pipe.run_driving_pipe takes no task name")
+    if list(inspect.signature(aiocoap.pipe.error_to_message).parameters) != ["old_pr", "log"]:
+        raise TypeError("pipe.error_to_message does not take (pipe, log)")
+
+
 def _manager_internals() -> None:
     manager = aiocoap.messagemanager.MessageManager
     for name in ("_deduplicate_message", "_store_response_for_duplicates", "_send_via_transport"):
@@ -129,6 +159,7 @@ HOOKS: tuple[Hook, ...] = (
         "gateway.dtls.interface",
         _transport_append,
     ),
+    Hook("Context.render_to_pipe", "gateway.coap.aiocoap_adapter.ServerContext", _render_to_pipe),
 )
 
 
@@ -213,6 +244,26 @@ async def append_transport(context: aiocoap.Context, make: Callable[[Any], Await
     await context._append_tokenmanaged_messagemanaged_transport(make)
 
 
+#: The name of every render task of a :class:`ServerContext`.
+RENDER_TASK_NAME = "acegw-render"
+
+
+class ServerContext(aiocoap.Context):  # type: ignore[misc]
+    """aiocoap's ``Context`` for the gateway's servers. It starts rendering
+    a request as aiocoap does (the site renders into a pipe wrapped by
+    aiocoap's exception-to-response conversion, in a task the pipe cancels
+    when the peer loses interest), but names the task
+    :data:`RENDER_TASK_NAME` instead of formatting the request's ``repr``
+    for each request."""
+
+    def render_to_pipe(self, pipe: Any) -> None:
+        aiocoap.pipe.run_driving_pipe(
+            aiocoap.pipe.error_to_message(pipe, self.log),
+            self._render_to_pipe(pipe),
+            name=RENDER_TASK_NAME,
+        )
+
+
 def block1_spool() -> aiocoap.blockwise.Block1Spool:
     """A Block1 reassembly spool (RFC 7959 §2.5)."""
     return aiocoap.blockwise.Block1Spool()
@@ -236,9 +287,11 @@ def auth_of(message: aiocoap.Message) -> Any:
 __all__ = [
     "AUTH_ATTRIBUTE",
     "HOOKS",
+    "RENDER_TASK_NAME",
     "SUPPORTED_TEXT",
     "AiocoapIncompatible",
     "Hook",
+    "ServerContext",
     "append_transport",
     "auth_of",
     "block1_spool",

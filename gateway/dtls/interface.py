@@ -15,7 +15,8 @@ import aiocoap.numbers
 from aiocoap import interfaces
 from aiocoap.message import Message
 
-from gateway.coap.aiocoap_adapter import append_transport
+from dtls12 import PskPending
+from gateway.coap.aiocoap_adapter import ServerContext, append_transport
 
 from .codec import decode_message
 from .exchanges import adopt
@@ -45,8 +46,10 @@ class GatewayTuning(aiocoap.numbers.TransportTuning):  # type: ignore[misc]
 
 TUNING = GatewayTuning()
 
-#: ``psk_lookup(identity) -> psk or None``: synchronous, supplied by the gateway.
-PskLookup = Callable[[bytes], bytes | None]
+#: ``psk_lookup(identity) -> psk, None, or PSK_PENDING`` (the key is being
+#: fetched: the engine holds the handshake, :class:`dtls12.PskPending`):
+#: synchronous, supplied by the gateway.
+PskLookup = Callable[[bytes], bytes | PskPending | None]
 #: Called once for every established session that ends.
 SessionClosedHook = Callable[[DtlsRemote, CloseReason], None]
 #: ``admit_identity(identity, address)``: False refuses a handshake naming
@@ -178,11 +181,10 @@ async def server_context(
 
     aiocoap 0.4.17 has no public hook for a custom transport: the adapter's
     :func:`~gateway.coap.aiocoap_adapter.append_transport` takes the path its
-    own ``create_server_context`` takes for built-in transports.
+    own ``create_server_context`` takes for built-in transports; the context
+    is the adapter's :class:`~gateway.coap.aiocoap_adapter.ServerContext`.
     """
-    context = aiocoap.Context(
-        loop=asyncio.get_running_loop(), serversite=site, loggername=loggername
-    )
+    context = ServerContext(loop=asyncio.get_running_loop(), serversite=site, loggername=loggername)
     built: list[Transport] = []
 
     async def make(mman: interfaces.MessageManager) -> Transport:

@@ -3,11 +3,20 @@ missing hook or an unsupported version is named at import."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiocoap
 import aiocoap.blockwise
+import aiocoap.error
+import aiocoap.pipe
+import aiocoap.protocol
+import aiocoap.resource
 import pytest
 
 from gateway.coap import aiocoap_adapter as adapter
+from gateway.dtls import DtlsServerConfig, create_server_context
+from gateway.dtls.probe import DtlsProbe
+from tests.gateway.conftest import DTLS_PSKS
 from tokens.params import PROOF_OPTION
 
 
@@ -88,3 +97,82 @@ async def test_block_helpers_reassemble_and_cut():
 
     first = await cache.extract_or_insert(request, build)
     assert first.opt.block2 is not None and len(first.payload) <= 1024
+
+
+def test_the_render_hook_check_fails_when_aiocoap_renders_differently(monkeypatch):
+    """ServerContext replaces Context.render_to_pipe: the check refuses an
+    aiocoap whose method does more (or other) than the one replaced."""
+
+    def render_to_pipe(self, pipe):  # what a later aiocoap might do
+        self.log.debug("rendering %r", pipe.request)
+        self.render_observed(pipe)
+
+    monkeypatch.setattr(aiocoap.protocol.Context, "render_to_pipe", render_to_pipe)
+    (missing,) = adapter.missing_hooks()
+    assert "Context.render_to_pipe" in missing and "ServerContext" in missing
+
+
+def test_the_render_hook_check_needs_a_named_driving_task(monkeypatch):
+    def run_driving_pipe(pipe, coroutine):
+        raise AssertionError
+
+    monkeypatch.setattr(aiocoap.pipe, "run_driving_pipe", run_driving_pipe)
+    (missing,) = adapter.missing_hooks()
+    assert "Context.render_to_pipe" in missing and "task name" in missing
+
+
+class _Recording(aiocoap.resource.Resource):
+    """Records the render task's name; ``/fail`` raises, ``/gone`` is 4.04."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__()
+        self.outcome = outcome
+        self.task_names: list[str] = []
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task_names.append(task.get_name())
+        if self.outcome == "fail":
+            raise RuntimeError("resource bug")
+        if self.outcome == "gone":
+            raise aiocoap.error.NotFound()
+        return aiocoap.Message(code=aiocoap.CONTENT, payload=b"ok")
+
+
+async def test_a_request_renders_through_the_server_context_without_its_repr(monkeypatch):
+    """Over real DTLS: the site renders in a task named RENDER_TASK_NAME, no
+    request's repr is formatted on the way, and aiocoap's conversion of an
+    exception into a response still applies (5.00; a renderable error's own
+    code)."""
+    site = aiocoap.resource.Site()
+    resources = {name: _Recording(name) for name in ("ok", "fail", "gone")}
+    for name, res in resources.items():
+        site.add_resource([name], res)
+    context, server = await create_server_context(
+        site, DtlsServerConfig(host="127.0.0.1", port=0), DTLS_PSKS.get
+    )
+    assert isinstance(context, adapter.ServerContext)
+    probe = DtlsProbe(server.address)
+    try:
+        session = await probe.connect(b"dev-1", DTLS_PSKS[b"dev-1"], timeout=10)
+        reprs = 0
+        real_repr = aiocoap.Message.__repr__
+
+        def counting_repr(message: aiocoap.Message) -> str:
+            nonlocal reprs
+            reprs += 1
+            return real_repr(message)
+
+        monkeypatch.setattr(aiocoap.Message, "__repr__", counting_repr)
+        codes = []
+        for name in ("ok", "fail", "gone"):
+            request = aiocoap.Message(code=aiocoap.GET, uri_path=(name,))
+            codes.append((await session.request(request, timeout=10)).code)
+        assert reprs == 0
+    finally:
+        await probe.close()
+        await context.shutdown()
+    assert codes == [aiocoap.CONTENT, aiocoap.INTERNAL_SERVER_ERROR, aiocoap.NOT_FOUND]
+    for res in resources.values():
+        assert res.task_names == [adapter.RENDER_TASK_NAME]
