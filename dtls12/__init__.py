@@ -16,7 +16,7 @@ Typical use::
 """
 
 from .config import EngineConfig
-from .engine import DtlsServerEngine, PskLookup
+from .engine import PSK_PENDING, DtlsServerEngine, PskLookup, PskPending
 from .errors import AlertDescription, ConfigurationError, EngineError, ParseError
 from .events import (
     Address,
@@ -34,6 +34,7 @@ from .events import (
 from .session import Session
 
 __all__ = [
+    "PSK_PENDING",
     "Address",
     "AddressChanged",
     "AlertDescription",
@@ -49,6 +50,7 @@ __all__ = [
     "HandshakeFailure",
     "ParseError",
     "PskLookup",
+    "PskPending",
     "Session",
     "SessionClosed",
     "SessionEstablished",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .crypto import CIPHER_SUITES, TLS_PSK_WITH_AES_128_CCM, TLS_PSK_WITH_AES_128_CCM_8
 from .errors import ConfigurationError
@@ -11,6 +12,21 @@ from .errors import ConfigurationError
 #: supported; RFC 9202 §3.2.2 puts whole access tokens in the identity.
 DEFAULT_MAX_IDENTITY = 1024
 MAX_PSK_LENGTH = 64
+
+
+class PskPending(Enum):
+    """What ``psk_lookup`` answers for an identity whose key is being
+    fetched elsewhere (RFC 9202 §3.3: a kid naming a token another server
+    holds). The handshake is held without an alert, so the peer
+    retransmits its flight (RFC 6347 §4.2.4) instead of giving up; it asks
+    again when a record of the peer arrives, when the driver calls
+    :meth:`~dtls12.engine.DtlsServerEngine.retry_held`, and a last time after
+    ``EngineConfig.psk_hold`` seconds, then fails as an unknown identity."""
+
+    PENDING = "pending"
+
+
+PSK_PENDING = PskPending.PENDING
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,9 @@ class EngineConfig:
     #: seconds (None: a quarter of ``handshake_timeout``), so under a flood
     #: handshakes under way finish and stalled ones make room.
     handshake_stall: float | None = None
+    #: Seconds a handshake whose PSK lookup answered pending waits, without
+    #: an alert, for the key; then it fails as an unknown identity.
+    psk_hold: float = 3.0
     #: RFC 6347 §4.2.4.1: initial retransmission timer and its ceiling.
     initial_retransmit: float = 1.0
     max_retransmit: float = 60.0
@@ -88,6 +107,7 @@ class EngineConfig:
             ),
             ("handshake_timeout", self.handshake_timeout > 0),
             ("handshake_stall", self.handshake_stall is None or self.handshake_stall > 0),
+            ("psk_hold", self.psk_hold > 0),
             ("initial_retransmit", 0 < self.initial_retransmit <= self.max_retransmit),
             ("final_flight_hold", self.final_flight_hold >= 0),
             ("idle_timeout", self.idle_timeout > 0),

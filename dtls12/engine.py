@@ -28,7 +28,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from . import wire
-from .config import MAX_PSK_LENGTH, EngineConfig
+from .config import MAX_PSK_LENGTH, PSK_PENDING, EngineConfig, PskPending
 from .cookies import CookieJar
 from .errors import AlertError, ParseError
 from .events import (
@@ -47,9 +47,9 @@ from .wire import ContentType, HandshakeType
 
 log = logging.getLogger(__name__)
 
-#: ``psk_lookup(identity) -> psk or None`` (RFC 4279 §2; RFC 9202 §3.2.2:
-#: the identity may be a whole access token). Must not block.
-PskLookup = Callable[[bytes], bytes | None]
+#: ``psk_lookup(identity) -> psk, None or PSK_PENDING`` (RFC 4279 §2; RFC
+#: 9202 §3.2.2: the identity may be a whole access token). Must not block.
+PskLookup = Callable[[bytes], bytes | PskPending | None]
 #: ``admit(identity, address) -> bool``: judged before the PSK lookup; False
 #: (a lockout of this identity from this address) fails the handshake like
 #: an unknown identity, reported as ``LOCKED_OUT``. Must not block.
@@ -181,6 +181,17 @@ class DtlsServerEngine:
             heapq.heappop(timers)
         return timers[0][0] if timers else None
 
+    def retry_held(self, identity: bytes, now: float) -> int:
+        """The handshakes held on a pending PSK for ``identity`` ask the
+        lookup again (the driver learnt that its fetch ended); how many.
+        Each completes, fails as an unknown identity, or (still pending)
+        waits on until its hold ends."""
+        held = [s for s in self._handshakes if s.identity == identity and s.psk_held]
+        for session in held:
+            session.retry_psk(now)
+        self._reschedule_touched()
+        return len(held)
+
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Datagrams produced since the last call, with their destinations."""
         out, self._out = self._out, []
@@ -244,9 +255,10 @@ class DtlsServerEngine:
         active one (eviction takes the longest idle)."""
         self._idle.move_to_end(session)
 
-    def lookup_psk(self, identity: bytes) -> bytes | None:
-        """The PSK for ``identity``, or None for an unknown, over-long or
-        unusable one (the caller continues with a decoy key)."""
+    def lookup_psk(self, identity: bytes) -> bytes | PskPending | None:
+        """The PSK for ``identity``, None for an unknown, over-long or
+        unusable one (the caller continues with a decoy key), or
+        :data:`PSK_PENDING` (the caller holds the handshake)."""
         if not identity or len(identity) > self.config.max_identity_length:
             return None
         try:
@@ -254,8 +266,8 @@ class DtlsServerEngine:
         except Exception:
             log.exception("psk_lookup failed for %s", identity_label(identity))
             return None
-        if psk is None:
-            return None
+        if psk is None or psk is PSK_PENDING:
+            return psk
         if not isinstance(psk, bytes) or not 1 <= len(psk) <= MAX_PSK_LENGTH:
             log.error("the PSK of %s is not 1..64 bytes", identity_label(identity))
             return None

@@ -18,6 +18,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from . import crypto, wire
+from .config import PSK_PENDING
 from .errors import AlertDescription, AlertError, AlertLevel, EngineError, ParseError
 from .events import (
     Address,
@@ -69,6 +70,7 @@ class _Handshake:
         "ems",
         "finished_hash",
         "flight",
+        "held_until",
         "identity_known",
         "keys",
         "locked_out",
@@ -94,6 +96,8 @@ class _Handshake:
         #: message_seq of the last message of the peer's previous flight.
         self.peer_flight_last = -1
         self.identity_known = False
+        #: While the PSK lookup answers pending: when the hold ends (else None).
+        self.held_until: float | None = None
         self.locked_out = False
         self.master = b""
         self.keys: crypto.KeyBlock | None = None
@@ -177,6 +181,11 @@ class Session:
     @property
     def handshaking(self) -> bool:
         return self.phase in (Phase.AWAIT_KEY_EXCHANGE, Phase.AWAIT_FINISHED)
+
+    @property
+    def psk_held(self) -> bool:
+        """Whether the handshake waits for a PSK its lookup answered pending for."""
+        return self._hs is not None and self._hs.held_until is not None
 
     @property
     def client_random(self) -> bytes | None:
@@ -389,6 +398,12 @@ class Session:
         resent = False
         for fragment in fragments:
             if fragment.message_seq < hs.reassembler.next_seq:
+                if hs.held_until is not None:
+                    # The peer retransmitted the flight whose PSK is pending.
+                    self.retry_psk(now)
+                    if self._hs is None:
+                        return
+                    continue
                 # An earlier flight again: ours was lost (RFC 6347 §4.2.4).
                 if fragment.message_seq == hs.peer_flight_last and not resent:
                     resent = True
@@ -415,23 +430,55 @@ class Session:
     def _client_key_exchange(self, identity: bytes, now: float) -> None:
         """Look up the PSK; an unknown identity, or one the driver refuses
         from this address (lockout), continues with a random key so that it
-        fails at the Finished exactly like a wrong PSK (RFC 4279 §5.1)."""
+        fails at the Finished exactly like a wrong PSK (RFC 4279 §5.1). A
+        pending one holds the handshake without an alert (:meth:`retry_psk`)."""
         hs = self._hs
         assert hs is not None
-        if self._engine.admits(identity, self.address):
-            psk = self._engine.lookup_psk(identity)
-        else:
-            hs.locked_out = True
-            psk = None
-        hs.identity_known = psk is not None
         self.identity = identity
+        hs.finished_hash = hs.transcript.digest()
+        self.phase = Phase.AWAIT_FINISHED
+        if not self._engine.admits(identity, self.address):
+            hs.locked_out = True
+            self._use_psk(None, now)
+            return
+        psk = self._engine.lookup_psk(identity)
+        if psk is PSK_PENDING:
+            # Our flight reached the peer (it answered): no retransmission of
+            # it while held; the peer's retransmission asks again.
+            hs.held_until = hs.retransmit_at = now + self._engine.config.psk_hold
+            self._engine.count("psk_held")
+            return
+        self._use_psk(psk, now)
+
+    def retry_psk(self, now: float, *, final: bool = False) -> None:
+        """Ask a held handshake's PSK again: go on with it, or as an unknown
+        identity when the lookup now knows none (or still answers pending
+        at the end of the hold, or ``final``)."""
+        hs = self._hs
+        if hs is None or hs.held_until is None:
+            return
+        assert self.identity is not None
+        psk = self._engine.lookup_psk(self.identity)
+        if psk is PSK_PENDING:
+            if not final and now < hs.held_until:
+                return
+            self._engine.count("psk_hold_expired")
+            psk = None
+        self._use_psk(psk, now)
+
+    def _use_psk(self, psk: bytes | None, now: float) -> None:
+        """Derive the keys from ``psk`` (a random one if None) and read the
+        peer's early records with them."""
+        hs = self._hs
+        assert hs is not None
+        hs.held_until = None
+        hs.identity_known = psk is not None
         if psk is None:
             psk = os.urandom(_DECOY_PSK_LENGTH)
-        session_hash = hs.transcript.digest()
-        hs.master = crypto.extended_master_secret(crypto.psk_premaster_secret(psk), session_hash)
-        hs.finished_hash = session_hash
+        hs.master = crypto.extended_master_secret(
+            crypto.psk_premaster_secret(psk), hs.finished_hash
+        )
         hs.keys = crypto.key_block(self.cipher_suite, hs.master, hs.client_random, hs.server_random)
-        self.phase = Phase.AWAIT_FINISHED
         self._install_read_keys(now)
 
     def _install_read_keys(self, now: float) -> None:
@@ -557,6 +604,9 @@ class Session:
         §4.2.4.1), give up on a handshake, release the final flight, or close
         an idle session."""
         hs = self._hs
+        if hs is not None and hs.held_until is not None and now >= hs.held_until:
+            self.retry_psk(now, final=True)  # early records: errors handled by receive()
+            hs = self._hs
         if hs is not None:
             if now >= hs.deadline:
                 self.fail(HandshakeFailure.TIMEOUT, None, now)
