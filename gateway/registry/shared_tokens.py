@@ -187,6 +187,15 @@ class SharedTokens:
     async def find(self, kid: bytes) -> bytes | None:
         """The token another instance holds for ``kid``, or None (absent,
         known absent, over the bounds, timed out, database unreachable)."""
+        asked = self.ask(kid)
+        return None if asked is None else await self.answer(asked)
+
+    def ask(self, kid: bytes) -> asyncio.Future[bytes | None] | None:
+        """Start (or join) the lookup of ``kid`` without waiting (on the
+        event loop): the future :meth:`answer` waits for, or None when it is
+        not asked (known absent: counted ``negative``; ``max_pending`` kids
+        waiting: counted ``over_limit``). For a caller that cannot wait, such
+        as a handshake naming the kid (RFC 9202 §3.3)."""
         now = self.monotonic()
         until = self._absent.get(kid)
         if until is not None:
@@ -202,8 +211,14 @@ class SharedTokens:
             fut = self._pending[kid] = asyncio.get_running_loop().create_future()
             self._unasked[kid] = None
             self._wake.set()
+        return fut
+
+    async def answer(self, asked: asyncio.Future[bytes | None]) -> bytes | None:
+        """What a lookup from :meth:`ask` found, waiting at most ``wait``
+        seconds (None: absent, timed out, database unreachable); counts the
+        outcome."""
         try:
-            token = await asyncio.wait_for(asyncio.shield(fut), self.wait)
+            token = await asyncio.wait_for(asyncio.shield(asked), self.wait)
         except TimeoutError:
             self.lookups["timeout"] += 1
             return None
@@ -212,6 +227,15 @@ class SharedTokens:
             return None
         self.lookups["found" if token is not None else "absent"] += 1
         return token
+
+    def refused(self, kid: bytes) -> None:
+        """The token found for ``kid`` was refused here (revoked, client
+        disabled, cut off, expired): treat the kid as absent for
+        ``negative_ttl`` rather than query it again."""
+        self._absent[kid] = self.monotonic() + self.negative_ttl
+        self._absent.move_to_end(kid)
+        while len(self._absent) > self.max_negative:
+            self._absent.popitem(last=False)
 
     def _take_query(self) -> float:
         """0 when a query may run now (and counts it), else seconds to wait."""

@@ -7,6 +7,14 @@ symmetric PoP key; a whole access token as identity, verified and stored as
 if uploaded to /authz-info, whose PoP key is then the PSK. Sessions keyed
 by a token are remembered per token kid, so the gateway can close them when
 the token ends (RFC 9202 §5). Lockouts are judged before, by the transport.
+
+A kid identity whose token is not held here may name a token another
+instance accepted (several instances on one PostgreSQL registry): with a
+``fetch`` callable the lookup asks it to start fetching the kid (bounded
+and negatively cached by its owner) and answers :data:`~dtls12.PSK_PENDING`;
+the DTLS engine then holds the handshake without an alert (the peer
+retransmits, RFC 6347 §4.2.4). When the fetch ends the gateway calls
+:meth:`PskLookup.settled` and has the held handshakes ask again.
 Sans-I/O: no socket, no database; the clock is injected.
 """
 
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dtls12 import PSK_PENDING, PskPending
 from gateway.errors import GatewayError
 from gateway.resource_server.token_store import AccessToken, TokenStore
 from tokens import cnf as cnf_mod
@@ -22,6 +31,10 @@ from tokens.keys import SymmetricKey
 
 #: Identities remembered as a disabled client's token (for the audit reason).
 MAX_DISABLED_LOOKUPS = 4096
+#: Kids whose fetch is under way at once (a fetch owner bounds them lower).
+MAX_FETCHING = 4096
+#: Identities waiting for one kid (encodings of the RFC 9202 structure).
+MAX_IDENTITIES_PER_KID = 4
 
 
 def is_token_identity(identity: bytes) -> bool:
@@ -35,7 +48,10 @@ class PskLookup:
     ``client_psk``: the registry's PSK of a client id (None: unknown or
     disabled); ``accept``: verifies and stores a token carried as identity
     (raises :class:`TokenError` / :class:`GatewayError`); ``outcome``: told
-    ``None`` for such a token accepted, or the refusal reason.
+    ``None`` for such a token accepted, or the refusal reason; ``fetch``:
+    starts fetching the token of a kid not held here, False when it will not
+    (known absent, over its bounds); the caller reports the end with
+    :meth:`settled`.
     """
 
     def __init__(
@@ -46,18 +62,22 @@ class PskLookup:
         accept: Callable[[bytes, float], AccessToken],
         clock: Callable[[], float],
         outcome: Callable[[str | None], None] = lambda reason: None,
+        fetch: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._client_psk = client_psk
         self._tokens = tokens
         self._accept = accept
         self._clock = clock
         self._outcome = outcome
+        self._fetch = fetch
+        #: kids being fetched -> the identities whose handshakes wait for them
+        self._fetching: dict[bytes, set[bytes]] = {}
         #: identities (psk_identity bytes) of the sessions keyed by each token kid
         self._bound: dict[bytes, set[bytes]] = {}
         #: identities whose last lookup refused a disabled client's token
         self._disabled: dict[bytes, None] = {}
 
-    def __call__(self, identity: bytes) -> bytes | None:
+    def __call__(self, identity: bytes) -> bytes | PskPending | None:
         psk = self._client_psk(identity)
         if psk is not None:
             return psk
@@ -65,7 +85,9 @@ class PskLookup:
         kid = cnf_mod.parse_psk_identity(identity)
         if kid is not None:
             token = self._tokens.peek(kid)
-            if token is None or token.exp <= now:
+            if token is None:
+                return self._fetching_for(kid, identity)
+            if token.exp <= now:
                 return None
         elif is_token_identity(identity):
             try:
@@ -83,6 +105,28 @@ class PskLookup:
         self._bound.setdefault(token.kid, set()).add(identity)
         return token.pop_key.secret
 
+    def _fetching_for(self, kid: bytes, identity: bytes) -> PskPending | None:
+        """RFC 9202 §3.3 kid not held here: pending while its token is
+        fetched (started here once per kid), else unknown."""
+        if self._fetch is None:
+            return None
+        waiting = self._fetching.get(kid)
+        if waiting is None:
+            if len(self._fetching) >= MAX_FETCHING or not self._fetch(kid):
+                return None
+            waiting = self._fetching[kid] = set()
+        if identity not in waiting:
+            if len(waiting) >= MAX_IDENTITIES_PER_KID:
+                return None
+            waiting.add(identity)
+        return PSK_PENDING
+
+    def settled(self, kid: bytes) -> set[bytes]:
+        """The fetch of ``kid`` ended (its token held now, or not): the
+        identities whose handshakes wait for it, to be asked again. The next
+        lookup of the kid answers from the tokens held, or fetches anew."""
+        return self._fetching.pop(kid, set())
+
     def release(self, kid: bytes) -> set[bytes]:
         """Forget the sessions keyed by token ``kid``; their identities."""
         return self._bound.pop(kid, set())
@@ -97,4 +141,10 @@ class PskLookup:
         return self._disabled.pop(identity, False) is None
 
 
-__all__ = ["MAX_DISABLED_LOOKUPS", "PskLookup", "is_token_identity"]
+__all__ = [
+    "MAX_DISABLED_LOOKUPS",
+    "MAX_FETCHING",
+    "MAX_IDENTITIES_PER_KID",
+    "PskLookup",
+    "is_token_identity",
+]

@@ -1,10 +1,17 @@
 """The DTLS PSK callback (RFC 4279 §2, RFC 9202 §3.3) without sockets:
-client ids, RFC 9202 kid identities of held tokens, whole tokens as
-identity, and the sessions remembered per token kid."""
+client ids, RFC 9202 kid identities of held tokens (and of tokens being
+fetched from the shared store), whole tokens as identity, and the sessions
+remembered per token kid."""
 
 from __future__ import annotations
 
-from gateway.resource_server.psk_lookup import MAX_DISABLED_LOOKUPS, PskLookup, is_token_identity
+from dtls12 import PSK_PENDING
+from gateway.resource_server.psk_lookup import (
+    MAX_DISABLED_LOOKUPS,
+    MAX_IDENTITIES_PER_KID,
+    PskLookup,
+    is_token_identity,
+)
 from gateway.resource_server.token_intake import TokenIntake, TrustedIssuer
 from gateway.resource_server.token_store import TokenStore
 from tests.gateway.embedded_as import AS_RS, NOW, SIGNING, issue
@@ -93,3 +100,93 @@ def test_a_refused_token_identity_reports_its_reason_and_a_disabled_client_is_re
     assert h.lookup(garbled) is None and h.outcomes[-1] not in (None, "client_disabled")
     assert not h.lookup.refused_disabled(garbled)
     assert MAX_DISABLED_LOOKUPS >= 1024
+
+
+class Fetches:
+    """The injected ``fetch``: records the kids asked; refuses when ``full``."""
+
+    def __init__(self) -> None:
+        self.kids: list[bytes] = []
+        self.full = False
+
+    def __call__(self, kid: bytes) -> bool:
+        if self.full:
+            return False
+        self.kids.append(kid)
+        return True
+
+
+def test_a_kid_identity_not_held_is_pending_while_fetched_then_answers_from_the_store():
+    """RFC 9202 §3.3 kid of a token another instance accepted: the lookup
+    starts one fetch per kid and answers pending (the engine holds the
+    handshake); after :meth:`settled` the held token's key is the PSK."""
+    h = Harness()
+    fetches = Fetches()
+    lookup = PskLookup(
+        client_psk=CLIENT_PSKS.get,
+        tokens=h.tokens,
+        accept=h.accept,
+        clock=lambda: h.now,
+        fetch=fetches,
+    )
+    token = mint()
+    access = h.intake.accept(token, h.now)  # verified, not held here yet
+    identity = psk_identity_for_kid(access.kid)
+    assert lookup(identity) is PSK_PENDING
+    assert lookup(identity) is PSK_PENDING  # the peer's retransmission: no second fetch
+    assert fetches.kids == [access.kid]
+    assert lookup(b"sensor-1") == b"p" * 32  # other identities unaffected
+    assert lookup.bound(access.kid) == frozenset()  # no session keyed yet
+
+    h.tokens.add(access)  # the fetch found it and held it
+    assert lookup.settled(access.kid) == {identity}
+    assert lookup.settled(access.kid) == set()
+    assert lookup(identity) == access.pop_key.secret
+    assert lookup.bound(access.kid) == {identity}
+    assert fetches.kids == [access.kid]
+
+
+def test_a_kid_identity_the_fetch_will_not_ask_is_unknown_at_once():
+    """Known absent or over the fetch bounds: None (the handshake fails at
+    the Finished as for any unknown identity); without ``fetch`` (SQLite
+    registry) nothing is fetched."""
+    h = Harness()
+    fetches = Fetches()
+    fetches.full = True
+    lookup = PskLookup(
+        client_psk=CLIENT_PSKS.get,
+        tokens=h.tokens,
+        accept=h.accept,
+        clock=lambda: h.now,
+        fetch=fetches,
+    )
+    assert lookup(psk_identity_for_kid(b"made-up")) is None
+    assert lookup.settled(b"made-up") == set()
+    assert h.lookup(psk_identity_for_kid(b"made-up")) is None  # the Harness has no fetch
+
+    fetches.full = False
+    kid = b"absent-kid"
+    assert lookup(psk_identity_for_kid(kid)) is PSK_PENDING
+    assert lookup.settled(kid) == {psk_identity_for_kid(kid)}
+    fetches.full = True  # the store's negative cache now knows the kid absent
+    assert lookup(psk_identity_for_kid(kid)) is None
+
+
+def test_two_encodings_of_one_kid_share_one_fetch():
+    """Another key order of the RFC 9202 structure names the same kid: both
+    identities wait for one fetch (at most MAX_IDENTITIES_PER_KID do)."""
+    h = Harness()
+    fetches = Fetches()
+    lookup = PskLookup(
+        client_psk=CLIENT_PSKS.get,
+        tokens=h.tokens,
+        accept=h.accept,
+        clock=lambda: h.now,
+        fetch=fetches,
+    )
+    kid = b"k1"
+    other_order = bytes.fromhex("a108a101a20242") + kid + bytes.fromhex("0104")  # {2: kid, 1: 4}
+    answers = [lookup(other_order), lookup(psk_identity_for_kid(kid))]
+    assert answers == [PSK_PENDING, PSK_PENDING] and fetches.kids == [kid]
+    assert len(lookup.settled(kid)) == 2
+    assert MAX_IDENTITIES_PER_KID >= 2
