@@ -278,6 +278,18 @@ class DtlsServer(DtlsTransport):
         self._pump()
         return True
 
+    def retry_held(self, identity: bytes) -> int:
+        """The handshakes waiting for the PSK of ``identity`` (its lookup
+        answered :data:`~dtls12.PSK_PENDING`) ask again, because the fetch
+        ended: each completes, or fails as an unknown identity, now rather
+        than at the peer's next retransmission. How many there were."""
+        if self._closing:
+            return 0
+        held = self._engine.retry_held(identity, self._loop.time())
+        if held:
+            self._pump()
+        return held
+
     def receive_handed_over(self, data: bytes, sockaddr: SockAddr, local: Cmsg | None) -> None:
         """A datagram another worker received for a CID this one owns."""
         if self._closing:

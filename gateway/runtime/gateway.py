@@ -32,7 +32,7 @@ import aiocoap.resource
 
 from gateway import native
 from gateway.authorization_server.introspection import Introspection
-from gateway.authorization_server.issued_tokens import IssuedTokens, RecordingIssuer
+from gateway.authorization_server.issued_tokens import RecordingIssuer, issued_ledger
 from gateway.authorization_server.keystore import Keystore, load_key_set
 from gateway.authorization_server.revocation_list import TRL_PATH
 from gateway.authorization_server.token_endpoint import (
@@ -158,7 +158,11 @@ class Gateway:
         self.hand_over = hand_over
         self.metrics = GatewayMetrics()
         self.registry = registry or Registry.from_config(config)
-        self.keystore = keystore or Keystore.from_config(config)
+        #: the AS keys: the key directory, or the registry store when it is
+        #: PostgreSQL (shared by every instance)
+        self.keystore = keystore or Keystore.from_config(config, registry=self.registry)
+        if self.keystore.note and worker == 0:
+            log.warning("%s", self.keystore.note)
         self._audit_sink: Callable[..., None] = audit or AuditLog(
             config.audit.path, sample_success=config.audit.sample_success, clock=clock
         )
@@ -226,7 +230,10 @@ class Gateway:
             accept=self.accept_identity,
             clock=self.clock,
             outcome=self._psk_identity_token,
+            fetch=self._fetch_for_handshake if self.shared_tokens is not None else None,
         )
+        #: fetches of tokens named by a handshake's kid identity (RFC 9202 §3.3)
+        self._handshake_fetches: set[asyncio.Task[None]] = set()
         self.introspect = Introspection(
             issuer=config.as_.issuer,
             audiences=lambda: self.config.audiences,
@@ -240,7 +247,7 @@ class Gateway:
         self.trl: TrlPublisher | None = None
         if config.as_.enabled:
             self.trl = TrlPublisher(
-                IssuedTokens.beside(config.registry.path),
+                issued_ledger(config, self.registry.store),
                 client_for_identity=self.client_for_identity,
                 admins=lambda: self.config.as_.trl_admins,
                 audiences=lambda: self.config.audiences,
@@ -516,18 +523,47 @@ class Gateway:
         verify it here as if uploaded, hold it and share it with this
         instance's other workers. True if the request may be authorized again."""
         assert self.shared_tokens is not None
-        token = await self.shared_tokens.find(kid)
+        return self._hold_shared(kid, await self.shared_tokens.find(kid))
+
+    def _hold_shared(self, kid: bytes, token: bytes | None) -> bool:
+        """Hold ``token`` found in the shared store for ``kid`` (see
+        :meth:`find_shared`); a refused one is not asked for again for a while."""
+        assert self.shared_tokens is not None
         if token is None:
             return False
         if kid in self.tokens:
             return True  # another request of the same device brought it meanwhile
         access = self.accept_shared(token, self.clock())
         if access is None or access.kid != kid:
+            self.shared_tokens.refused(kid)
             return False
         self.metrics.tokens_accepted.inc("shared_store")
         if self.share_token is not None:
             self.share_token(token, access.exp)
         return True
+
+    def _fetch_for_handshake(self, kid: bytes) -> bool:
+        """A handshake's RFC 9202 §3.3 kid identity names a token not held
+        here: start looking it up in the shared store (the same bounds and
+        negative cache as proofs); False when it is not asked. The handshake
+        is held meanwhile and asks again when the lookup ends."""
+        assert self.shared_tokens is not None
+        asked = self.shared_tokens.ask(kid)
+        if asked is None:
+            return False
+        task = asyncio.create_task(self._fetched_for_handshake(kid, asked))
+        self._handshake_fetches.add(task)
+        task.add_done_callback(self._handshake_fetches.discard)
+        return True
+
+    async def _fetched_for_handshake(self, kid: bytes, asked: asyncio.Future[bytes | None]) -> None:
+        assert self.shared_tokens is not None
+        try:
+            self._hold_shared(kid, await self.shared_tokens.answer(asked))
+        finally:
+            for identity in self.psk_lookup.settled(kid):
+                if self.dtls is not None:
+                    self.dtls.retry_held(identity)
 
     async def accept_upload(self, token: bytes, now: float, remote: Any = None) -> AccessToken:
         """``/authz-info``: :meth:`accept`, introspecting first (RFC 9200
@@ -696,7 +732,7 @@ class Gateway:
             await self.context.shutdown()
             self.context = None
             self.dtls = None
-        for task in list(self._retiring):
+        for task in [*self._retiring, *self._handshake_fetches]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -705,6 +741,7 @@ class Gateway:
             await self.shared_tokens.stop()
         if self.trl is not None:
             self.trl.ledger.close()
+        self.keystore.close()
         await self.proxy.close()
         if isinstance(self._audit_sink, AuditLog):
             self._audit_sink.close()
@@ -888,6 +925,8 @@ class Gateway:
                 now, changed=bool(changes.revocations or changes.client_ids or not changes.complete)
             )
         self.followed.housekeeping(now)
+        if changes.keys or not changes.complete:
+            self.keystore.reload_soon()  # read in the key store's thread, applied below
         if self.keystore.refresh():
             # new tokens are signed with the new current key (the AS reads the
             # key store at each request); retired keys stop verifying here
