@@ -159,13 +159,18 @@ def diagnose(log: str, where: str) -> str:
 
 
 def refusal(pdu: Pdu | None) -> str:
-    """What a 4.01 says when its diagnostic payload names a lockout or a
-    disabled client; else the code and payload."""
+    """What a 4.01 says when its diagnostic payload names a lockout, a token
+    cut off or a disabled client; else the code and payload."""
     if pdu is None:
         return "no answer"
     text = (pdu.payload or "").lower()
     if "locked out" in text or "locked_out" in text:
         return f"{pdu.code} locked out (this address and identity are banned for a while)"
+    if "cut-off" in text:
+        return (
+            f"{pdu.code} token predates the client's last cut-off (disabled, deleted or its "
+            "rights narrowed since): get a new token"
+        )
     if "disabled" in text:
         return f"{pdu.code} client disabled (the operator must enable it; then get a new token)"
     return f"{pdu.code}" + (f" {pdu.payload!r}" if pdu.payload else "")

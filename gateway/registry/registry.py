@@ -172,6 +172,23 @@ class Client:
         )
 
 
+def narrows(client: Client, scope: str | None, audiences: tuple[str, ...] | None) -> bool:
+    """Whether changing ``client`` to ``scope`` / ``audiences`` (None: kept)
+    takes a right away: the old scope grants a (resource, method) the new one
+    does not (RFC 9237 §2), or an audience is no longer allowed (no
+    audiences = every audience of the AS). Tokens issued under the old
+    rights would otherwise stay valid until they expire."""
+    if scope is not None:
+        try:
+            if not Scope.parse(client.scope).is_subset_of(Scope.parse(scope)):
+                return True
+        except TokenError:  # a stored scope that no longer parses: be safe
+            return True
+    if audiences is not None and audiences:
+        return not client.audiences or not set(client.audiences) <= set(audiences)
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class ClientStatus:
     """:meth:`Registry.status`: ``exists`` false for a deleted client whose
@@ -587,7 +604,10 @@ class Registry:
         audiences: tuple[str, ...] | builtins.list[str] | None = None,
         public_key: bytes | None = None,
     ) -> Client:
-        """Change the given fields (``None`` = keep) of a client."""
+        """Change the given fields (``None`` = keep) of a client. A change
+        that takes rights away (:func:`narrows`) also cuts its tokens off, as
+        a disable does: tokens issued until now are refused and dropped; its
+        devices ask for new ones."""
         fields: dict[str, Any] = {}
         if scope is not None:
             fields["scope"] = _check_scope(scope)
@@ -599,7 +619,8 @@ class Registry:
             fields["public_key"] = _check_public_key(public_key)
         if not fields:
             raise InvalidArgument("nothing to update")
-        self._modify(client_id, "update", fields)
+        narrowed = narrows(self.get(client_id), fields.get("scope"), fields.get("audiences"))
+        self._modify(client_id, "update", fields, cut=narrowed)
         return self.get(client_id)
 
     def disable(self, client_id: str) -> None:

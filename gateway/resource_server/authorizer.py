@@ -41,7 +41,7 @@ from gateway.errors import GatewayError
 from gateway.resource_server.auth_context import AuthContext
 from gateway.resource_server.lockout import Lockout
 from gateway.resource_server.rate_limits import RateLimiter, TooManyRequests
-from gateway.resource_server.token_intake import SubjectDisabled
+from gateway.resource_server.token_intake import CUT_OFF_MESSAGE, SubjectDisabled, TokenCutOff
 from gateway.resource_server.token_store import AccessToken, TokenStore
 from tokens import cnf as cnf_mod
 from tokens.ace import CreationHints
@@ -215,6 +215,7 @@ class _Standing:
     __slots__ = (
         "by_proof",
         "by_session",
+        "cut",
         "disabled",
         "identity",
         "mac_check",
@@ -229,10 +230,9 @@ class _Standing:
         self.token = token
         self.version = version
         self.revoked = authorizer._is_revoked(token.cti)
-        # disabled, or issued before the client's last disable ("disable means disable")
-        self.disabled = not authorizer._client_enabled(token.client_id) or authorizer._cut_off(
-            token.client_id, token.claims.iat
-        )
+        self.disabled = not authorizer._client_enabled(token.client_id)
+        # issued before the client's last disable, delete or narrowing ("disable means disable")
+        self.cut = authorizer._cut_off(token.client_id, token.claims.iat)
         self.rate = authorizer._device_rate(token.client_id)
         #: the client identity (not an RFC 9202 one) its proofs verified on
         self.identity: bytes | None = None
@@ -244,7 +244,7 @@ class _Standing:
         #: asymmetric PoP key) or every request of it is refused anyway
         self.mac_check: Any = None
         key = token.pop_key
-        if isinstance(key, SymmetricKey) and not (self.revoked or self.disabled):
+        if isinstance(key, SymmetricKey) and not (self.revoked or self.disabled or self.cut):
             self.mac_check = mac_proof_check(key)
 
     def methods(self, path: tuple[str, ...]) -> int:
@@ -409,6 +409,8 @@ class Authorizer:
             raise Revoked("token revoked")
         if standing.disabled:
             raise SubjectDisabled("client disabled")
+        if standing.cut:
+            raise TokenCutOff(CUT_OFF_MESSAGE)
         self._limits.take(standing.token.client_id, now, rate=standing.rate)
         code = view.method
         if code < 1 or not standing.methods(view.path) >> (code - 1) & 1:  # AIF (RFC 9237 §2.3)

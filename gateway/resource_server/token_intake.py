@@ -109,7 +109,7 @@ class TokenIntake:
         if not self._is_client_enabled(claims.sub):
             raise SubjectDisabled("client disabled")
         if self._cut_off(claims.sub, claims.iat):
-            raise SubjectDisabled("token issued before the client was last disabled")
+            raise TokenCutOff(CUT_OFF_MESSAGE)
         return AccessToken(
             kid=pop_key.kid,
             pop_key=pop_key,
@@ -126,3 +126,18 @@ class SubjectDisabled(AuthenticationError):
     """The token's subject is disabled or unknown in the registry (4.01)."""
 
     reason = "client_disabled"
+
+
+#: What a device is told of a token issued before its client's cut-off.
+CUT_OFF_MESSAGE = (
+    "token issued before the client's last cut-off (disabled, deleted or rights narrowed); "
+    "request a new token"
+)
+
+
+class TokenCutOff(SubjectDisabled):
+    """The token was issued at or before its client's cut-off: the client was
+    disabled or deleted since, or its scope or audiences were narrowed
+    (4.01; the device asks for a new token, RFC 9200 §5.10.1.1)."""
+
+    reason = "token_cut_off"

@@ -38,7 +38,13 @@ from gateway.config import CONFIG_FILE_NAME, Config, load_config
 from gateway.errors import ConfigError, GatewayError, InvalidArgument, KeystoreError, UnknownKid
 from gateway.operations.admin_access import ADMIN_TOKEN_FILE, create_admin_token
 from gateway.registry.masterkey import ENV_VAR, create_key_file, load_master_key
-from gateway.registry.registry import GENERATED_PSK_BYTES, MAX_PSK_LEN, Client, Registry
+from gateway.registry.registry import (
+    GENERATED_PSK_BYTES,
+    MAX_PSK_LEN,
+    Client,
+    Registry,
+    narrows,
+)
 from gateway.registry.store import redact
 from gateway.runtime import operator_commands as ops
 from gateway.runtime.config_docs import default_config_text
@@ -247,6 +253,8 @@ def trl_registration_lines() -> list[str]:
 def cmd_clients_update(args: argparse.Namespace, out: TextIO) -> int:
     public_key = _read_public_key(args.public_key) if args.public_key else None
     with _registry(args) as reg:
+        audiences = None if args.audience is None else tuple(args.audience)
+        narrowed = narrows(reg.get(args.id), args.scope, audiences)
         reg.update(
             args.id,
             scope=args.scope,
@@ -264,7 +272,15 @@ def cmd_clients_update(args: argparse.Namespace, out: TextIO) -> int:
         )
         if v is not None
     }
+    if narrowed:
+        args.audit_detail["tokens_cut_off"] = True
     print(f"client {args.id} updated", file=out)
+    if narrowed:
+        print(
+            "rights narrowed: its tokens issued until now are refused (reason token_cut_off) "
+            "and its sessions closed; its devices request new tokens",
+            file=out,
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from firmware_notes import walkthrough
 from firmware_notes.walkthrough import Pdu, WalkError, refusal
+from gateway.resource_server.token_intake import CUT_OFF_MESSAGE
 from gateway.runtime.cli import main as cli_main
 from gateway.runtime.gateway import Gateway
 from tests.integration.conftest import gateway_config
@@ -68,4 +69,6 @@ def test_diagnostics_of_a_refusal_are_named():
 
     assert "locked out" in refusal(pdu("temporarily locked out after repeated failures"))
     assert "client disabled" in refusal(pdu("client disabled"))
+    cut = refusal(pdu(CUT_OFF_MESSAGE))
+    assert "get a new token" in cut and "client disabled" not in cut
     assert refusal(pdu("token expired")) == "4.01 'token expired'"

@@ -42,6 +42,8 @@ class World:
         self.tokens = TokenStore()
         self.revoked: set[bytes] = set()
         self.disabled: set[str] = set()
+        #: client id -> cut-off time (tokens issued at or before it are refused)
+        self.cutoffs: dict[str, float] = {}
         self.version = 0
         self.echo = EchoIssuer(os.urandom(32))
         self.guard = FreshnessGuard(self.echo)
@@ -52,6 +54,7 @@ class World:
             guard=self.guard,
             is_revoked=lambda cti: cti in self.revoked,
             client_enabled=lambda client_id: client_id not in self.disabled,
+            cut_off=lambda client_id, iat: iat is None or iat <= self.cutoffs.get(client_id, -1),
             device_limits=RateLimiter(rate, burst),
             version=lambda: self.version,
             lockout=self.lockout,
@@ -69,7 +72,7 @@ class World:
             exp=exp,
             cti=b"cti-" + key.kid,
             issuer="as",
-            claims=Claims(sub=client_id),
+            claims=Claims(sub=client_id, iat=int(NOW) - 10),
         )
         self.tokens.add(token)
         return token
@@ -190,7 +193,7 @@ def test_a_proof_on_another_clients_session_is_token_theft(world):
 
 
 @pytest.mark.parametrize("warm", [False, True])
-def test_expired_revoked_and_disabled(world, warm):
+def test_expired_revoked_disabled_and_cut_off(world, warm):
     world.open_window()
     if not warm:
         world.authorizer.forget()
@@ -203,6 +206,13 @@ def test_expired_revoked_and_disabled(world, warm):
     world.disabled.add("sensor-1")
     world.version += 1
     refused(world.authorizer.authorize(world.view(), NOW), CoapCode.UNAUTHORIZED, "client_disabled")
+    world.disabled.clear()
+    world.cutoffs["sensor-1"] = NOW - 5  # enabled again, or its rights narrowed, after issue
+    world.version += 1
+    refused(world.authorizer.authorize(world.view(), NOW), CoapCode.UNAUTHORIZED, "token_cut_off")
+    world.cutoffs["sensor-1"] = NOW - 20  # a cut-off before the token was issued
+    world.version += 1
+    assert isinstance(world.authorizer.authorize(world.view(), NOW), Allow)
 
 
 @pytest.mark.parametrize("warm", [False, True])
