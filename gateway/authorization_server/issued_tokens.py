@@ -6,17 +6,21 @@ only the AS saw.
 
 A SQLite file of its own next to the registry (WAL; every worker and the CLI
 see the same rows), holding per token: its hash, cti, subject, audience,
-iat and exp; never the token itself.
+iat and exp; never the token itself. On a PostgreSQL registry the same rows
+live in the registry store (:class:`SharedIssuedTokens`), so every
+instance's TRL lists a revoked token whatever instance issued it;
+:func:`issued_ledger` picks one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.authorization_server.revocation_list import Entry, token_hash
 from gateway.authorization_server.token_endpoint import (
@@ -24,10 +28,21 @@ from gateway.authorization_server.token_endpoint import (
     ClientPolicy,
     IssuedToken,
 )
+from gateway.config import Config
+from gateway.errors import GatewayError
 from tokens.ace import TokenRequest
+
+log = logging.getLogger(__name__)
 
 #: File name of the ledger, in the registry's directory.
 LEDGER_FILE = "issued-tokens.sqlite"
+#: Seconds between writes of the shared ledger's queue.
+FLUSH_INTERVAL = 0.25
+#: Seconds after which a shared ledger's TRL is computed again even without a
+#: registry change (a token another instance wrote after the change was seen).
+SHARED_RESYNC = 5.0
+#: One issued token: hash, cti, client id, audience, iat, exp.
+Row = tuple[bytes, bytes, str, str, float, float]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS issued (
@@ -117,10 +132,136 @@ class IssuedTokens:
             return self._db.execute("DELETE FROM issued WHERE exp <= ?", (now,)).rowcount
 
 
+class IssuedTokenStore(Protocol):
+    """What :class:`SharedIssuedTokens` needs of a store
+    (:class:`gateway.registry.postgres.PostgresStore`)."""
+
+    def record_issued(self, rows: Sequence[Row]) -> int: ...
+
+    def issued_revoked(self, now: float) -> list[tuple[bytes, bytes, str, str, float]]: ...
+
+    def purge_issued(self, now: float) -> int: ...
+
+
+class SharedIssuedTokens:
+    """The ledger in a registry store shared by every instance.
+
+    :meth:`record` (on the /token request path) only queues the row in
+    memory; a thread writes the queue every :data:`FLUSH_INTERVAL` seconds
+    (bounded: beyond ``max_queued`` rows a token is counted dropped and
+    logged, it would be missing from the TRL). :meth:`revoked` reads the
+    store in one query (revocations and cut-offs joined there) plus the rows
+    still queued; when the store does not answer it returns the last list
+    it read (the TRL stays as it was)."""
+
+    #: :class:`TrlPublisher` computes the TRL again after this many seconds.
+    resync = SHARED_RESYNC
+
+    def __init__(
+        self,
+        store: IssuedTokenStore,
+        *,
+        max_queued: int = 100_000,
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.max_queued = max_queued
+        self.interval = interval
+        self._queued: list[Row] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last: list[Entry] = []
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self._thread = threading.Thread(target=self._run, name="acegw-issued-tokens", daemon=True)
+        self._thread.start()
+
+    def record(
+        self, token: bytes, *, cti: bytes, client_id: str, audience: str, iat: float, exp: float
+    ) -> bytes:
+        """Queue an issued token's hash (RFC 9770 §4.2.1); returns the hash."""
+        th = token_hash(token)
+        with self._lock:
+            if len(self._queued) >= self.max_queued:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("issued-token ledger full: %d tokens not recorded", self.dropped)
+                return th
+            self._queued.append((th, cti, client_id, audience, float(iat), float(exp)))
+        return th
+
+    def flush(self) -> int:
+        """Write the queued rows (from the caller's thread); how many. On a
+        store error they stay queued for the next round."""
+        with self._lock:
+            rows, self._queued = self._queued, []
+        if not rows:
+            return 0
+        try:
+            n = self.store.record_issued(rows)
+        except GatewayError as exc:
+            self.write_errors += 1
+            log.debug("issued tokens not written yet: %s", exc.reason)
+            with self._lock:
+                self._queued = (rows + self._queued)[: self.max_queued]
+            return 0
+        self.written += n
+        return n
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def revoked(
+        self,
+        now: float,
+        revoked_ctis: Iterable[bytes],
+        cutoff: Callable[[str], float | None],
+    ) -> list[Entry]:
+        """As :meth:`IssuedTokens.revoked`, over every instance's tokens."""
+        try:
+            rows = self.store.issued_revoked(now)
+        except GatewayError as exc:
+            log.debug("issued tokens not read: %s", exc.reason)
+            return list(self._last)
+        out = {h: Entry(h, cti, cid, aud, exp) for h, cti, cid, aud, exp in rows}
+        ctis = set(revoked_ctis)
+        with self._lock:
+            queued = list(self._queued)
+        for h, cti, cid, aud, iat, exp in queued:
+            at = cutoff(cid)
+            if exp > now and (cti in ctis or (at is not None and iat <= at)):
+                out[h] = Entry(h, cti, cid, aud, exp)
+        self._last = list(out.values())
+        return list(self._last)
+
+    def purge(self, now: float) -> int:
+        """Forget expired tokens (every instance's)."""
+        return self.store.purge_issued(now)
+
+    def close(self) -> None:
+        """Stop the writer and write what is queued (best effort)."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.flush()
+
+
+def issued_ledger(config: Config, store: object) -> IssuedTokens | SharedIssuedTokens:
+    """The ledger of this configuration: in the registry ``store`` when it
+    keeps issued tokens for every instance (PostgreSQL), else the SQLite file
+    beside ``registry.path``."""
+    if callable(getattr(store, "record_issued", None)):
+        return SharedIssuedTokens(store)  # type: ignore[arg-type]
+    return IssuedTokens.beside(config.registry.path)
+
+
 class RecordingIssuer:
     """The AS's token endpoint, recording each issued token in the ledger."""
 
-    def __init__(self, server: AuthorizationServer, ledger: IssuedTokens) -> None:
+    def __init__(
+        self, server: AuthorizationServer, ledger: IssuedTokens | SharedIssuedTokens
+    ) -> None:
         self._server = server
         self._ledger = ledger
 
@@ -138,4 +279,11 @@ class RecordingIssuer:
         return issued
 
 
-__all__ = ["LEDGER_FILE", "IssuedTokens", "RecordingIssuer"]
+__all__ = [
+    "LEDGER_FILE",
+    "IssuedTokenStore",
+    "IssuedTokens",
+    "RecordingIssuer",
+    "SharedIssuedTokens",
+    "issued_ledger",
+]

@@ -594,6 +594,12 @@ class Keystore:
     def close(self) -> None:
         self.backend.close()
 
+    def __enter__(self) -> Keystore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _apply(self, loaded: Loaded) -> bool:
         entries, keys = loaded
         changed = [(e.kid, e.status) for e in entries] != [(e.kid, e.status) for e in self._entries]

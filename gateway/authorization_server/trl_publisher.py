@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gateway.authorization_server.issued_tokens import IssuedTokens
+from gateway.authorization_server.issued_tokens import IssuedTokens, SharedIssuedTokens
 from gateway.authorization_server.revocation_list import Requester, RevocationList
 from gateway.authorization_server.token_endpoint import ClientPolicy
 from gateway.coap.trl_resource import TrlResource
@@ -29,7 +29,7 @@ class TrlPublisher:
 
     def __init__(
         self,
-        ledger: IssuedTokens,
+        ledger: IssuedTokens | SharedIssuedTokens,
         *,
         client_for_identity: Callable[[bytes], ClientPolicy | None],
         admins: Callable[[], Iterable[str]],
@@ -47,6 +47,9 @@ class TrlPublisher:
         self._cutoff = cutoff
         self.resource = TrlResource(self.trl, self.requester_for, audit)
         self._next_expiry = float("inf")
+        #: a shared ledger: compute again after this many seconds anyway
+        self._resync = float(getattr(ledger, "resync", float("inf")))
+        self._computed = -float("inf")
 
     def requester_for(self, identity: bytes) -> Requester | None:
         client = self._client_for_identity(identity)
@@ -59,10 +62,12 @@ class TrlPublisher:
         return Requester("device", client.client_id)
 
     def refresh(self, now: float, *, changed: bool) -> int:
-        """Recompute the TRL when the registry ``changed`` or a listed token
-        expired; notify observers. Returns the observers woken."""
-        if not changed and now < self._next_expiry:
+        """Recompute the TRL when the registry ``changed``, a listed token
+        expired or (shared ledger) its resync time passed; notify observers.
+        Returns the observers woken."""
+        if not changed and now < self._next_expiry and now < self._computed + self._resync:
             return 0
+        self._computed = now
         entries = self.ledger.revoked(now, (c for c, _ in self._revoked()), self._cutoff)
         removed, added = self.trl.update(entries)
         self._next_expiry = min((e.exp for e in entries), default=float("inf"))

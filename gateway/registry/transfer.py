@@ -3,19 +3,21 @@
 The rows move as they are: PSKs stay sealed under the same master key (the
 client id is their associated data, so a sealed PSK opens only under its own
 id), token cut-offs, revocations, the change log's kinds (renumbered, one
-``import`` change after them) and the operators' audit trail. The target must
-hold no clients; the copy is one transaction, so a failure leaves it empty.
+``import`` change after them), the operators' audit trail and the AS keys
+(sealed under the same master key, so tokens issued before the move stay
+valid). The target must hold no clients (and no AS keys when keys are
+copied); the copy is one transaction, so a failure leaves it empty.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import RegistryError
 from gateway.registry.registry import Registry
-from gateway.registry.store import redact
+from gateway.registry.store import KeyRecord, redact
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,14 +29,21 @@ class TransferCounts:
     cutoffs: int
     changes: int
     actions: int
+    keys: int = 0
 
 
 def copy_registry(
-    source: Registry, url: str, *, clock: Callable[[], float] = time.time
+    source: Registry,
+    url: str,
+    *,
+    keys: Sequence[KeyRecord] = (),
+    clock: Callable[[], float] = time.time,
 ) -> TransferCounts:
-    """Copy ``source`` (opened with its master key, which checks the key) into
-    the PostgreSQL registry at ``url`` (created or migrated to the current
-    schema first)."""
+    """Copy ``source`` (opened with its master key, which checks the key) and
+    the AS ``keys`` (sealed under that key:
+    :meth:`gateway.authorization_server.keystore.Keystore.sealed_records`)
+    into the PostgreSQL registry at ``url`` (created or migrated to the
+    current schema first)."""
     from gateway.registry.postgres import PostgresStore, is_postgres_url
 
     if not is_postgres_url(url):
@@ -56,11 +65,12 @@ def copy_registry(
             kinds=changes.kinds,
             actions=actions,
             at=clock(),
+            keys=keys,
         )
     finally:
         target.close()
     return TransferCounts(
-        len(clients), len(revoked), len(cutoffs), len(changes.kinds), len(actions)
+        len(clients), len(revoked), len(cutoffs), len(changes.kinds), len(actions), len(keys)
     )
 
 

@@ -151,11 +151,12 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     with Registry(config.registry.location, key):
         pass
     create_admin_token(directory / ADMIN_TOKEN_FILE)
-    keystore = Keystore.from_config(config)
+    with Keystore.from_config(config) as keystore:
+        keys = f"{keystore.backend.location} ({len(keystore.list())} keys)"
     print(f"config:     {cfg_path}", file=out)
     print(note, file=out)
     print(f"registry:   {redact(str(config.registry.location))}", file=out)
-    print(f"keys:       {config.keys.dir} ({len(keystore.list())} keys)", file=out)
+    print(f"keys:       {keys}", file=out)
     print(f"admin:      {directory / ADMIN_TOKEN_FILE} (mode 0600; live-state changes)", file=out)
     print(f"next: {PROG} clients add DEVICE_ID --scope '/temp:GET' --config {cfg_path}", file=out)
     return 0
@@ -479,8 +480,8 @@ def cmd_token_decode(args: argparse.Namespace, out: TextIO) -> int:
     if args.config or args.dir or os.environ.get("ACEGW_CONFIG"):
         # with the AS keys: open an Encrypt0 token, check a signature
         config = _config(args)
-        with Registry.from_config(config, create=False) as registry:
-            shown = ops.decode_with_keys(data, config, _keystore(args), registry)
+        with Registry.from_config(config, create=False) as registry, _keystore(args) as keys:
+            shown = ops.decode_with_keys(data, config, keys, registry)
     else:
         shown = decode_unverified(data).describe()
     json.dump(shown, out, indent=2, default=str)
@@ -489,7 +490,8 @@ def cmd_token_decode(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace, out: TextIO) -> int:
-    entries = _keystore(args).list()
+    with _keystore(args) as ks:
+        entries = ks.list()
     if args.json:
         json.dump([e.to_json() for e in entries], out, indent=2)
         out.write("\n")
@@ -501,11 +503,11 @@ def cmd_keys_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
-    ks = _keystore(args)
     from tokens.params import Alg
 
     alg = {"ES256": Alg.ES256, "EdDSA": Alg.EDDSA}.get(args.alg) if args.alg else None
-    new = ks.rotate("as_rs" if args.as_rs else "signing", alg=alg)
+    with _keystore(args) as ks:
+        new = ks.rotate("as_rs" if args.as_rs else "signing", alg=alg)
     args.audit_detail = {"kind": new.kind, "kid": new.kid.hex(), "alg": new.alg.name}
     print(
         f"new current {new.kind} key {new.kid.hex()} ({new.alg.name}); "
@@ -518,9 +520,9 @@ def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_keys_retire(args: argparse.Namespace, out: TextIO) -> int:
     """Retire a key after saying how many tokens the running gateway holds
     under it (dropped at once); only with ``--yes``."""
-    ks = _keystore(args)
     kid = _hex(args.kid, "KID")
-    entry = next((e for e in ks.list() if e.kid == kid), None)
+    with _keystore(args) as ks:
+        entry = next((e for e in ks.list() if e.kid == kid), None)
     if entry is None:
         raise UnknownKid(f"no key with kid {kid.hex()}")
     if entry.status == "current":
@@ -539,15 +541,16 @@ def cmd_keys_retire(args: argparse.Namespace, out: TextIO) -> int:
     print(f"retiring {entry.kind} key {kid.hex()}: {count}", file=out)
     if not args.yes:
         raise InvalidArgument("not retired: add --yes to retire it")
-    e = ks.retire(kid)
+    with _keystore(args) as ks:
+        e = ks.retire(kid)
     args.audit_detail = {"kind": e.kind, "held_tokens": held}
     print(f"{e.kind} key {e.kid.hex()} retired", file=out)
     return 0
 
 
 def cmd_keys_export(args: argparse.Namespace, out: TextIO) -> int:
-    ks = _keystore(args)
-    data = ks.export_for_rs() if args.include_as_rs else ks.export_public()
+    with _keystore(args) as ks:
+        data = ks.export_for_rs() if args.include_as_rs else ks.export_public()
     try:
         fd = os.open(
             args.out,
@@ -597,11 +600,17 @@ def cmd_registry_migrate(args: argparse.Namespace, out: TextIO) -> int:
     ``--to`` (``gateway.registry.transfer``)."""
     from gateway.registry.transfer import copy_registry
 
+    config = _config(args)
     with _registry(args) as source:
-        n = copy_registry(source, args.to)
+        keys = []  # the AS keys go along, so tokens issued before the move stay valid
+        if (config.keys.dir / "manifest.json").exists():
+            with Keystore.from_config(config, create=False) as local:
+                keys = local.sealed_records(source.master_key)
+        n = copy_registry(source, args.to, keys=keys)
     print(
         f"copied {n.clients} clients, {n.revocations} revocations, {n.cutoffs} cut-offs, "
-        f"{n.changes} changes, {n.actions} audit records to {redact(args.to)}",
+        f"{n.changes} changes, {n.actions} audit records, {n.keys} AS keys "
+        f"to {redact(args.to)}",
         file=out,
     )
     print(f'next: set [registry] url = "{redact(args.to)}" on every instance', file=out)
