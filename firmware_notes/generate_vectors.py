@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from firmware_notes.diag import diag
 from firmware_notes.render import fill
 from gateway.authorization_server.token_endpoint import AuthorizationServer, ClientPolicy
+from gateway.registry.registry import MAX_CLIENT_ID_LEN
 from tokens import cnf as cnf_mod
 from tokens import cose
 from tokens.ace import CreationHints, ErrorResponse, TokenRequest
@@ -242,67 +243,92 @@ def _public_cose_key(key: CoseKey) -> bytes:
 
 
 #: Client ids and scopes the token sizes are sampled at: the shortest and
-#: longest ids (1 and MAX_CLIENT_ID_LEN bytes, and 24 where the CBOR head
-#: grows), scopes from one entry to 64 entries of 1 KiB.
-_SIZE_IDS = (1, 11, 23, 24, 32)
+#: longest ids the registry accepts (1 and MAX_CLIENT_ID_LEN bytes, with 23
+#: and 24 where the CBOR head grows), scopes from one entry to 64 entries of
+#: 1 KiB. Device kids (the ES256 key's, carried by the Sign1 token and the
+#: asymmetric response): the vectors' 8 bytes over that grid, and 1, 23, 24
+#: and 128 bytes at its smallest and largest corners.
+_SIZE_IDS = (1, 11, 23, 24, 32, MAX_CLIENT_ID_LEN)
 _SIZE_SCOPES = (
     "/a:GET",
     SCOPE_TEXT,
     " ".join(f"/p{i:02d}:GET" for i in range(20)),
     " ".join(f"/path/number{i:03d}:GET,PUT" for i in range(64)),
 )
+_SIZE_KID = 8
+_SIZE_OTHER_KIDS = (1, 23, 24, 128)
+
+
+def _token_size_sample(keys: Keys, id_len: int, text: str, kid_len: int) -> dict[str, int]:
+    """The four lengths for one client id length, scope and device kid length."""
+    scope = Scope.parse(text)
+    policy = ClientPolicy(
+        client_id="x" * id_len,
+        allowed_scope=scope,
+        default_scope=None,
+        audiences=(),
+        public_key=None,
+    )
+    server = AuthorizationServer(
+        issuer=ISSUER,
+        audiences=(AUDIENCE,),
+        lifetime=LIFETIME,
+        signing_key=lambda: keys.as_signing,
+        as_rs_key=lambda: keys.as_rs,
+        random=Draws("token-sizes"),
+    )
+    device = Rfc6979Key(fixed("device-es256/kid", kid_len), _p256_scalar("device-es256/d"))
+    row = {"client_id": id_len, "scope": len(scope.encode()), "device_kid": kid_len}
+    for kind, req_cnf in (("symmetric", None), ("asymmetric", {1: device.public().to_cose()})):
+        request = TokenRequest(scope=scope.encode(), req_cnf=req_cnf).encode()
+        issued = server.issue(TokenRequest.decode(request), policy, NOW)
+        row[f"{kind}_token"] = len(issued.response.access_token)
+        row[f"{kind}_response"] = len(issued.response.encode())
+    return row
+
+
+#: How often each length counts in each item: the client id and the scope
+#: once in every item (the token carries them, the response carries the
+#: token); the device kid once in the Sign1 token (its cnf) and twice in the
+#: asymmetric response (the token's, and the response's cnf naming the key).
+TOKEN_SIZE_TERMS = {
+    "symmetric_token": {"client_id": 1, "scope": 1},
+    "symmetric_response": {"client_id": 1, "scope": 1},
+    "asymmetric_token": {"client_id": 1, "scope": 1, "device_kid": 1},
+    "asymmetric_response": {"client_id": 1, "scope": 1, "device_kid": 2},
+}
 
 
 def _token_sizes(keys: Keys) -> dict[str, Any]:
-    """Token and token response lengths as they grow with the client id and
-    the scope: the overhead beyond ``len(client id) + len(AIF scope)`` is at
-    most ``overhead`` bytes (the sample includes every CBOR head size that a
-    client id of at most 255 bytes, so the registry's 128, and a token under
-    64 KiB can have)."""
-    rows = []
-    for id_len in _SIZE_IDS:
-        for text in _SIZE_SCOPES:
-            scope = Scope.parse(text)
-            policy = ClientPolicy(
-                client_id="x" * id_len,
-                allowed_scope=scope,
-                default_scope=None,
-                audiences=(),
-                public_key=None,
-            )
-            server = AuthorizationServer(
-                issuer=ISSUER,
-                audiences=(AUDIENCE,),
-                lifetime=LIFETIME,
-                signing_key=lambda: keys.as_signing,
-                as_rs_key=lambda: keys.as_rs,
-                random=Draws("token-sizes"),
-            )
-            row: dict[str, int] = {"client_id": id_len, "scope": len(scope.encode())}
-            for kind, req_cnf in (
-                ("symmetric", None),
-                ("asymmetric", {1: keys.device_es256.public().to_cose()}),
-            ):
-                request = TokenRequest(scope=scope.encode(), req_cnf=req_cnf).encode()
-                issued = server.issue(TokenRequest.decode(request), policy, NOW)
-                row[f"{kind}_token"] = len(issued.response.access_token)
-                row[f"{kind}_response"] = len(issued.response.encode())
-            rows.append(row)
+    """Token and token response lengths as they grow with the client id, the
+    scope and (asymmetric) the device kid: each is at most ``overhead`` plus
+    its :data:`TOKEN_SIZE_TERMS` (the sample includes every CBOR head size
+    that a client id or kid of at most 255 bytes, so the registry's 128, and a
+    token under 64 KiB can have)."""
+    rows = [
+        _token_size_sample(keys, id_len, text, _SIZE_KID)
+        for id_len in _SIZE_IDS
+        for text in _SIZE_SCOPES
+    ]
+    corners = ((_SIZE_IDS[0], _SIZE_SCOPES[0]), (_SIZE_IDS[-1], _SIZE_SCOPES[-1]))
+    rows += [
+        _token_size_sample(keys, id_len, text, kid_len)
+        for kid_len in _SIZE_OTHER_KIDS
+        for id_len, text in corners
+    ]
     overhead = {
-        key: max(r[key] - r["client_id"] - r["scope"] for r in rows)
-        for key in (
-            "symmetric_token",
-            "symmetric_response",
-            "asymmetric_token",
-            "asymmetric_response",
-        )
+        key: max(r[key] - sum(n * r[term] for term, n in terms.items()) for r in rows)
+        for key, terms in TOKEN_SIZE_TERMS.items()
     }
     return {
         "description": (
-            "Lengths of tokens and token responses by client id length and AIF scope length "
-            f"(issuer and audience {ISSUER!r}): each is at most overhead + client id + scope."
+            "Lengths of tokens and token responses by client id length, AIF scope length "
+            f"and device kid length (issuer and audience {ISSUER!r}): each is at most "
+            "overhead + client id + scope, plus the device kid once in the Sign1 token "
+            "and twice in the asymmetric response."
         ),
         "overhead": overhead,
+        "terms": TOKEN_SIZE_TERMS,
         "samples": rows,
     }
 

@@ -379,6 +379,9 @@ def _ram_table(vectors: dict[str, Any]) -> str:
 
 
 def _token_sizes(vectors: dict[str, Any]) -> str:
+    """The bound per item, then sample columns: the diagonal of the grid at
+    the vectors' device kid, and the largest sample (longest id, scope and
+    kid)."""
     sizes = vectors["token_symmetric.json"]["token_sizes"]
     over = sizes["overhead"]
     names = {
@@ -387,18 +390,30 @@ def _token_sizes(vectors: dict[str, Any]) -> str:
         "asymmetric_token": "Sign1 token (ES256 device key)",
         "asymmetric_response": "token response, asymmetric",
     }
+    words = {"client_id": "id", "scope": "scope", "device_kid": "kid"}
+    samples = sizes["samples"]
+    base_kid = samples[0]["device_kid"]
+    columns = [r for r in samples if r["device_kid"] == base_kid][::5]
+    largest = max(samples, key=lambda r: (r["client_id"], r["scope"], r["device_kid"]))
+    if largest not in columns:
+        columns.append(largest)
+
+    def label(r: dict[str, int]) -> str:
+        kid = f", kid {r['device_kid']}" if r["device_kid"] != base_kid else ""
+        return f"id {r['client_id']}, scope {r['scope']}{kid}"
+
+    def bound(key: str) -> str:
+        terms = sizes["terms"][key]
+        return f"{over[key]} + " + " + ".join(
+            (f"{n} × " if n > 1 else "") + words[term] for term, n in terms.items()
+        )
+
     rows = [
-        "| item | at most (bytes) | "
-        + " | ".join(f"id {r['client_id']}, scope {r['scope']}" for r in sizes["samples"][::5])
-        + " |",
-        "|---|---|" + "---|" * len(sizes["samples"][::5]),
+        "| item | at most (bytes) | " + " | ".join(label(r) for r in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
     for key, name in names.items():
-        rows.append(
-            f"| {name} | {over[key]} + id + scope | "
-            + " | ".join(str(r[key]) for r in sizes["samples"][::5])
-            + " |"
-        )
+        rows.append(f"| {name} | {bound(key)} | " + " | ".join(str(r[key]) for r in columns) + " |")
     return "\n".join(rows)
 
 

@@ -27,7 +27,7 @@ from tokens.aif import Scope
 from tokens.cwt import TokenVerifier
 from tokens.echo import DEFAULT_FRESHNESS
 from tokens.errors import Expired
-from tokens.keys import KeySet
+from tokens.keys import Ec2Key, KeySet, key_from_cose
 from tokens.proof import MAX_PIV
 from tokens.replay import WINDOW_SIZE
 
@@ -324,27 +324,90 @@ def test_access_token_is_the_byte_strings_content() -> None:
     assert f"a byte string of {len(token)} bytes" in text("flow.md")
 
 
+def signing_authorization_server() -> AuthorizationServer:
+    """The vectors' AS with its ES256 signing key, for asymmetric tokens."""
+    k = INPUTS["keys"]
+    signing = Ec2Key.from_private_bytes(h(k["as_signing"]["kid"]), h(k["as_signing"]["d"]))
+    as_rs = keys()["as_rs"]
+    return AuthorizationServer(
+        issuer=INPUTS["issuer"],
+        audiences=(INPUTS["audience"],),
+        lifetime=INPUTS["token_lifetime"],
+        signing_key=lambda: signing,
+        as_rs_key=lambda: as_rs,  # type: ignore[arg-type,return-value]
+    )
+
+
 def test_token_size_bound_holds() -> None:
-    """budgets.md: a token is at most overhead + client id + scope bytes;
-    checked on tokens the AS mints for random ids and scopes."""
-    over = SYM["token_sizes"]["overhead"]
+    """budgets.md: a token is at most overhead + client id + scope bytes (+
+    the device kid once in a Sign1 token, twice in its response); checked on
+    tokens the AS mints for random ids and kids up to 128 bytes and random
+    scopes, and the sample the bound comes from spans those lengths."""
+    sizes = SYM["token_sizes"]
+    over, terms = sizes["overhead"], sizes["terms"]
+    samples = sizes["samples"]
+    assert max(r["client_id"] for r in samples) == MAX_CLIENT_ID_LEN
+    assert min(r["client_id"] for r in samples) == 1
+    # every CBOR head size an id or kid of at most MAX_CLIENT_ID_LEN bytes has
+    for field in ("client_id", "device_kid"):
+        lengths = {r[field] for r in samples}
+        assert {23, 24, MAX_CLIENT_ID_LEN} <= lengths and min(lengths) == 1, field
+    assert any(r["client_id"] == r["device_kid"] == MAX_CLIENT_ID_LEN for r in samples)
+    for r in samples:
+        for key, ts in terms.items():
+            assert r[key] <= over[key] + sum(n * r[t] for t, n in ts.items()), (key, r)
+
+    device = key_from_cose(h(INPUTS["keys"]["device_es256"]["cose_key_public_hex"])).to_cose()
+    del device[2]  # the kid: each request names its own below
     rng = random.Random(3)
+    sym_server, asym_server = authorization_server(), signing_authorization_server()
     for _ in range(40):
         cid = "d" * rng.randint(1, MAX_CLIENT_ID_LEN)
+        kid = bytes(rng.randint(1, 255) for _ in range(rng.randint(1, MAX_CLIENT_ID_LEN)))
         scope = Scope.parse(
             " ".join(f"/{'p' * rng.randint(1, 40)}{i}:GET" for i in range(rng.randint(1, 30)))
         )
-        server, policy = authorization_server(), client_policy(cid, scope)
-        issued = server.issue(TokenRequest(scope=scope.encode()), policy, NOW)
-        room = len(cid) + len(scope.encode())
-        assert len(issued.response.access_token) <= over["symmetric_token"] + room
-        assert len(issued.response.encode()) <= over["symmetric_response"] + room
-        assert len(issued.response.access_token) >= over["symmetric_token"] + room - 4
+        policy = client_policy(cid, scope)
+        lengths = {"client_id": len(cid), "scope": len(scope.encode()), "device_kid": len(kid)}
+        issued = {
+            "symmetric": sym_server.issue(TokenRequest(scope=scope.encode()), policy, NOW),
+            "asymmetric": asym_server.issue(
+                TokenRequest(
+                    scope=scope.encode(),
+                    req_cnf={1: key_from_cose(device, kid=kid).to_cose()},
+                ),
+                policy,
+                NOW,
+            ),
+        }
+        for kind, it in issued.items():
+            for item, got in (
+                ("token", len(it.response.access_token)),
+                ("response", len(it.response.encode())),
+            ):
+                key = f"{kind}_{item}"
+                bound = over[key] + sum(n * lengths[t] for t, n in terms[key].items())
+                assert bound - 6 <= got <= bound, (key, lengths, got, bound)
     token_max = header_int("ACE_TOKEN_MAX")
     (stated_max,) = claims("budgets.md", r"`ACE_TOKEN_MAX` bytes, (\d+) by default")[0]
     (scope_room,) = claims("budgets.md", r"(?:client id )?and a scope of up to (\d+) bytes")[0]
     assert int(stated_max) == token_max
     assert int(scope_room) == token_max - over["symmetric_token"] - MAX_CLIENT_ID_LEN
+    (kid_max,) = claims("budgets.md", r"`ACE_KID_MAX` \((\d+) by default\)")[0]
+    assert int(kid_max) == header_int("ACE_KID_MAX")
+    # the ranges the prose says the bound was measured over are the sample's
+    ((id_lo, id_hi, scope_lo, scope_hi, kid_lo, kid_hi),) = claims(
+        "budgets.md",
+        r"over client ids of (\d+) to (\d+) bytes, scopes of (\d+) to (\d+) bytes "
+        r"and device kids of (\d+) to (\d+) bytes",
+    )
+    for field, lo, hi in (
+        ("client_id", id_lo, id_hi),
+        ("scope", scope_lo, scope_hi),
+        ("device_kid", kid_lo, kid_hi),
+    ):
+        got = sorted(r[field] for r in samples)
+        assert (int(lo), int(hi)) == (got[0], got[-1]), field
     assert "<!-- generated: table:token-sizes -->" in (NOTES / "budgets.md").read_text()
 
 
