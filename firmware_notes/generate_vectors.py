@@ -239,6 +239,25 @@ def _public_cose_key(key: CoseKey) -> bytes:
     return key.public().encode()
 
 
+def _policy(client_id: str, scope: Scope) -> ClientPolicy:
+    """A registered client allowed ``scope``, with no public key."""
+    return ClientPolicy(
+        client_id=client_id, allowed_scope=scope, default_scope=None, audiences=(), public_key=None
+    )
+
+
+def _server(keys: Keys, draws: Draws) -> AuthorizationServer:
+    """The embedded AS with the fixed keys, issuer, audience and lifetime."""
+    return AuthorizationServer(
+        issuer=ISSUER,
+        audiences=(AUDIENCE,),
+        lifetime=LIFETIME,
+        signing_key=lambda: keys.as_signing,
+        as_rs_key=lambda: keys.as_rs,
+        random=draws,
+    )
+
+
 # --- the vectors ----------------------------------------------------------------
 
 
@@ -262,21 +281,8 @@ _SIZE_OTHER_KIDS = (1, 23, 24, 128)
 def _token_size_sample(keys: Keys, id_len: int, text: str, kid_len: int) -> dict[str, int]:
     """The four lengths for one client id length, scope and device kid length."""
     scope = Scope.parse(text)
-    policy = ClientPolicy(
-        client_id="x" * id_len,
-        allowed_scope=scope,
-        default_scope=None,
-        audiences=(),
-        public_key=None,
-    )
-    server = AuthorizationServer(
-        issuer=ISSUER,
-        audiences=(AUDIENCE,),
-        lifetime=LIFETIME,
-        signing_key=lambda: keys.as_signing,
-        as_rs_key=lambda: keys.as_rs,
-        random=Draws("token-sizes"),
-    )
+    policy = _policy("x" * id_len, scope)
+    server = _server(keys, Draws("token-sizes"))
     device = Rfc6979Key(fixed("device-es256/kid", kid_len), _p256_scalar("device-es256/d"))
     row = {"client_id": id_len, "scope": len(scope.encode()), "device_kid": kid_len}
     for kind, req_cnf in (("symmetric", None), ("asymmetric", {1: device.public().to_cose()})):
@@ -338,24 +344,11 @@ def build() -> dict[str, Any]:
     keys = make_keys()
     scope = Scope.parse(SCOPE_TEXT)
     scope_aif = scope.encode()
-    policy = ClientPolicy(
-        client_id=CLIENT_ID,
-        allowed_scope=scope,
-        default_scope=None,
-        audiences=(),
-        public_key=None,
-    )
+    policy = _policy(CLIENT_ID, scope)
 
     # -- symmetric PoP: Encrypt0 token, HMAC proofs --------------------------
     draws_sym = Draws("as-random/symmetric")
-    as_sym = AuthorizationServer(
-        issuer=ISSUER,
-        audiences=(AUDIENCE,),
-        lifetime=LIFETIME,
-        signing_key=lambda: keys.as_signing,
-        as_rs_key=lambda: keys.as_rs,
-        random=draws_sym,
-    )
+    as_sym = _server(keys, draws_sym)
     request_sym = TokenRequest(scope=scope_aif).encode()
     request_text = TokenRequest(scope=str(scope)).encode()
     assert TokenRequest.decode(request_text).aif_scope() == scope
@@ -440,14 +433,7 @@ def build() -> dict[str, Any]:
 
     # -- asymmetric PoP: Sign1 token, ES256 proofs ----------------------------
     draws_asym = Draws("as-random/asymmetric")
-    as_asym_server = AuthorizationServer(
-        issuer=ISSUER,
-        audiences=(AUDIENCE,),
-        lifetime=LIFETIME,
-        signing_key=lambda: keys.as_signing,
-        as_rs_key=lambda: keys.as_rs,
-        random=draws_asym,
-    )
+    as_asym_server = _server(keys, draws_asym)
     device_pub = keys.device_es256.public()
     req_cnf = {1: device_pub.to_cose()}
     request_asym = TokenRequest(scope=scope_aif, req_cnf=req_cnf).encode()
