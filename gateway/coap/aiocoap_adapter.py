@@ -23,8 +23,10 @@ Hooks used from this module:
   ``gateway.dtls.interface``): aiocoap has no public hook for one;
 * how a ``Context`` starts rendering a request (:class:`ServerContext`):
   aiocoap names every render task after the request's ``repr``, formatted
-  for each request (request, remote, options: a few microseconds on the
-  request path) and never read by the gateway;
+  for each request and never read by the gateway, and puts a second pipe
+  between the site and the exchange for every request, only to turn an
+  exception into an error response; its closures form a reference cycle
+  per request, left to the garbage collector;
 * the message and token managers' internals the DTLS transport's compact
   deduplication replaces (``gateway.dtls.exchanges``).
 """
@@ -114,8 +116,8 @@ def _transport_append() -> None:
 
 
 #: What aiocoap 0.4.17's ``Context.render_to_pipe`` refers to: the error
-#: wrapper, the driving task and the site's rendering, nothing else.
-#: :class:`ServerContext` does the same with a fixed task name.
+#: conversion, the driving task and the site's rendering, nothing else; so
+#: :class:`ServerContext`, made of the same parts, does what it does.
 _RENDER_TO_PIPE_NAMES = (
     "error_to_message",
     "log",
@@ -249,19 +251,23 @@ RENDER_TASK_NAME = "acegw-render"
 
 
 class ServerContext(aiocoap.Context):  # type: ignore[misc]
-    """aiocoap's ``Context`` for the gateway's servers. It starts rendering
-    a request as aiocoap does (the site renders into a pipe wrapped by
-    aiocoap's exception-to-response conversion, in a task the pipe cancels
-    when the peer loses interest), but names the task
-    :data:`RENDER_TASK_NAME` instead of formatting the request's ``repr``
-    for each request."""
+    """aiocoap's ``Context`` for the gateway's servers, rendering a request
+    as aiocoap's does (in a task the pipe cancels when the peer loses
+    interest; an exception becomes an error response through aiocoap's own
+    conversion, ``pipe.error_to_message``), with two costs of the request
+    path taken out: the task is named :data:`RENDER_TASK_NAME` instead of
+    after the request's ``repr``, and the site renders straight into the
+    exchange's pipe; the conversion's pipe is only built when rendering
+    raised."""
 
     def render_to_pipe(self, pipe: Any) -> None:
-        aiocoap.pipe.run_driving_pipe(
-            aiocoap.pipe.error_to_message(pipe, self.log),
-            self._render_to_pipe(pipe),
-            name=RENDER_TASK_NAME,
-        )
+        aiocoap.pipe.run_driving_pipe(pipe, self._render_or_convert(pipe), name=RENDER_TASK_NAME)
+
+    async def _render_or_convert(self, pipe: Any) -> None:
+        try:
+            await self._render_to_pipe(pipe)
+        except Exception as exc:
+            aiocoap.pipe.error_to_message(pipe, self.log).add_exception(exc)
 
 
 def block1_spool() -> aiocoap.blockwise.Block1Spool:

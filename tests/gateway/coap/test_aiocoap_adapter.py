@@ -4,6 +4,7 @@ missing hook or an unsupported version is named at import."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiocoap
 import aiocoap.blockwise
@@ -176,3 +177,76 @@ async def test_a_request_renders_through_the_server_context_without_its_repr(mon
     assert codes == [aiocoap.CONTENT, aiocoap.INTERNAL_SERVER_ERROR, aiocoap.NOT_FOUND]
     for res in resources.values():
         assert res.task_names == [adapter.RENDER_TASK_NAME]
+
+
+class _Site:
+    """A root resource rendering into the pipe as told."""
+
+    def __init__(self, render) -> None:
+        self.render_to_pipe = render
+
+
+def _pipe() -> tuple[aiocoap.pipe.Pipe, list[tuple[object, bool]]]:
+    pipe = aiocoap.pipe.Pipe(aiocoap.Message(code=aiocoap.GET), logging.getLogger("test"))
+    events: list[tuple[object, bool]] = []
+
+    def record(event) -> bool:
+        events.append((event.message.code if event.message else event.exception, event.is_last))
+        return not event.is_last
+
+    pipe.on_event(record)
+    return pipe, events
+
+
+async def _rendered() -> None:
+    for _ in range(10):  # the render task runs within a few loop turns
+        await asyncio.sleep(0)
+
+
+async def test_the_server_context_passes_every_response_and_converts_exceptions():
+    """Responses the site adds reach the exchange's pipe in order (a
+    notification before the last one); an exception becomes aiocoap's error
+    response (5.00, or a renderable error's code)."""
+
+    async def notifications(pipe) -> None:
+        pipe.add_response(aiocoap.Message(code=aiocoap.CONTENT), is_last=False)
+        pipe.add_response(aiocoap.Message(code=aiocoap.VALID), is_last=True)
+
+    async def bug(pipe) -> None:
+        raise RuntimeError("resource bug")
+
+    async def gone(pipe) -> None:
+        raise aiocoap.error.NotFound()
+
+    got = []
+    for render in (notifications, bug, gone):
+        context = adapter.ServerContext(loop=asyncio.get_running_loop(), serversite=_Site(render))
+        pipe, events = _pipe()
+        context.render_to_pipe(pipe)
+        await _rendered()
+        got.append(events)
+    assert got == [
+        [(aiocoap.CONTENT, False), (aiocoap.VALID, True)],
+        [(aiocoap.INTERNAL_SERVER_ERROR, True)],
+        [(aiocoap.NOT_FOUND, True)],
+    ]
+
+
+async def test_the_render_task_is_cancelled_when_the_peer_loses_interest():
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(pipe) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    context = adapter.ServerContext(loop=asyncio.get_running_loop(), serversite=_Site(slow))
+    pipe = aiocoap.pipe.Pipe(aiocoap.Message(code=aiocoap.GET), logging.getLogger("test"))
+    stop = pipe.on_event(lambda event: True)
+    context.render_to_pipe(pipe)
+    await asyncio.wait_for(started.wait(), 5)
+    stop()  # the exchange is gone (e.g. the request was superseded)
+    await asyncio.wait_for(cancelled.wait(), 5)
