@@ -13,14 +13,16 @@ instance accepted (several instances on one PostgreSQL registry): with a
 ``fetch`` callable the lookup asks it to start fetching the kid (bounded
 and negatively cached by its owner) and answers :data:`~dtls12.PSK_PENDING`;
 the DTLS engine then holds the handshake without an alert (the peer
-retransmits, RFC 6347 §4.2.4). When the fetch ends the gateway calls
-:meth:`PskLookup.settled` and has the held handshakes ask again.
+retransmits, RFC 6347 §4.2.4). When the fetch ends the gateway has the
+held handshakes ask again inside :meth:`PskLookup.settling`, where the
+answer comes from the tokens held: one fetch per handshake.
 Sans-I/O: no socket, no database; the clock is injected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from dtls12 import PSK_PENDING, PskPending
 from gateway.errors import GatewayError
@@ -51,7 +53,7 @@ class PskLookup:
     ``None`` for such a token accepted, or the refusal reason; ``fetch``:
     starts fetching the token of a kid not held here, False when it will not
     (known absent, over its bounds); the caller reports the end with
-    :meth:`settled`.
+    :meth:`settling`.
     """
 
     def __init__(
@@ -72,6 +74,8 @@ class PskLookup:
         self._fetch = fetch
         #: kids being fetched -> the identities whose handshakes wait for them
         self._fetching: dict[bytes, set[bytes]] = {}
+        #: the kid whose fetch just ended (its lookups do not fetch again)
+        self._settling: bytes | None = None
         #: identities (psk_identity bytes) of the sessions keyed by each token kid
         self._bound: dict[bytes, set[bytes]] = {}
         #: identities whose last lookup refused a disabled client's token
@@ -108,7 +112,7 @@ class PskLookup:
     def _fetching_for(self, kid: bytes, identity: bytes) -> PskPending | None:
         """RFC 9202 §3.3 kid not held here: pending while its token is
         fetched (started here once per kid), else unknown."""
-        if self._fetch is None:
+        if self._fetch is None or kid == self._settling:
             return None
         waiting = self._fetching.get(kid)
         if waiting is None:
@@ -121,11 +125,18 @@ class PskLookup:
             waiting.add(identity)
         return PSK_PENDING
 
-    def settled(self, kid: bytes) -> set[bytes]:
-        """The fetch of ``kid`` ended (its token held now, or not): the
-        identities whose handshakes wait for it, to be asked again. The next
-        lookup of the kid answers from the tokens held, or fetches anew."""
-        return self._fetching.pop(kid, set())
+    @contextlib.contextmanager
+    def settling(self, kid: bytes) -> Iterator[set[bytes]]:
+        """The fetch of ``kid`` ended (its token held now, or not): yields the
+        identities whose handshakes wait for it. Inside, lookups of the kid
+        answer from the tokens held only (the handshakes asked again do not
+        fetch again); afterwards a lookup of it may fetch anew."""
+        waiting = self._fetching.pop(kid, set())
+        self._settling = kid
+        try:
+            yield waiting
+        finally:
+            self._settling = None
 
     def release(self, kid: bytes) -> set[bytes]:
         """Forget the sessions keyed by token ``kid``; their identities."""

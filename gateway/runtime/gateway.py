@@ -561,9 +561,10 @@ class Gateway:
         try:
             self._hold_shared(kid, await self.shared_tokens.answer(asked))
         finally:
-            for identity in self.psk_lookup.settled(kid):
-                if self.dtls is not None:
-                    self.dtls.retry_held(identity)
+            with self.psk_lookup.settling(kid) as waiting:
+                for identity in waiting:
+                    if self.dtls is not None:
+                        self.dtls.retry_held(identity)
 
     async def accept_upload(self, token: bytes, now: float, remote: Any = None) -> AccessToken:
         """``/authz-info``: :meth:`accept`, introspecting first (RFC 9200

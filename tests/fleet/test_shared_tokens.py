@@ -1,7 +1,10 @@
 """Tokens accepted by /authz-info shared through PostgreSQL: a device that
 uploaded its token at one instance and moves to another continues after one
 new DTLS handshake and at most one Echo round, with no new token and no new
-upload; a flood of unknown kids costs a bounded number of store queries."""
+upload; so does a device whose handshake names its token by an RFC 9202
+§3.3 kid identity (the handshake waits for the lookup, with no alert); a
+flood of unknown kids, in proofs or in handshakes, costs a bounded number of
+store queries."""
 
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ from pathlib import Path
 
 import aiocoap
 
-from gateway.dtls.probe import DtlsProbe
+from gateway.dtls.probe import DtlsProbe, ProbeError
 from gateway.registry.masterkey import load_master_key
 from gateway.registry.postgres import PostgresStore
 from gateway.registry.registry import Registry
 from gateway.registry.shared_tokens import SharedTokens
 from tests.fleet.conftest import start_instances
 from tests.ops.conftest import ProofClient, init_state, value
+from tokens.cnf import psk_identity_for_kid
 
 
 async def test_a_moved_device_continues_without_a_new_token_or_upload(tmp_path: Path, pg_url):
@@ -125,3 +129,168 @@ def test_held_tokens_by_kid_on_postgres(pg_url):
         assert store.held_tokens([b"k2"], now=now - 10) == {}
     finally:
         store.close()
+
+
+async def wait_written(served, count: int) -> None:  # type: ignore[no-untyped-def]
+    """Until ``served`` wrote ``count`` accepted tokens to the shared store."""
+    deadline = time.monotonic() + 10
+    while value(await served.scrape(), "acegw_shared_tokens_written_total") < count:
+        assert time.monotonic() < deadline, "the instance never wrote the accepted tokens"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_device_with_a_kid_identity_moves_without_a_new_token_or_upload(
+    tmp_path: Path, pg_url
+):
+    """RFC 9202 §3.3: the device names its uploaded token's PoP key in the
+    handshake. At the instance it moved to, the handshake waits (no alert)
+    while the token is looked up, then completes; the session is token-bound
+    (no Proof option, no Echo round). Once with the engine's client (it
+    counts its retransmissions), once with tinydtls."""
+    state = init_state(tmp_path / "state")
+    key = load_master_key(state / "master.key", env={})
+    with Registry(pg_url, key) as registry:
+        devices = registry.bulk_add(2, "dev-", "/whoami:GET", psk_bytes=16)
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = await start_instances(stack, state, pg_url, tmp_path)
+        probe_a, probe_b = DtlsProbe(a.target), DtlsProbe(b.target)
+        stack.push_async_callback(probe_a.close)
+        stack.push_async_callback(probe_b.close)
+        enrolled = []
+        for device, psk in devices:
+            at_a = await ProofClient.enroll(await probe_a.connect(device.encode(), psk))
+            assert (await at_a.call()).code == aiocoap.CONTENT
+            enrolled.append(at_a)
+        await wait_written(a.served, 2)
+
+        measured = []
+        for n, at_a in enumerate(enrolled):
+            from_b: list[bytes] = []
+            started = time.monotonic()
+            moved = await probe_b.connect(
+                psk_identity_for_kid(at_a.key.kid),
+                at_a.key.secret,
+                connection_id=n == 0,  # the engine's client; tinydtls where it fits
+                on_datagram=lambda d, seen=from_b: seen.append(d) or True,
+            )
+            took = time.monotonic() - started
+            # HelloVerifyRequest, ServerHello..Done, CCS + Finished: no alert
+            assert len(from_b) == 3 and all(d[0] in (20, 22) for d in from_b[:2]), from_b
+            response = await moved.request(aiocoap.Message(code=aiocoap.GET, uri_path=["whoami"]))
+            assert response.code == aiocoap.CONTENT, (response.code, response.payload[:80])
+            engine_client = moved._client
+            measured.append(
+                {
+                    "client": "engine" if engine_client is not None else "tinydtls",
+                    "handshake_s": round(took, 3),
+                    "retransmissions": engine_client.retransmissions if engine_client else None,
+                }
+            )
+            if engine_client is not None:
+                assert engine_client.retransmissions <= 1
+
+        samples_b = await b.served.scrape()
+        assert value(samples_b, "acegw_tokens_issued_total") == 0  # no new /token
+        assert value(samples_b, "acegw_tokens_accepted_total", via="authz-info") == 0
+        assert value(samples_b, "acegw_tokens_accepted_total", via="shared_store") == 2
+        assert value(samples_b, "acegw_shared_token_lookups_total", outcome="found") == 2
+        assert value(samples_b, "acegw_shared_token_queries_total") == 2
+        assert value(samples_b, "acegw_dtls_handshakes_total", outcome="ok") == 2
+        failed = value(samples_b, "acegw_dtls_handshakes_total") - 2
+        assert failed == 0
+        print({"moved_kid_identity_devices": measured})
+
+
+async def test_a_flood_of_made_up_kid_identities_costs_bounded_queries(tmp_path: Path, pg_url):
+    """2,000 handshakes naming made-up kids (RFC 9202 §3.3) at one instance,
+    from four addresses (the per-address lockout raised so that the store's
+    bounds are what is measured): the store queries stay within burst + rate
+    x time, every such handshake fails (bad_record_mac, as an unknown
+    identity), and meanwhile a device with its client PSK and a device
+    moving with its kid identity both complete their handshake and an
+    authorized request at that instance."""
+    state = init_state(tmp_path / "state")
+    key = load_master_key(state / "master.key", env={})
+    with Registry(pg_url, key) as registry:
+        (honest, honest_psk), (mover, mover_psk) = registry.bulk_add(
+            2, "dev-", "/whoami:GET", psk_bytes=16
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = await start_instances(
+            stack, state, pg_url, tmp_path, ACEGW_LIMITS_LOCKOUT_IDENTITIES="1000000"
+        )
+        probe_a = DtlsProbe(a.target)
+        stack.push_async_callback(probe_a.close)
+        at_a = await ProofClient.enroll(await probe_a.connect(mover.encode(), mover_psk))
+        await wait_written(a.served, 1)
+
+        floods = [DtlsProbe(b.target, source=f"127.0.0.{10 + i}") for i in range(4)]
+        for probe in floods:
+            stack.push_async_callback(probe.close)
+        refused = 0
+
+        async def one(probe: DtlsProbe) -> None:
+            nonlocal refused
+            try:
+                session = await probe.connect(
+                    psk_identity_for_kid(os.urandom(8)), os.urandom(16), connection_id=True
+                )
+            except ProbeError:
+                refused += 1
+                return
+            await session.close()
+            raise AssertionError("a made-up kid completed a handshake")
+
+        total, per_wave = 2000, 200
+        started = time.monotonic()
+
+        async def flood() -> None:
+            for _ in range(total // per_wave):
+                await asyncio.gather(*(one(floods[i % len(floods)]) for i in range(per_wave)))
+
+        flooding = asyncio.create_task(flood())
+        try:
+            await asyncio.sleep(1.0)  # the flood is under way
+            assert not flooding.done()
+            probe_b = DtlsProbe(b.target)
+            stack.push_async_callback(probe_b.close)
+            honest_started = time.monotonic()
+            fresh = await ProofClient.enroll(await probe_b.connect(honest.encode(), honest_psk))
+            assert (await fresh.call()).code == aiocoap.CONTENT
+            honest_took = time.monotonic() - honest_started
+            moved_started = time.monotonic()
+            moved = await probe_b.connect(
+                psk_identity_for_kid(at_a.key.kid), at_a.key.secret, connection_id=True
+            )
+            response = await moved.request(aiocoap.Message(code=aiocoap.GET, uri_path=["whoami"]))
+            assert response.code == aiocoap.CONTENT
+            moved_took = time.monotonic() - moved_started
+            assert not flooding.done(), "the flood ended before the honest devices were served"
+            await flooding
+        finally:
+            flooding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flooding
+        samples_b = await b.served.scrape()
+        elapsed = time.monotonic() - started  # after the count: every query was before
+        queries = value(samples_b, "acegw_shared_token_queries_total")
+        assert refused == total
+        assert queries <= 10 + 20 * elapsed + 1, (queries, elapsed)  # burst + rate * t
+        lookups = {
+            outcome: value(samples_b, "acegw_shared_token_lookups_total", outcome=outcome)
+            for outcome in ("found", "absent", "negative", "over_limit", "timeout", "error")
+        }
+        assert lookups["found"] == 1 and lookups["error"] == 0
+        # each made-up kid was looked up once (a held handshake does not fetch twice)
+        assert sum(lookups.values()) - lookups["found"] == total
+        assert value(samples_b, "acegw_dtls_handshakes_total", outcome="unknown_identity") == total
+        print(
+            {
+                "flood_handshakes": total,
+                "queries": queries,
+                "elapsed_s": round(elapsed, 1),
+                "lookups": lookups,
+                "honest_enroll_and_request_s": round(honest_took, 3),
+                "moved_kid_handshake_and_request_s": round(moved_took, 3),
+            }
+        )

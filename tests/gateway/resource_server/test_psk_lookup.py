@@ -139,9 +139,11 @@ def test_a_kid_identity_not_held_is_pending_while_fetched_then_answers_from_the_
     assert lookup.bound(access.kid) == frozenset()  # no session keyed yet
 
     h.tokens.add(access)  # the fetch found it and held it
-    assert lookup.settled(access.kid) == {identity}
-    assert lookup.settled(access.kid) == set()
-    assert lookup(identity) == access.pop_key.secret
+    with lookup.settling(access.kid) as waiting:
+        assert waiting == {identity}
+        assert lookup(identity) == access.pop_key.secret  # the held handshake asks again
+    with lookup.settling(access.kid) as waiting:
+        assert waiting == set()
     assert lookup.bound(access.kid) == {identity}
     assert fetches.kids == [access.kid]
 
@@ -161,15 +163,18 @@ def test_a_kid_identity_the_fetch_will_not_ask_is_unknown_at_once():
         fetch=fetches,
     )
     assert lookup(psk_identity_for_kid(b"made-up")) is None
-    assert lookup.settled(b"made-up") == set()
     assert h.lookup(psk_identity_for_kid(b"made-up")) is None  # the Harness has no fetch
 
     fetches.full = False
     kid = b"absent-kid"
-    assert lookup(psk_identity_for_kid(kid)) is PSK_PENDING
-    assert lookup.settled(kid) == {psk_identity_for_kid(kid)}
-    fetches.full = True  # the store's negative cache now knows the kid absent
-    assert lookup(psk_identity_for_kid(kid)) is None
+    identity = psk_identity_for_kid(kid)
+    assert lookup(identity) is PSK_PENDING
+    with lookup.settling(kid) as waiting:  # the fetch found nothing
+        assert waiting == {identity}
+        assert lookup(identity) is None  # no second fetch for the held handshake
+    assert fetches.kids == [kid]
+    assert lookup(identity) is PSK_PENDING  # a later handshake may fetch again
+    assert fetches.kids == [kid, kid]
 
 
 def test_two_encodings_of_one_kid_share_one_fetch():
@@ -188,5 +193,6 @@ def test_two_encodings_of_one_kid_share_one_fetch():
     other_order = bytes.fromhex("a108a101a20242") + kid + bytes.fromhex("0104")  # {2: kid, 1: 4}
     answers = [lookup(other_order), lookup(psk_identity_for_kid(kid))]
     assert answers == [PSK_PENDING, PSK_PENDING] and fetches.kids == [kid]
-    assert len(lookup.settled(kid)) == 2
+    with lookup.settling(kid) as waiting:
+        assert len(waiting) == 2
     assert MAX_IDENTITIES_PER_KID >= 2
