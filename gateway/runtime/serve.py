@@ -40,10 +40,12 @@ async def serve_gateway(
     admin: bool = True,
     ready: Callable[[Gateway], None] | None = None,
     exiting: bool = True,
+    hup: bool = True,
 ) -> None:
     """Start ``gateway``, serve until SIGINT/SIGTERM, drain, stop. SIGHUP
-    reloads the configuration file; a second SIGINT/SIGTERM skips the rest of
-    the drain. ``admin``: also serve the metrics HTTP port (``[metrics]
+    reloads the configuration file (unless ``hup`` is false: a worker gets
+    its reloads from its supervisor); a second SIGINT/SIGTERM skips the rest
+    of the drain. ``admin``: also serve the metrics HTTP port (``[metrics]
     listen``) from this process. ``exiting``: the process ends afterwards, so
     SIGTERM is ignored from then on."""
     config = gateway.config
@@ -53,7 +55,7 @@ async def serve_gateway(
     reloads: set[asyncio.Task[bool]] = set()
     lock = asyncio.Lock()
 
-    def hup() -> None:
+    def on_hup() -> None:
         task = asyncio.create_task(reload_from_file(gateway, lock))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
@@ -61,9 +63,9 @@ async def serve_gateway(
     def term() -> None:
         (hurry if stop.is_set() else stop).set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, term)
-    loop.add_signal_handler(signal.SIGHUP, hup)
+    handled = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hup else [])]
+    for sig in handled:
+        loop.add_signal_handler(sig, on_hup if sig == signal.SIGHUP else term)
     http: AdminHttp | None = None
     # a worker's start and stop are announced by its supervisor
     events = EventLog() if admin else _silent
@@ -120,7 +122,7 @@ async def serve_gateway(
                 await http.stop()
         finally:
             # only now: a signal during the shutdown must not kill the process
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in handled:
                 loop.remove_signal_handler(sig)
             if exiting:
                 # the process ends now; a late SIGTERM must not turn exit 0 into -15
@@ -172,9 +174,18 @@ async def reload_from_file(gateway: Gateway, lock: asyncio.Lock | None = None) -
     if source is None:
         log.warning("SIGHUP ignored: the configuration was not read from a file")
         return False
+    return await apply_config(gateway, lambda: load_config(source), lock)
+
+
+async def apply_config(
+    gateway: Gateway, load: Callable[[], Config], lock: asyncio.Lock | None = None
+) -> bool:
+    """Apply what can be applied live of the configuration ``load`` returns
+    (:meth:`Gateway.reload`); one that does not load or apply is logged,
+    counted, and changes nothing."""
     async with lock or asyncio.Lock():
         try:
-            await gateway.reload(load_config(source))
+            await gateway.reload(load())
         except GatewayError as exc:
             gateway.metrics.reloads.inc("error")
             EventLog()(
@@ -209,4 +220,12 @@ def serve(config: Config, *, log_level: str | None = None) -> int:
         return supervise(config, workers, log_level=log_level)
 
 
-__all__ = ["reload_from_file", "run", "serve", "serve_gateway", "tune_gc", "worker_count"]
+__all__ = [
+    "apply_config",
+    "reload_from_file",
+    "run",
+    "serve",
+    "serve_gateway",
+    "tune_gc",
+    "worker_count",
+]

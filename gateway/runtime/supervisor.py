@@ -31,8 +31,13 @@ The supervisor (the ``acegw serve`` process):
   CID keeps its session, with no new handshake and no Echo;
 * on SIGTERM/SIGINT sends SIGTERM to every worker (each drains: no new
   handshakes, in-flight requests finish within ``server.drain_timeout``,
-  close_notify to its peers) and waits; on SIGHUP forwards SIGHUP (each worker
-  reloads routes and limits).
+  close_notify to its peers) and waits;
+* on SIGHUP reads and checks the configuration file; once accepted, every
+  ready worker is told to reload over the control channel (``reload``:
+  routes, limits, log level applied live), and a worker still starting once
+  it reports ready. Workers ignore SIGHUP themselves (from their first
+  instruction: the supervisor decides), so a reload never kills a worker
+  that has not yet installed its handlers.
 
 Registry changes (disable, revoke, PSK rotation) and key changes reach every
 worker within a second without the supervisor: each worker polls the
@@ -40,11 +45,11 @@ registry's change log and the key directory's manifest every 0.25 s.
 
 The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
-``ready``, ``token`` (both ways), ``cid`` (worker to supervisor to the
-owning worker), ``metrics`` and ``ask``/``answer`` (the live state an
-operator asks for, and each worker's readiness for ``/readyz``,
-:mod:`gateway.operations.live_state`). It never leaves the host;
-no message is logged.
+``ready``, ``reload``, ``token`` (both
+ways), ``cid`` (worker to supervisor to the owning worker), ``metrics`` and
+``ask``/``answer`` (the live state an operator asks for, and each worker's
+readiness for ``/readyz``, :mod:`gateway.operations.live_state`). It never
+leaves the host; no message is logged.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gateway.authorization_server.keystore import Keystore
@@ -96,6 +102,10 @@ class WorkerSlot:
     process: asyncio.subprocess.Process | None = None
     writer: asyncio.StreamWriter | None = None
     ready: bool = False
+    #: set when the worker reports ready (a new one per start)
+    became_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: which accepted configuration the worker runs (see ``Supervisor.generation``)
+    generation: int = 0
     #: the worker got the shared tokens and receives new ones
     synced: bool = False
     started_at: float = 0.0
@@ -137,7 +147,11 @@ class Supervisor:
     def __init__(self, config: Config, workers: int, *, log_level: str | None = None) -> None:
         if config.source is None:
             raise ConfigError("several workers need the configuration in a file")
+        self.source: Path = config.source
+        #: the configuration last accepted (at start or at a SIGHUP)
         self.config = config
+        #: bumped at each accepted reload; a slot's ``generation`` says which one its worker runs
+        self.generation = 0
         self.count = workers
         self.log_level = log_level
         self.slots: list[WorkerSlot] = []
@@ -160,7 +174,7 @@ class Supervisor:
         self.slots = [WorkerSlot(i, s) for i, s in enumerate(socks)]
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, self._forward_hup)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         try:
             if self.config.metrics.enabled:
                 self._http = AdminHttp(
@@ -209,12 +223,13 @@ class Supervisor:
 
     async def _spawn(self, slot: WorkerSlot) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        slot.generation = self.generation
         args = [
             sys.executable,
             "-m",
             "gateway.runtime.worker",
             "--config",
-            str(self.config.source),
+            str(self.source),
             "--index",
             str(slot.index),
             "--udp-fd",
@@ -234,6 +249,7 @@ class Supervisor:
             theirs.close()
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
         slot.ready = slot.synced = False
+        slot.became_ready = asyncio.Event()
         slot.started_at = time.monotonic()
         self.events(
             "worker_started",
@@ -253,7 +269,7 @@ class Supervisor:
 
     async def _watch(self, slot: WorkerSlot, process: asyncio.subprocess.Process) -> None:
         exited = asyncio.ensure_future(process.wait())
-        started = asyncio.ensure_future(self._until_ready(slot))
+        started = asyncio.ensure_future(slot.became_ready.wait())
         done, _ = await asyncio.wait(
             {exited, started}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
         )
@@ -292,10 +308,6 @@ class Supervisor:
         if not self.stopping:
             await self._spawn(slot)
 
-    async def _until_ready(self, slot: WorkerSlot) -> None:
-        while not slot.ready:
-            await asyncio.sleep(0.05)
-
     async def _stop_workers(self) -> None:
         live = [s.process for s in self.slots if s.process and s.process.returncode is None]
         for process in live:
@@ -327,9 +339,13 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     slot.process.send_signal(signal.SIGTERM)
 
-    def _forward_hup(self) -> None:
+    def _reload(self) -> None:
+        """SIGHUP: check the file; once accepted, every ready worker reloads
+        now and each starting one when it reports ready
+        (:meth:`_send_config`). No signal goes to a worker: one still
+        starting has no handler yet."""
         try:
-            self.config = load_config(self.config.source or "")
+            self.config = load_config(self.source)
         except GatewayError as exc:
             self.events(
                 "config_reload_refused",
@@ -337,10 +353,16 @@ class Supervisor:
                 error=exc.description,
             )
             return
+        self.generation += 1
         for slot in self.slots:
-            if slot.process is not None and slot.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    slot.process.send_signal(signal.SIGHUP)
+            if slot.ready:
+                self._send_config(slot)
+
+    def _send_config(self, slot: WorkerSlot) -> None:
+        """Bring a ready worker to the configuration last accepted."""
+        if slot.generation != self.generation:
+            slot.generation = self.generation
+            slot.send({"t": "reload"})
 
     # --- control channel ------------------------------------------------------------
 
@@ -368,7 +390,9 @@ class Supervisor:
             slot.synced = True
         elif kind == "ready":
             slot.ready = True
+            slot.became_ready.set()
             log.info("worker %d ready", slot.index)
+            self._send_config(slot)  # a reload accepted while it started
         elif kind == "token":
             self._share(slot, bytes.fromhex(message["v"]), float(message["exp"]))
         elif kind == "cid":

@@ -3,12 +3,23 @@ gateway.runtime.worker``, started by :mod:`gateway.runtime.supervisor`): a
 :class:`~gateway.runtime.gateway.Gateway` on the UDP socket the supervisor
 hands it, and the worker's end of the control channel (JSON lines over a Unix
 socket pair: ``hello``/``synced`` with the held tokens before serving,
-``ready``, ``token`` both ways, ``metrics`` on request, ``ask`` for the
-live state an operator asks for and for this worker's readiness,
+``ready``, ``reload`` once the supervisor accepted a new configuration file,
+``token`` both ways, ``metrics`` on request, ``ask`` for the live state an
+operator asks for and for this worker's readiness,
 :mod:`gateway.operations.live_state`).
+
+A worker ignores SIGHUP and SIGINT: the supervisor decides.
 """
 
 from __future__ import annotations
+
+import signal
+
+if __name__ == "__main__":
+    # SIGHUP's default action ends a process; a worker gets its reloads from
+    # the supervisor, and ignores the signal from before the imports that
+    # make up most of its start-up.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 import argparse
 import asyncio
@@ -16,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -27,7 +37,7 @@ from gateway.errors import GatewayError
 from gateway.operations import live_state
 from gateway.operations.logs import setup_logging
 from gateway.runtime.gateway import Gateway
-from gateway.runtime.serve import serve_gateway
+from gateway.runtime.serve import reload_from_file, serve_gateway
 from gateway.runtime.supervisor import LINE_LIMIT
 
 log = logging.getLogger("gateway.runtime.worker")  # also when run as __main__
@@ -56,7 +66,8 @@ class ControlChannel:
 
 
 async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gateway: Any) -> None:
-    """Serve the supervisor's requests; on EOF (supervisor gone) stop."""
+    """Serve the supervisor's requests; on EOF (supervisor gone) stop.
+    Reloads are applied one after the other, in the order sent."""
     while True:
         try:
             line = await reader.readline()
@@ -78,6 +89,8 @@ async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gatewa
                     tuple(message["a"]),
                     None if local is None else (local[0], local[1], bytes.fromhex(local[2])),
                 )
+            elif kind == "reload":
+                await reload_from_file(gateway)
             elif kind == "metrics?":
                 families = [f.to_json() for f in gateway.collect()]
                 channel.send({"t": "metrics", "id": message["id"], "families": families})
@@ -123,7 +136,7 @@ async def run_worker(config: Config, index: int, udp_fd: int, control_fd: int) -
             gateway.accept_shared(bytes.fromhex(message["v"]), gateway.clock())
     control = asyncio.create_task(_control(reader, channel, gateway))
     try:
-        await serve_gateway(gateway, admin=False, ready=ready)
+        await serve_gateway(gateway, admin=False, ready=ready, hup=False)
     finally:
         control.cancel()
         with contextlib.suppress(asyncio.CancelledError):
