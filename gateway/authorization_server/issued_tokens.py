@@ -18,6 +18,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,7 +137,7 @@ class IssuedTokenStore(Protocol):
     """What :class:`SharedIssuedTokens` needs of a store
     (:class:`gateway.registry.postgres.PostgresStore`)."""
 
-    def record_issued(self, rows: Sequence[Row]) -> int: ...
+    def record_issued(self, rows: Sequence[Row], *, at: float) -> int: ...
 
     def issued_revoked(self, now: float) -> list[tuple[bytes, bytes, str, str, float]]: ...
 
@@ -163,8 +164,10 @@ class SharedIssuedTokens:
         *,
         max_queued: int = 100_000,
         interval: float = FLUSH_INTERVAL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self._clock = clock
         self.max_queued = max_queued
         self.interval = interval
         self._queued: list[Row] = []
@@ -199,7 +202,7 @@ class SharedIssuedTokens:
         if not rows:
             return 0
         try:
-            n = self.store.record_issued(rows)
+            n = self.store.record_issued(rows, at=self._clock())
         except GatewayError as exc:
             self.write_errors += 1
             log.debug("issued tokens not written yet: %s", exc.reason)

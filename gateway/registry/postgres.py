@@ -35,6 +35,7 @@ from gateway.registry.store import (
     CLIENT_COLUMNS,
     KEY_COLUMNS,
     KEYS_CHANGE,
+    TRL_CHANGE,
     ActionQuery,
     Changes,
     ClientRecord,
@@ -396,17 +397,35 @@ class PostgresStore:
 
     # --- tokens issued by the embedded AS, shared by instances (RFC 9770) ----------
 
-    def record_issued(self, rows: Sequence[tuple[bytes, bytes, str, str, float, float]]) -> int:
+    def record_issued(
+        self, rows: Sequence[tuple[bytes, bytes, str, str, float, float]], *, at: float
+    ) -> int:
         """Store ``(hash, cti, client_id, audience, iat, exp)`` rows of issued
-        tokens; not a registry change (no change log, no NOTIFY). How many."""
+        tokens. Not a registry change, except when one of them is already
+        revoked or cut off (the operator was quicker than this write): then
+        a ``trl`` change tells every instance to compute its TRL again. Under
+        the write lock, so a revocation commits either before (seen here) or
+        after (its readers see these rows). How many rows."""
         if not rows:
             return 0
-        with self._connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO issued_tokens (hash, cti, client_id, audience, iat, exp) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (hash) DO NOTHING",
-                [(h, c, cid, aud, float(iat), float(exp)) for h, c, cid, aud, iat, exp in rows],
-            )
+        with self._write() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO issued_tokens (hash, cti, client_id, audience, iat, exp) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (hash) DO NOTHING",
+                    [(h, c, cid, aud, float(iat), float(exp)) for h, c, cid, aud, iat, exp in rows],
+                )
+            hashes = [r[0] for r in rows]
+            late = conn.execute(
+                "SELECT 1 FROM issued_tokens i JOIN revoked r ON r.cti = i.cti "
+                "WHERE i.hash = ANY(%s) "
+                "UNION ALL SELECT 1 FROM issued_tokens i "
+                "JOIN client_cutoffs c ON c.client_id = i.client_id "
+                "WHERE i.hash = ANY(%s) AND i.iat <= c.at LIMIT 1",
+                (hashes, hashes),
+            ).fetchone()
+            if late is not None:
+                self._log_change(conn, TRL_CHANGE, None, at)
         return len(rows)
 
     def issued_revoked(self, now: float) -> list[tuple[bytes, bytes, str, str, float]]:

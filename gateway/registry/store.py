@@ -169,6 +169,9 @@ ACTION_COLUMNS = "seq, at, operator, action, target, outcome, detail"
 KEY_COLUMNS = "kid, kind, alg, status, created_at, retired_at, sealed"
 #: The change kind of every AS key set change.
 KEYS_CHANGE = "keys"
+#: The change kind telling every instance to compute its token revocation
+#: list again (an issued token recorded after its revocation or cut-off).
+TRL_CHANGE = "trl"
 
 
 def key_row(r: KeyRecord) -> tuple[Any, ...]:
@@ -288,7 +291,7 @@ def assemble_changes(
     return Changes(
         stamp=new_stamp,
         client_ids=frozenset(r[2] for r in rows if r[2] is not None),
-        revocations=any(r[1] in ("revoke", "purge") for r in rows),
+        revocations=any(r[1] in ("revoke", "purge", TRL_CHANGE) for r in rows),
         complete=complete,
         cut_off=frozenset(r[2] for r in rows if r[2] is not None and r[1] not in NO_CUT),
         lifts=lifts,
@@ -442,6 +445,7 @@ __all__ = [
     "KEYS_CHANGE",
     "KEY_COLUMNS",
     "NO_CUT",
+    "TRL_CHANGE",
     "ActionQuery",
     "Changes",
     "ClientRecord",

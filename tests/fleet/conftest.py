@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,17 @@ class Instance:
 
 
 async def start_instances(
-    stack: contextlib.AsyncExitStack, state: Path, url: str, log_dir: Path, **extra: str
+    stack: contextlib.AsyncExitStack,
+    state: Path | Sequence[Path],
+    url: str,
+    log_dir: Path,
+    **extra: str,
 ) -> list[Instance]:
     """One single-worker instance per address of :data:`HOSTS`, every one
-    from the same ``acegw init`` directory on the PostgreSQL registry."""
+    from the same ``acegw init`` directory (or each from its own, as on
+    separate machines) on the PostgreSQL registry."""
     instances = []
+    states = [state] * len(HOSTS) if isinstance(state, Path) else list(state)
     for n, host in enumerate(HOSTS):
         udp, http = free_port(), free_port(socket.SOCK_STREAM)
         env = gateway_env(
@@ -45,7 +52,9 @@ async def start_instances(
             **extra,
         )
         served = await stack.enter_async_context(
-            serving([*ACEGW, "serve", "--dir", str(state)], env, log_dir / f"gw{n}.log", udp, http)
+            serving(
+                [*ACEGW, "serve", "--dir", str(states[n])], env, log_dir / f"gw{n}.log", udp, http
+            )
         )
         instances.append(Instance(served, (host, udp), env))
     return instances
