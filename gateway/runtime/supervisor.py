@@ -32,12 +32,15 @@ The supervisor (the ``acegw serve`` process):
 * on SIGTERM/SIGINT sends SIGTERM to every worker (each drains: no new
   handshakes, in-flight requests finish within ``server.drain_timeout``,
   close_notify to its peers) and waits;
-* on SIGHUP reads and checks the configuration file; once accepted, every
-  ready worker is told to reload over the control channel (``reload``:
-  routes, limits, log level applied live), and a worker still starting once
-  it reports ready. Workers ignore SIGHUP themselves (from their first
-  instruction: the supervisor decides), so a reload never kills a worker
-  that has not yet installed its handlers.
+* on SIGHUP reads and checks the configuration file; the text it accepts is
+  what every worker runs on from then on: it goes to every ready worker over
+  the control channel (``reload``: routes, limits, log level applied live),
+  to a worker still starting once it reports ready, and to every worker
+  started or restarted later (an inherited memfd, ``--config-fd``). A file
+  edited afterwards, or refused at a SIGHUP, therefore never reaches a worker
+  the supervisor restarts. Workers ignore SIGHUP themselves (from their
+  first instruction: the supervisor decides), so a reload never kills a
+  worker that has not yet installed its handlers.
 
 Registry changes (disable, revoke, PSK rotation) and key changes reach every
 worker within a second without the supervisor: each worker polls the
@@ -45,7 +48,7 @@ registry's change log and the key directory's manifest every 0.25 s.
 
 The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
-``ready``, ``reload``, ``token`` (both
+``ready``, ``reload`` (the accepted configuration text), ``token`` (both
 ways), ``cid`` (worker to supervisor to the owning worker), ``metrics`` and
 ``ask``/``answer`` (the live state an operator asks for, and each worker's
 readiness for ``/readyz``, :mod:`gateway.operations.live_state`). It never
@@ -59,16 +62,18 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.authorization_server.keystore import Keystore
-from gateway.config import Config, load_config
+from gateway.config import Config, parse_config
 from gateway.errors import ConfigError, GatewayError, InvalidArgument
 from gateway.operations import metrics as m
 from gateway.operations.admin_access import admin_token_path
@@ -141,6 +146,45 @@ def open_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return socks
 
 
+def parse_config_text(text: str, path: Path) -> Config:
+    """The configuration in ``text``, read from the file ``path`` (relative
+    paths resolve against its directory; environment overrides apply)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, base_dir=path.parent, source=path)
+
+
+def read_config(path: Path) -> tuple[Config, str]:
+    """The configuration file at ``path`` checked, and the very text checked
+    (what workers are then handed, whatever the file holds later)."""
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return parse_config_text(text, path), text
+
+
+def config_fd(text: str) -> int:
+    """An anonymous file (memfd) holding ``text``, at offset 0, for a worker
+    to inherit."""
+    fd = os.memfd_create("acegw.toml")
+    try:
+        data = memoryview(text.encode())
+        while data:
+            data = data[os.write(fd, data) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Supervisor:
     """Starts, watches and stops the workers; serves the HTTP port."""
 
@@ -148,8 +192,8 @@ class Supervisor:
         if config.source is None:
             raise ConfigError("several workers need the configuration in a file")
         self.source: Path = config.source
-        #: the configuration last accepted (at start or at a SIGHUP)
-        self.config = config
+        #: the configuration last accepted (at start or at a SIGHUP), and its text
+        self.config, self._config_text = read_config(self.source)
         #: bumped at each accepted reload; a slot's ``generation`` says which one its worker runs
         self.generation = 0
         self.count = workers
@@ -223,6 +267,8 @@ class Supervisor:
 
     async def _spawn(self, slot: WorkerSlot) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the accepted text, not the file: it may have been edited since
+        text = config_fd(self._config_text)
         slot.generation = self.generation
         args = [
             sys.executable,
@@ -236,6 +282,8 @@ class Supervisor:
             str(slot.sock.fileno()),
             "--control-fd",
             str(theirs.fileno()),
+            "--config-fd",
+            str(text),
         ]
         if self.log_level:
             args += ["--log-level", self.log_level]
@@ -243,10 +291,11 @@ class Supervisor:
             slot.process = await asyncio.create_subprocess_exec(
                 *args,
                 stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(slot.sock.fileno(), theirs.fileno()),
+                pass_fds=(slot.sock.fileno(), theirs.fileno(), text),
             )
         finally:
             theirs.close()
+            os.close(text)
         reader, slot.writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
         slot.ready = slot.synced = False
         slot.became_ready = asyncio.Event()
@@ -340,12 +389,12 @@ class Supervisor:
                     slot.process.send_signal(signal.SIGTERM)
 
     def _reload(self) -> None:
-        """SIGHUP: check the file; once accepted, every ready worker reloads
-        now and each starting one when it reports ready
+        """SIGHUP: check the file; once accepted, its text goes to every
+        ready worker now and to each starting one when it reports ready
         (:meth:`_send_config`). No signal goes to a worker: one still
         starting has no handler yet."""
         try:
-            self.config = load_config(self.source)
+            self.config, self._config_text = read_config(self.source)
         except GatewayError as exc:
             self.events(
                 "config_reload_refused",
@@ -362,7 +411,7 @@ class Supervisor:
         """Bring a ready worker to the configuration last accepted."""
         if slot.generation != self.generation:
             slot.generation = self.generation
-            slot.send({"t": "reload"})
+            slot.send({"t": "reload", "config": self._config_text})
 
     # --- control channel ------------------------------------------------------------
 
@@ -545,4 +594,4 @@ def supervise(config: Config, workers: int, *, log_level: str | None = None) -> 
     return asyncio.run(Supervisor(config, workers, log_level=log_level).run())
 
 
-__all__ = ["Supervisor", "open_sockets", "supervise"]
+__all__ = ["Supervisor", "open_sockets", "parse_config_text", "read_config", "supervise"]

@@ -3,12 +3,15 @@ gateway.runtime.worker``, started by :mod:`gateway.runtime.supervisor`): a
 :class:`~gateway.runtime.gateway.Gateway` on the UDP socket the supervisor
 hands it, and the worker's end of the control channel (JSON lines over a Unix
 socket pair: ``hello``/``synced`` with the held tokens before serving,
-``ready``, ``reload`` once the supervisor accepted a new configuration file,
+``ready``, ``reload`` with the configuration text the supervisor accepted,
 ``token`` both ways, ``metrics`` on request, ``ask`` for the live state an
 operator asks for and for this worker's readiness,
 :mod:`gateway.operations.live_state`).
 
-A worker ignores SIGHUP and SIGINT: the supervisor decides.
+A worker runs on the configuration text its supervisor hands it
+(``--config-fd``, then ``reload`` messages), never on what the file holds
+when it (re)starts; ``--config`` names the file only for relative paths and
+messages. It ignores SIGHUP and SIGINT: the supervisor decides.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ if __name__ == "__main__":
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -37,8 +41,8 @@ from gateway.errors import GatewayError
 from gateway.operations import live_state
 from gateway.operations.logs import setup_logging
 from gateway.runtime.gateway import Gateway
-from gateway.runtime.serve import reload_from_file, serve_gateway
-from gateway.runtime.supervisor import LINE_LIMIT
+from gateway.runtime.serve import apply_config, serve_gateway
+from gateway.runtime.supervisor import LINE_LIMIT, parse_config_text
 
 log = logging.getLogger("gateway.runtime.worker")  # also when run as __main__
 
@@ -90,7 +94,10 @@ async def _control(reader: asyncio.StreamReader, channel: ControlChannel, gatewa
                     None if local is None else (local[0], local[1], bytes.fromhex(local[2])),
                 )
             elif kind == "reload":
-                await reload_from_file(gateway)
+                load = functools.partial(
+                    parse_config_text, str(message["config"]), gateway.config.source
+                )
+                await apply_config(gateway, load)
             elif kind == "metrics?":
                 families = [f.to_json() for f in gateway.collect()]
                 channel.send({"t": "metrics", "id": message["id"], "families": families})
@@ -144,19 +151,28 @@ async def run_worker(config: Config, index: int, udp_fd: int, control_fd: int) -
         writer.close()
 
 
+def _initial_config(path: Path, fd: int | None) -> Config:
+    if fd is None:
+        return load_config(path)
+    with os.fdopen(fd, "rb") as handed:
+        text = handed.read().decode()
+    return parse_config_text(text, path)
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.runtime.worker", description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--udp-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--config-fd", type=int, help="the configuration text (else --config)")
     parser.add_argument("--log-level")
     args = parser.parse_args(argv)
     # Ctrl-C reaches the whole process group: the supervisor decides when
     # workers stop (SIGTERM), so none is restarted by mistake meanwhile.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        config = load_config(Path(args.config))
+        config = _initial_config(Path(args.config).absolute(), args.config_fd)
     except GatewayError as exc:
         print(f"worker {args.index}: {exc.description}", file=sys.stderr)
         return 2

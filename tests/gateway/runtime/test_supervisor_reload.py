@@ -1,5 +1,7 @@
 """``acegw serve`` with two workers: a SIGHUP while a worker starts does not
-kill it (the reload reaches it once it is ready)."""
+kill it (the reload reaches it once it is ready), and a worker restarted after
+a crash runs the configuration the supervisor last accepted, not a later edit
+of the file that the supervisor refused."""
 
 from __future__ import annotations
 
@@ -148,3 +150,35 @@ async def test_a_sighup_while_a_worker_starts_is_applied_once_it_is_ready(tmp_pa
         finally:
             await probe.close()
         assert await served.stop() == 0
+
+
+async def test_a_restarted_worker_runs_the_last_accepted_configuration(tmp_path, upstream):
+    config, devices, gateway = await _serve_two_workers(tmp_path, upstream)
+    async with gateway as served:
+        await _workers_up(served)
+        accepted = config.read_text() + _route("/b", upstream + "/b")
+        config.write_text(accepted)
+        served.send(signal.SIGHUP)
+        await until(lambda: _reloaded_by(served) == [0, 1], "both workers reloaded", timeout=30)
+
+        config.write_text(accepted + "\n[broken\n")  # refused at the next SIGHUP
+        served.send(signal.SIGHUP)
+        (refused,) = await until(lambda: events(served, "config_reload_refused"), "refused")
+        assert "not valid TOML" in refused["error"]
+
+        os.kill(_worker_pids(served.process.pid)[1], signal.SIGKILL)
+        await _workers_up(served, restarts=1)
+        exits = [e["exit"] for e in events(served, "worker_exited")]
+        assert exits == ["signal SIGKILL"], exits  # the restarted one did not fail
+        probe = DtlsProbe(served.target)
+        try:
+            device = await _device_on_worker(served, probe, devices, "1")
+            for path in ("a", "b"):  # the route of the accepted reload, too
+                response = await device.call((path,))
+                assert response.code == aiocoap.CONTENT, response
+                assert json.loads(response.payload) == {"path": f"/{path}"}
+        finally:
+            await probe.close()
+        assert await served.stop() == 0
+    assert len(events(served, "config_reload_refused")) == 1
+    assert _reloaded_by(served) == [0, 1]  # the restarted worker started on it: no reload
