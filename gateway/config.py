@@ -415,7 +415,8 @@ class KeysConfig:
 
     dir: Path = _opt(  # noqa: RUF009 - returns a dataclasses.field
         _KEYS_DIR,
-        "Key directory; created with mode 0700 on first start.",
+        "Key directory; created with mode 0700 on first start. With a PostgreSQL registry the"
+        " keys live in the database: this directory is only imported into one that has none.",
         check=_existing_parent,
     )
 
