@@ -48,6 +48,9 @@ from tokens.proof import parse_proof
 
 #: Largest request body (after Block1 reassembly) accepted on any path.
 DEFAULT_MAX_BODY = 1024 * 1024
+#: Block1 and Size1 (RFC 7959 §2.1, §4): where a body ends, its announced size.
+_BLOCK1 = int(OptionNumber.BLOCK1)
+_SIZE1 = int(OptionNumber.SIZE1)
 #: Option numbers aiocoap knows; others that are critical get 4.02.
 _KNOWN_OPTIONS = frozenset(int(o) for o in OptionNumber.__members__.values()) | {PROOF_OPTION}
 
@@ -144,11 +147,15 @@ class AuthorizingSite:
         by where the block ends, before block-wise assembly spools it; None
         when it fits. The root resource calls this first (with the request's
         Uri-Path, when it has it already)."""
-        block1 = request.opt.block1
+        options = options_of(request)
         size = len(request.payload)
+        block1 = options.get(_BLOCK1)
         if block1 is not None:
-            size += block1.block_number * block1.size
-        size = max(request.opt.size1 or 0, size)
+            block = block1[0].value
+            size += block.block_number * block.size
+        size1 = options.get(_SIZE1)
+        if size1 is not None:
+            size = max(size1[0].value, size)
         if not size:
             return None
         limit = self.max_body

@@ -17,10 +17,15 @@ import aiocoap
 import aiocoap.error
 from aiocoap.numbers.codes import Code
 
-from gateway.coap.aiocoap_adapter import block1_spool, block2_cache, uri_path
+from gateway.coap.aiocoap_adapter import block1_spool, block2_cache, options_of, uri_path
 from gateway.operations.gateway_metrics import GatewayMetrics, RouteLabels, code_label
 
 Path = tuple[str, ...]
+
+#: Option numbers the root looks for (RFC 7641 §2; RFC 7959 §2.1).
+_OBSERVE = int(aiocoap.OptionNumber.OBSERVE)
+_BLOCK1 = int(aiocoap.OptionNumber.BLOCK1)
+_BLOCK2 = int(aiocoap.OptionNumber.BLOCK2)
 
 #: Max-Age of the 5.03 a draining gateway answers (RFC 7252 §5.9.3.4).
 DRAINING_MAX_AGE = 5
@@ -71,18 +76,21 @@ class ServiceSite:
         self._oversized = getattr(inner, "oversized", None)
 
     async def render_to_pipe(self, pipe: Any) -> None:
-        path = uri_path(pipe.request)  # read once: route label, observable, body limit
+        request = pipe.request
+        options = options_of(request)
+        path = uri_path(request)  # read once: route label, observable, body limit
         observable = self.observable
         if (
             observable is not None
-            and pipe.request.opt.observe == 0
+            and _OBSERVE in options
+            and request.opt.observe == 0
             and path == observable.path
             and not self.draining
         ):
             await observable.render_to_pipe(pipe)
             return
         oversized = self._oversized
-        refusal = oversized(pipe.request, path) if oversized is not None else None
+        refusal = oversized(request, path) if oversized is not None else None
         if refusal is not None:  # before block-wise assembly spools the body
             pipe.add_response(refusal, is_last=True)
             return
@@ -90,9 +98,12 @@ class ServiceSite:
         # cache, RFC 7959), except that the Block2 cache and its key
         # (every option of the request, encoded) are only used when the
         # request asks for a later block or the response needs cutting into
-        # blocks: most requests need neither.
-        request = self._block1.feed_and_take(pipe.request)
-        if request.opt.block2 is None:
+        # blocks, and a request with neither Block option (most) skips the
+        # spool: nothing to assemble, no Block1 to echo.
+        plain = _BLOCK1 not in options and _BLOCK2 not in options
+        if not plain:
+            request = self._block1.feed_and_take(request)
+        if plain or request.opt.block2 is None:
             response = await self.render(request, path)
             if len(response.payload) > request.remote.maximum_payload_size:
                 response = await self._block2.extract_or_insert(request, _rendered(response))
@@ -100,7 +111,10 @@ class ServiceSite:
             response = await self._block2.extract_or_insert(
                 request, lambda: self.render(request, path)
             )
-        response.opt.block1 = request.opt.block1
+        if not plain:
+            response.opt.block1 = request.opt.block1
+        elif _BLOCK1 in options_of(response):
+            response.opt.block1 = None  # as the request's (none)
         pipe.add_response(response, is_last=True)
 
     async def render(self, request: aiocoap.Message, path: Path | None = None) -> aiocoap.Message:

@@ -90,6 +90,7 @@ class _Pipe:
 
 class _Remote:
     maximum_payload_size = 1024
+    blockwise_key = "peer"
 
 
 def _request(*path: str) -> aiocoap.Message:
@@ -142,3 +143,63 @@ async def test_an_inner_site_with_only_render_still_serves() -> None:
     ((response, _),) = pipe.responses
     assert response.code == aiocoap.CHANGED and response.payload == b"plain"
     assert root._metrics.requests.get("/x", "2.04") == 1
+
+
+class _WithBlock1:
+    """An inner site whose responses carry a Block1 option of their own."""
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        response = aiocoap.Message(code=aiocoap.CHANGED)
+        response.opt.block1 = (5, False, 2)
+        return response
+
+
+async def test_block1_of_a_response_follows_the_request() -> None:
+    """RFC 7959 §2.3: the response to a Block1 request carries the request's
+    Block1; a request without one gets a response without one."""
+    root = ServiceSite(_WithBlock1(), GatewayMetrics(), RouteLabels(["/x"]))
+    plain = _Pipe(_request("x"))
+    await root.render_to_pipe(plain)
+    ((response, _),) = plain.responses
+    assert response.opt.block1 is None
+    single = _request("x")
+    single.code = aiocoap.POST
+    single.payload = b"body"
+    single.opt.block1 = (0, False, 6)
+    blockwise = _Pipe(single)
+    await root.render_to_pipe(blockwise)
+    ((response, _),) = blockwise.responses
+    assert tuple(response.opt.block1) == (0, False, 6)
+
+
+def test_oversized_judges_size1_and_where_the_block_ends() -> None:
+    """RFC 7959 §2.9.3: 4.13 with Size1 = the limit, judged before assembly
+    by Size1 and by where the block ends; a route's tighter limit by path."""
+    from gateway.coap.authorizing_site import AuthorizingSite
+
+    site = AuthorizingSite(
+        None,  # type: ignore[arg-type]  # not reached by oversized()
+        None,  # type: ignore[arg-type]
+        lambda **_: None,
+        clock=lambda: 0.0,
+        max_body=1000,
+        body_limit=lambda path: 100 if path == ("small",) else None,
+    )
+
+    def post(path: tuple[str, ...], payload: bytes, **options: object) -> aiocoap.Message:
+        request = aiocoap.Message(code=aiocoap.POST, uri_path=path, payload=payload)
+        for name, value in options.items():
+            setattr(request.opt, name, value)
+        return request
+
+    assert site.oversized(post(("big",), b"x" * 1000)) is None
+    assert site.oversized(post(("big",), b"")) is None
+    refused = site.oversized(post(("big",), b"x", size1=1001))
+    assert refused is not None and refused.code == aiocoap.REQUEST_ENTITY_TOO_LARGE
+    assert refused.opt.size1 == 1000
+    # block 15 of 64 bytes ends at 1024
+    assert site.oversized(post(("big",), b"x" * 64, block1=(15, True, 2))) is not None
+    assert site.oversized(post(("big",), b"x" * 64, block1=(14, True, 2))) is None
+    small = site.oversized(post(("small",), b"x" * 101), ("small",))
+    assert small is not None and small.opt.size1 == 100
+    assert site.oversized(post(("small",), b"x" * 100)) is None
