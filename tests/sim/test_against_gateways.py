@@ -14,14 +14,26 @@ from device_sim.scenario import ATTACK_KINDS, Scenario, assign_roles
 from device_sim.stats import merge_reports
 from device_sim.verdict import Slo, evaluate
 from device_sim.worker import SourcePlan, Worker
+from gateway.runtime.gateway import Gateway
 
 from .conftest import audit_records, make_devices, run_sim, write_devices_csv
 from .fake_gateway import FakeGateway
 
 
-async def _run(sc: Scenario, devices, roles) -> dict:
+async def _run(sc: Scenario, devices, roles, gateway: Gateway | None = None) -> dict:
+    """One simulator worker's run, judged; with ``gateway`` (served on this
+    event loop), returned once the gateway has taken in as many datagrams as
+    the run sent (the last close_notify alerts included), so its counts are
+    final. Bounded: after 10 s the caller's assertions judge what arrived."""
+    received = gateway.dtls.stats().datagrams_received if gateway and gateway.dtls else 0
     report = await Worker(sc, devices, roles).run()
-    await asyncio.sleep(0.3)  # let the gateway take in the last close_notify datagrams
+    if gateway is not None and gateway.dtls is not None:
+        received += sum(w["datagrams_sent"] for w in report["simulator"]["workers"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        # the gateway's socket callback raises no event: polled, on this loop
+        while gateway.dtls.stats().datagrams_received < received and loop.time() < deadline:
+            await asyncio.sleep(0.005)
     return evaluate(merge_reports([report]), Slo(p99_ms=5000, error_rate=0.0))
 
 
@@ -29,7 +41,7 @@ async def test_200_devices_and_the_counts_match_the_gateways(gateway_factory):
     devices = make_devices(200)
     async with gateway_factory(devices) as gw:
         sc = Scenario(port=gw.address[1], duration=4.0, ramp_up=1.0, rate=2.0)
-        report = await _run(sc, devices, [None] * 200)
+        report = await _run(sc, devices, [None] * 200, gw)
         stats = gw.dtls.stats()
         audit = Counter((r["event"], r["decision"], r.get("reason")) for r in audit_records(gw))
     d = report["devices"]
@@ -84,7 +96,7 @@ async def test_every_attack_is_refused_by_the_gateway(gateway_factory):
     env = {"ACEGW_LIMITS_LOCKOUT_FAILURES": "10"}
     async with gateway_factory(devices, lifetime=10, env=env) as gw:
         sc = _attack_scenario(gw.address[1], duration=12.5)
-        report = await _run(sc, devices, roles)
+        report = await _run(sc, devices, roles, gw)
         plan = SourcePlan(sc)
         now = gw.clock()
         refused = [
@@ -224,7 +236,7 @@ async def test_half_open_flood_from_one_address_leaves_honest_handshakes_served(
             half_open_rate=300.0,
             handshake_timeout=3.0,
         )
-        report = await _run(sc, devices, roles)
+        report = await _run(sc, devices, roles, gw)
         stats = gw.dtls.stats()
     tally = report["attacks"]["half_open_flood"]
     c = report["counters"]
@@ -328,7 +340,7 @@ async def test_asymmetric_pop_devices(gateway_factory):
     async with gateway_factory(devices) as gw:
         for pop in ("es256", "eddsa"):
             sc = Scenario(port=gw.address[1], duration=2.0, ramp_up=0.3, rate=3.0, pop=pop)
-            report = await _run(sc, devices, [None] * 12)
+            report = await _run(sc, devices, [None] * 12, gw)
             assert report["devices"]["normal_with_success"] == 12, (pop, report["errors"])
             assert report["errors"] == {} and report["codes"]["token"] == {"2.01": 12}
         tokens = [r for r in audit_records(gw) if r["event"] == "authz-info"]
