@@ -56,6 +56,16 @@ async def _count(instance: Instance, name: str, **labels: str) -> float:
     return value(await instance.served.scrape(), name, **labels)
 
 
+async def _progress(instance: Instance) -> dict[str, float]:
+    """Tokens issued and uploaded, requests answered 2.05, so far."""
+    samples = await instance.served.scrape()
+    return {
+        "issued": value(samples, "acegw_tokens_issued_total"),
+        "uploaded": value(samples, "acegw_tokens_accepted_total", via="authz-info"),
+        "answered": value(samples, "acegw_requests_total", code="2.05"),
+    }
+
+
 async def test_a_fleet_through_the_balancer_and_one_instance_stopped(tmp_path: Path, pg_url):
     state = init_state(tmp_path / "state")
     csv_path = tmp_path / "devices.csv"
@@ -84,6 +94,7 @@ async def test_a_fleet_through_the_balancer_and_one_instance_stopped(tmp_path: P
 
         # 2. a second run; instance A is killed while it runs
         issued_a0 = await _count(a, "acegw_tokens_issued_total")
+        before = [await _progress(i) for i in (a, b)]
         report_path, samples_path = tmp_path / "run2.json", tmp_path / "run2.csv"
         scenario = tmp_path / "failover.toml"
         scenario.write_text(FAILOVER_SCENARIO)
@@ -101,7 +112,18 @@ async def test_a_fleet_through_the_balancer_and_one_instance_stopped(tmp_path: P
                 break
             assert time.monotonic() < deadline and not run.done(), issued
             await asyncio.sleep(0.2)
-        await asyncio.sleep(2)  # requests flowing on both
+        # requests flowing on both: every token uploaded, and each instance
+        # has answered 2.05 at least once per device it issued a token to in
+        # this run (the balancer keeps a device's session on one instance)
+        while True:
+            now = [await _progress(i) for i in (a, b)]
+            grew = [{k: n[k] - b0[k] for k in n} for n, b0 in zip(now, before, strict=True)]
+            if sum(g["uploaded"] for g in grew) >= DEVICES and all(
+                g["answered"] >= g["issued"] for g in grew
+            ):
+                break
+            assert time.monotonic() < deadline and not run.done(), grew
+            await asyncio.sleep(0.2)
         on_a = issued[0] - issued_a0
         before_b = {
             "issued": await _count(b, "acegw_tokens_issued_total"),
