@@ -11,9 +11,11 @@ names. :class:`SharedTokens` keeps both directions off the request path:
   :data:`FLUSH_INTERVAL` seconds (bounded queue: beyond it tokens are
   counted dropped, their devices re-upload after a move as before);
 - reads: :meth:`find` is awaited by a request whose proof names an unknown
-  kid. The query runs in a worker thread, batched (up to ``batch`` kids per
-  query), at most ``query_rate`` queries a second (burst ``query_burst``),
-  at most ``max_pending`` kids waiting; a kid found absent is not asked
+  kid (a handshake naming one by an RFC 9202 §3.3 kid identity, which
+  cannot wait, starts it with :meth:`ask` and is held meanwhile). The
+  query runs in a worker thread, batched (up to ``batch`` kids per query),
+  at most ``query_rate`` queries a second (burst ``query_burst``), at most
+  ``max_pending`` kids waiting; a kid found absent is not asked
   again for ``negative_ttl`` seconds. A flood of unknown kids therefore
   costs at most ``query_burst + query_rate * t`` queries, and the requests
   beyond the bounds get the usual 4.01 at once.
@@ -302,7 +304,8 @@ class SharedTokens:
             m.family(
                 "acegw_shared_token_lookups_total",
                 "counter",
-                "Proofs naming a kid not held here, looked up in the shared store, by outcome.",
+                "Proofs and handshakes naming a kid not held here, looked up in the shared store, "
+                "by outcome.",
                 [({**const, "outcome": k}, float(v)) for k, v in self.lookups.items()],
             ),
             m.family(
