@@ -23,6 +23,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def _until(check, what: str, timeout: float = 5.0) -> None:
+    """Poll ``check`` (state inside the proxy, which raises no event) on this
+    event loop; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 async def garbage_server() -> AsyncIterator[str]:
     """A raw TCP server that answers any request with non-HTTP bytes."""
@@ -55,9 +65,10 @@ async def test_connection_refused_is_502_fast(make_proxy, upstream: RecordingUps
 
 
 async def test_slow_upstream_is_504_at_the_timeout(make_proxy, upstream: RecordingUpstream):
-    release = asyncio.Event()
+    release, hanging = asyncio.Event(), asyncio.Event()
 
     async def slow(request: web.Request) -> web.Response:
+        hanging.set()
         await release.wait()
         return web.Response(text="late")
 
@@ -70,7 +81,7 @@ async def test_slow_upstream_is_504_at_the_timeout(make_proxy, upstream: Recordi
     )
     t0 = time.monotonic()
     slow_req = asyncio.ensure_future(proxy.request(Code.GET, "/slow"))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(hanging.wait(), 5)
     # while the slow one hangs, another route answers at once
     fast = await proxy.request(Code.GET, "/fast/x")
     assert fast.code == Code.CONTENT and time.monotonic() - t0 < 0.4
@@ -99,12 +110,13 @@ async def test_compressed_body_not_asked_for_is_502(make_proxy, upstream: Record
 
 
 async def test_queue_full_is_503_with_max_age(make_proxy, upstream: RecordingUpstream):
-    release = asyncio.Event()
+    release, reached = asyncio.Event(), asyncio.Event()
     arrived = 0
 
     async def blocked(request: web.Request) -> web.Response:
         nonlocal arrived
         arrived += 1
+        reached.set()
         await release.wait()
         return web.Response(text="done")
 
@@ -123,11 +135,10 @@ async def test_queue_full_is_503_with_max_age(make_proxy, upstream: RecordingUps
     )
     first = asyncio.ensure_future(proxy.request(Code.GET, "/b"))  # in flight
     second = asyncio.ensure_future(proxy.request(Code.GET, "/b"))  # queued
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        gate = proxy.proxy.routes[0].upstream.gate
-        if arrived == 1 and gate.waiting == 1:
-            break
+    await asyncio.wait_for(reached.wait(), 5)
+    gate = proxy.proxy.routes[0].upstream.gate
+    await _until(lambda: gate.waiting == 1, "the second request queued")
+    assert arrived == 1
     third = await proxy.request(Code.GET, "/b")
     assert third.code == Code.SERVICE_UNAVAILABLE and third.opt.max_age == 7
     assert (await proxy.request(Code.GET, "/other/x")).code == Code.CONTENT
@@ -138,19 +149,18 @@ async def test_queue_full_is_503_with_max_age(make_proxy, upstream: RecordingUps
 
 
 async def test_global_in_flight_limit(make_proxy, upstream: RecordingUpstream):
-    release = asyncio.Event()
+    release, reached = asyncio.Event(), asyncio.Event()
 
     async def blocked(request: web.Request) -> web.Response:
+        reached.set()
         await release.wait()
         return web.Response(text="done")
 
     upstream.handlers["/b"] = blocked
     proxy = await make_proxy([{"prefix": "/b", "upstream": upstream.url + "/b"}], max_in_flight=1)
     first = asyncio.ensure_future(proxy.request(Code.GET, "/b"))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if proxy.proxy.in_flight.active == 1:
-            break
+    await asyncio.wait_for(reached.wait(), 5)  # at the upstream: in flight
+    assert proxy.proxy.in_flight.active == 1
     busy = await proxy.request(Code.GET, "/b")
     assert busy.code == Code.SERVICE_UNAVAILABLE and busy.opt.max_age is not None
     release.set()
