@@ -5,6 +5,8 @@ remembered per token kid."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dtls12 import PSK_PENDING
 from gateway.resource_server.psk_lookup import (
     MAX_DISABLED_LOOKUPS,
@@ -26,7 +28,9 @@ def mint(lifetime: float = 600) -> bytes:
 
 
 class Harness:
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(
+        self, *, enabled: bool = True, fetch: Callable[[bytes], bool] | None = None
+    ) -> None:
         self.now = NOW
         self.tokens = TokenStore()
         issuer = TrustedIssuer(name="as", keys=KeySet([SIGNING]), decryption_keys=KeySet([AS_RS]))
@@ -40,6 +44,7 @@ class Harness:
             accept=self.accept,
             clock=lambda: self.now,
             outcome=self.outcomes.append,
+            fetch=fetch,
         )
 
     def accept(self, token: bytes, now: float):
@@ -119,16 +124,10 @@ class Fetches:
 def test_a_kid_identity_not_held_is_pending_while_fetched_then_answers_from_the_store():
     """RFC 9202 §3.3 kid of a token another instance accepted: the lookup
     starts one fetch per kid and answers pending (the engine holds the
-    handshake); after :meth:`settled` the held token's key is the PSK."""
-    h = Harness()
+    handshake); inside :meth:`settling` the held token's key is the PSK."""
     fetches = Fetches()
-    lookup = PskLookup(
-        client_psk=CLIENT_PSKS.get,
-        tokens=h.tokens,
-        accept=h.accept,
-        clock=lambda: h.now,
-        fetch=fetches,
-    )
+    h = Harness(fetch=fetches)
+    lookup = h.lookup
     token = mint()
     access = h.intake.accept(token, h.now)  # verified, not held here yet
     identity = psk_identity_for_kid(access.kid)
@@ -152,18 +151,12 @@ def test_a_kid_identity_the_fetch_will_not_ask_is_unknown_at_once():
     """Known absent or over the fetch bounds: None (the handshake fails at
     the Finished as for any unknown identity); without ``fetch`` (SQLite
     registry) nothing is fetched."""
-    h = Harness()
     fetches = Fetches()
     fetches.full = True
-    lookup = PskLookup(
-        client_psk=CLIENT_PSKS.get,
-        tokens=h.tokens,
-        accept=h.accept,
-        clock=lambda: h.now,
-        fetch=fetches,
-    )
+    h = Harness(fetch=fetches)
+    lookup = h.lookup
     assert lookup(psk_identity_for_kid(b"made-up")) is None
-    assert h.lookup(psk_identity_for_kid(b"made-up")) is None  # the Harness has no fetch
+    assert Harness().lookup(psk_identity_for_kid(b"made-up")) is None  # no fetch: unknown
 
     fetches.full = False
     kid = b"absent-kid"
@@ -180,15 +173,9 @@ def test_a_kid_identity_the_fetch_will_not_ask_is_unknown_at_once():
 def test_two_encodings_of_one_kid_share_one_fetch():
     """Another key order of the RFC 9202 structure names the same kid: both
     identities wait for one fetch (at most MAX_IDENTITIES_PER_KID do)."""
-    h = Harness()
     fetches = Fetches()
-    lookup = PskLookup(
-        client_psk=CLIENT_PSKS.get,
-        tokens=h.tokens,
-        accept=h.accept,
-        clock=lambda: h.now,
-        fetch=fetches,
-    )
+    h = Harness(fetch=fetches)
+    lookup = h.lookup
     kid = b"k1"
     other_order = bytes.fromhex("a108a101a20242") + kid + bytes.fromhex("0104")  # {2: kid, 1: 4}
     answers = [lookup(other_order), lookup(psk_identity_for_kid(kid))]
