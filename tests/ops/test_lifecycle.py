@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import socket
+import time
 
 import aiocoap
 import pytest
@@ -66,6 +67,21 @@ async def upstream():
         await runner.cleanup()
 
 
+async def _until(check, what: str, timeout: float = 10.0) -> None:
+    """Poll ``check`` (async: the gateway is another process) until true."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+def _readyz_is(served, status: int):
+    async def check() -> bool:
+        return (await http_get(served.http + "/readyz"))[0] == status
+
+    return check
+
+
 def _route(prefix: str, url: str) -> str:
     return f'\n[[routes]]\nprefix = "{prefix}"\nupstream = "{url}"\n'
 
@@ -89,9 +105,8 @@ async def test_sigterm_drains_in_flight_requests_then_closes_sessions(tmp_path, 
             in_flight = asyncio.create_task(a.call(("slow",), timeout=30))
             await asyncio.wait_for(upstream.started.wait(), 10)
             served.send(signal.SIGTERM)
-            await asyncio.sleep(0.2)
-
-            assert (await http_get(served.http + "/readyz"))[0] == 503
+            # draining: /readyz turns 503 as new requests start to get 5.03
+            await _until(_readyz_is(served, 503), "draining")
             refused = await b.call(timeout=2)
             assert refused.code == aiocoap.SERVICE_UNAVAILABLE and refused.opt.max_age
             with pytest.raises(ProbeError):  # no new handshakes while draining
@@ -135,22 +150,26 @@ async def test_sighup_reloads_routes_and_limits_without_dropping_sessions(tmp_pa
             text = re.sub(r"(?m)^device_burst = .*$", "device_burst = 3", text)
             config.write_text(text + _route("/b", upstream.url + "/b"))
             served.send(signal.SIGHUP)
-            for _ in range(40):
-                resp = await device.call(("b",))
-                if resp.code != aiocoap.NOT_FOUND:
-                    break
-                await asyncio.sleep(0.05)
-            assert resp.code == aiocoap.CONTENT  # the new route, same session
+
+            answers: list[aiocoap.Message] = []
+
+            async def routed() -> bool:
+                answers.append(await device.call(("b",)))
+                return answers[-1].code != aiocoap.NOT_FOUND
+
+            await _until(routed, "the new route")
+            assert answers[-1].code == aiocoap.CONTENT  # the new route, same session
             codes = [(await device.call(("a",))).code for _ in range(4)]
             assert aiocoap.TOO_MANY_REQUESTS in codes  # the new burst of 3
 
             config.write_text(config.read_text() + "\n[broken\n")
             served.send(signal.SIGHUP)
-            for _ in range(40):
+
+            async def refused() -> bool:
                 samples = await served.scrape()
-                if value(samples, "acegw_config_reloads_total", outcome="error"):
-                    break
-                await asyncio.sleep(0.05)
+                return bool(value(samples, "acegw_config_reloads_total", outcome="error"))
+
+            await _until(refused, "the broken file refused")
             other = await ProofClient.enroll(
                 await probe.connect(devices[1][0].encode(), devices[1][1], timeout=10)
             )
