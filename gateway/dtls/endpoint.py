@@ -1,6 +1,10 @@
-"""The asyncio UDP driver of :class:`dtls12.DtlsServerEngine`: one datagram socket,
-one timer, events handed to a callback. All protocol decisions are the
-engine's; this module only moves bytes and reads the loop's clock.
+"""Driving a :class:`dtls12.DtlsServerEngine` from asyncio: :class:`EnginePump`,
+the one send loop and timer every engine-backed server uses (the gateway's
+:class:`~gateway.dtls.server.DtlsServer` and :class:`DtlsEndpoint`), and
+:class:`DtlsEndpoint`, a bare UDP socket around it with events handed to a
+callback. All protocol decisions (retransmission of flights, RFC 6347
+§4.2.4; timeouts; idle eviction) are the engine's; this module only moves
+bytes and reads the clock.
 """
 
 from __future__ import annotations
@@ -8,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
 
 from dtls12.config import EngineConfig
 from dtls12.engine import DtlsServerEngine, PskLookup
@@ -21,17 +26,136 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[["DtlsEndpoint", Event], None]
 
 
+class Cancellable(Protocol):
+    """What a scheduler returns for a timer (``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
+
+
+#: ``call_at(when, callback)``: run ``callback`` at ``when`` on ``clock``.
+CallAt = Callable[[float, Callable[[], None]], Cancellable]
+
+
+class EnginePump:
+    """Moves an engine's output and keeps its one timer.
+
+    :meth:`pump` sends every datagram the engine produced (``send(datagram,
+    address)``) and hands every event to ``on_event``, again until both are
+    empty (a handler may make the engine produce more, e.g. a response sent
+    on an event; a nested call returns at once), then arms one timer at the
+    engine's next deadline: an earlier deadline replaces the armed timer, a
+    later one leaves it. When it fires the engine's timers run
+    (``handle_timer(clock())``: retransmitted flights, expired handshakes
+    and sessions), their output is pumped and ``after_timer`` runs.
+    ``clock`` and ``call_at`` are the event loop's (``loop.time``,
+    ``loop.call_at``) or a test's."""
+
+    __slots__ = (
+        "_after_timer",
+        "_call_at",
+        "_clock",
+        "_engine",
+        "_on_event",
+        "_pumping",
+        "_send",
+        "_stopped",
+        "_timer",
+        "_timer_at",
+    )
+
+    def __init__(
+        self,
+        engine: DtlsServerEngine,
+        send: Callable[[bytes, Any], object],
+        on_event: Callable[[Event], object],
+        *,
+        clock: Callable[[], float],
+        call_at: CallAt,
+        after_timer: Callable[[], object] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._send = send
+        self._on_event = on_event
+        self._clock = clock
+        self._call_at = call_at
+        self._after_timer = after_timer
+        self._timer: Cancellable | None = None
+        self._timer_at = 0.0
+        self._pumping = False
+        self._stopped = False
+
+    @property
+    def timer_at(self) -> float | None:
+        """When the armed timer fires (None: none is armed)."""
+        return self._timer_at if self._timer is not None else None
+
+    def pump(self) -> None:
+        """Send what the engine produced, deliver its events, rearm the timer."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            engine = self._engine
+            send = self._send
+            while True:
+                datagrams = engine.datagrams_to_send()
+                events = engine.events()
+                if not datagrams and not events:
+                    break
+                for datagram, address in datagrams:
+                    send(datagram, address)
+                for event in events:
+                    try:
+                        self._on_event(event)
+                    except Exception:
+                        log.exception("DTLS event handler failed on %s", type(event).__name__)
+        finally:
+            self._pumping = False
+        self._arm()
+
+    def stop(self) -> None:
+        """Cancel the timer and arm no other (the server is closing)."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        if self._stopped:
+            return
+        deadline = self._engine.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._stopped:
+            return
+        self._engine.handle_timer(self._clock())
+        self.pump()
+        if self._after_timer is not None:
+            self._after_timer()
+
+
 class DtlsEndpoint(asyncio.DatagramProtocol):
     """A DTLS server socket. Build it with :meth:`serve`."""
 
     def __init__(self, engine: DtlsServerEngine, on_event: EventHandler) -> None:
         self.engine = engine
         self._on_event = on_event
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
         self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._pumping = False
+        self._driver = EnginePump(
+            engine, self._sendto, self._event, clock=loop.time, call_at=loop.call_at
+        )
+        self._pump = self._driver.pump
 
     @classmethod
     async def serve(
@@ -97,54 +221,16 @@ class DtlsEndpoint(asyncio.DatagramProtocol):
         """Close every session, then the socket."""
         self.engine.shutdown()
         self._pump()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._driver.stop()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
 
     # --- internals --------------------------------------------------------------------------
 
-    def _pump(self) -> None:
-        """Flush datagrams, deliver events (handlers may send more), rearm
-        the timer."""
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            engine = self.engine
-            while True:
-                datagrams = engine.datagrams_to_send()
-                events = engine.events()
-                if not datagrams and not events:
-                    break
-                transport = self._transport
-                if transport is not None:
-                    for datagram, address in datagrams:
-                        transport.sendto(datagram, address)
-                for event in events:
-                    try:
-                        self._on_event(self, event)
-                    except Exception:
-                        log.exception("DTLS event handler failed on %s", type(event).__name__)
-        finally:
-            self._pumping = False
-        self._arm()
+    def _sendto(self, datagram: bytes, address: Hashable) -> None:
+        if self._transport is not None:
+            self._transport.sendto(datagram, address)  # type: ignore[arg-type]
 
-    def _arm(self) -> None:
-        deadline = self.engine.next_deadline()
-        if deadline is None or self._transport is None:
-            return
-        if self._timer is not None:
-            if self._timer_at is not None and self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self.engine.handle_timer(self._loop.time())
-        self._pump()
+    def _event(self, event: Event) -> None:
+        self._on_event(self, event)

@@ -49,6 +49,7 @@ from dtls12 import HandshakeFailure as EngineFailure
 from dtls12.session import Session as EngineSession
 
 from .config import DtlsServerConfig
+from .endpoint import EnginePump
 from .interface import (
     TUNING,
     DtlsTransport,
@@ -186,10 +187,18 @@ class DtlsServer(DtlsTransport):
         self._udp = UdpEndpoint(config, self._datagram_received, self._counters)
         #: Ancillary data of the datagram being handled (wildcard binds).
         self._local: Cmsg | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._pumping = False
         self._closing = False
+        self._driver = EnginePump(
+            self._engine,
+            self._send_datagram,
+            self._event,
+            clock=self._loop.time,
+            call_at=self._loop.call_at,
+            after_timer=self._udp.flush,
+        )
+        #: Send what the engine produced, handle its events (handlers may
+        #: produce more), rearm the engine's timer.
+        self._pump = self._driver.pump
 
     # --- construction ------------------------------------------------------------
 
@@ -314,9 +323,7 @@ class DtlsServer(DtlsTransport):
         self._closing = True
         self._engine.shutdown()
         self._pump()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._driver.stop()
         self._udp.close()
         self._mman = None
         log.info("DTLS server on %s shut down", hostportjoin(*self._udp.address))
@@ -369,29 +376,8 @@ class DtlsServer(DtlsTransport):
         drops, self._cap_drops = dict(self._cap_drops), Counter()
         return drops
 
-    def _pump(self) -> None:
-        """Send what the engine produced, handle its events (handlers may
-        produce more), rearm the timer."""
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            engine = self._engine
-            while True:
-                datagrams = engine.datagrams_to_send()
-                events = engine.events()
-                if not datagrams and not events:
-                    break
-                for datagram, address in datagrams:
-                    self._udp.send(datagram, address, self._local_for(address))
-                for event in events:
-                    try:
-                        self._event(event)
-                    except Exception:
-                        log.exception("internal error on DTLS event %s", type(event).__name__)
-        finally:
-            self._pumping = False
-        self._schedule()
+    def _send_datagram(self, datagram: bytes, address: SockAddr) -> None:
+        self._udp.send(datagram, address, self._local_for(address))
 
     def _local_for(self, address: SockAddr) -> Cmsg | None:
         """The source address to send from (wildcard binds): the session's,
@@ -472,30 +458,6 @@ class DtlsServer(DtlsTransport):
             if peer.remote is not None:
                 peer.remote.moved(address)
         log.debug("DTLS session moved from %s to %s", event.old_address, address)
-
-    # --- the timer ------------------------------------------------------------------------
-
-    def _schedule(self) -> None:
-        """Arm the one timer for the engine's next deadline."""
-        if self._closing:
-            return
-        deadline = self._engine.next_deadline()
-        if deadline is None:
-            return
-        if self._timer is not None:
-            if self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closing:
-            return
-        self._engine.handle_timer(self._loop.time())
-        self._pump()
-        self._udp.flush()
 
 
 async def create_server_context(
