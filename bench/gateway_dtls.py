@@ -45,6 +45,11 @@ nocid_rebind_handshakes=<n>``.
 
 Ratios in the RESULT line compare server CPU per request (capacity), which
 the load generator does not limit; the table also shows the rates it saw.
+Server CPU is read from each server process's CPU-time clock (nanoseconds),
+so the tiny mode's short phases give real figures too. ``ours+flood``
+measures handshakes only. A figure the servers that ran should have given
+but did not (NaN, 0) is printed ``n/a`` and fails the run; ``n/a`` for a
+server left out with ``--servers`` is expected.
 
 Usage: ``python -m bench.gateway_dtls [--tiny] [--sessions N] [--requests N]
 [--concurrency N] [--rounds N] [--servers ours,tinydtls,aiocoap,libcoap]
@@ -89,6 +94,8 @@ REBIND_EVERY = 5
 FLOODER = "127.0.0.10"
 #: No phase may take longer than this (seconds).
 PHASE_LIMIT = 180.0
+#: RSS growth below this is not turned into a per-session figure (bytes).
+RSS_RESOLUTION = 64 * 1024
 
 
 # --- server side (child processes) -------------------------------------------------------
@@ -160,8 +167,10 @@ class Result:
     request_failures: int = 0
     req_per_s: float = 0.0
     request_cpu_us: float = float("nan")
-    kb_per_session: float = 0.0
+    kb_per_session: float = float("nan")
     error: str = ""
+    #: Handshakes only (the ``+flood`` round): requests and memory are not measured.
+    handshakes_only: bool = False
 
 
 def _combine(rounds: list[Result]) -> Result:
@@ -185,14 +194,16 @@ def _combine(rounds: list[Result]) -> Result:
         request_cpu_us=median([r.request_cpu_us for r in good]),
         kb_per_session=median([r.kb_per_session for r in good]),
         error="; ".join(r.error for r in rounds if r.error),
+        handshakes_only=rounds[0].handshakes_only,
     )
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (proc(5) stat fields 14, 15)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a live process so far, all threads, to the
+    nanosecond: its process CPU-time clock (clock_getcpuclockid(3): clock id
+    ``(~pid << 3) | CPUCLOCK_SCHED``), not proc(5)'s 10 ms ticks, which are
+    too coarse for the tiny mode's few milliseconds."""
+    return time.clock_gettime((~pid << 3) | 2)
 
 
 def _rss(pid: int) -> int:
@@ -299,7 +310,7 @@ async def _pool(count: int, concurrency: int, job: Callable[[int], Awaitable[Non
 
 
 async def _measure(kind: str, args: argparse.Namespace, *, flood: bool = False) -> Result:
-    result = Result(kind + ("+flood" if flood else ""))
+    result = Result(kind + ("+flood" if flood else ""), handshakes_only=flood)
     port = _free_port_pair()
     process = await _start(kind, port, args.sessions)
     target = ("127.0.0.1", port)
@@ -344,8 +355,7 @@ async def _measure(kind: str, args: argparse.Namespace, *, flood: bool = False) 
             return result
         await asyncio.sleep(0.5)
         if sessions:
-            grown = max(_rss(process.pid) - baseline, 0)
-            result.kb_per_session = grown / len(sessions) / 1024
+            result.kb_per_session = _kb_per_session(_rss(process.pid) - baseline, len(sessions))
 
             async def request(index: int) -> None:
                 session = sessions[index % len(sessions)]
@@ -400,11 +410,19 @@ async def _rebinding(connection_id: bool, requests: int) -> tuple[int, int, int]
 
 
 def _per_op_us(seconds: float, operations: int) -> float:
-    """CPU per operation; NaN when the kernel's tick counts are too few to say
-    (below 20 ticks, e.g. with ``--tiny``)."""
-    if not operations or seconds < 20 / os.sysconf("SC_CLK_TCK"):
+    """CPU per operation (NaN when there was none)."""
+    if not operations or seconds <= 0:
         return float("nan")
     return seconds / operations * 1e6
+
+
+def _kb_per_session(grown: int, sessions: int) -> float:
+    """RSS growth per session; NaN when the growth is below
+    :data:`RSS_RESOLUTION` (pages, and the allocator's free space, make a
+    smaller figure meaningless)."""
+    if not sessions or grown < RSS_RESOLUTION:
+        return float("nan")
+    return grown / sessions / 1024
 
 
 def _ratio(a: float, b: float) -> float:
@@ -443,10 +461,16 @@ async def _run(args: argparse.Namespace) -> int:
             str(r.handshake_failures),
             f"{r.handshakes_per_s:.0f}",
             fmt_us(r.handshake_cpu_us),
-            f"{r.req_per_s:.0f}",
-            str(r.request_failures),
-            fmt_us(r.request_cpu_us),
-            f"{r.kb_per_session:.1f}",
+            *(
+                ["-", "-", "-", "-"]
+                if r.handshakes_only
+                else [
+                    f"{r.req_per_s:.0f}",
+                    str(r.request_failures),
+                    fmt_us(r.request_cpu_us),
+                    _fmt_kb(r.kb_per_session),
+                ]
+            ),
             *([r.error] if r.error else []),
         ]
         for r in results.values()
@@ -469,6 +493,13 @@ async def _run(args: argparse.Namespace) -> int:
         "rates: best round as seen by the load generator (Python, often the limit); "
         "cpu_us: server process CPU per operation, median round"
     )
+    if "ours+flood" in results:
+        print("ours+flood: handshakes only (no requests or memory measured under the flood)")
+    if any(r.kb_per_session != r.kb_per_session for r in results.values() if not r.handshakes_only):
+        print(
+            f"kB/session n/a: RSS grew less than {RSS_RESOLUTION // 1024} kB over the sessions "
+            "(below what RSS can tell; use more --sessions)"
+        )
     ours = results.get("ours", Result("ours"))
     ratios: dict[str, dict[str, float]] = {}
     for other in ("tinydtls", "aiocoap", "libcoap"):
@@ -527,25 +558,65 @@ async def _run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2)
             fh.write("\n")
+    unmeasured = _unmeasured(result, args.servers)
+    if unmeasured:
+        print(f"FAIL  figures not measured: {', '.join(unmeasured)}")
     print()
     print(
         f"RESULT handshakes_per_s={ours.handshakes_per_s:.0f} req_per_s={ours.req_per_s:.0f} "
-        f"vs_tinydtls={result['vs_tinydtls']:.2f} vs_aiocoap={result['vs_aiocoap']:.2f} "
-        f"vs_libcoap={result['vs_libcoap']:.2f} hs_cpu_us={ours.handshake_cpu_us:.0f} "
-        f"kb_per_session={ours.kb_per_session:.1f} "
+        f"vs_tinydtls={_fmt(result['vs_tinydtls'], 2)} vs_aiocoap={_fmt(result['vs_aiocoap'], 2)} "
+        f"vs_libcoap={_fmt(result['vs_libcoap'], 2)} hs_cpu_us={_fmt(result['hs_cpu_us'], 0)} "
+        f"kb_per_session={_fmt(result['kb_per_session'], 1)} "
         f"handshakes_per_s_flood={flooded.handshakes_per_s:.0f} "
-        f"flood_ratio={result['flood_ratio']:.2f} "
-        f"cid_rebind_handshakes={result['cid_rebind_handshakes']} "
-        f"nocid_rebind_handshakes={result['nocid_rebind_handshakes']}"
+        f"flood_ratio={_fmt(result['flood_ratio'], 2)} "
+        f"cid_rebind_handshakes={_fmt(result['cid_rebind_handshakes'], 0)} "
+        f"nocid_rebind_handshakes={_fmt(result['nocid_rebind_handshakes'], 0)}"
     )
     failed = any(r.error or r.handshake_failures or r.request_failures for r in results.values())
     rebind_failed = rebinding.get("cid", (0, 0, 0))[0] != 0
-    return 1 if ours.error or not ours.sessions or rebind_failed or (failed and args.tiny) else 0
+    broken = ours.error or not ours.sessions or rebind_failed or unmeasured
+    return 1 if broken or (failed and args.tiny) else 0
+
+
+#: Each RESULT figure that must be a positive number when the servers it
+#: compares ran (``cid_rebind_handshakes`` must be 0: checked on its own).
+_NEEDS = {
+    "handshakes_per_s": ("ours",),
+    "req_per_s": ("ours",),
+    "vs_tinydtls": ("ours", "tinydtls"),
+    "hs_vs_tinydtls": ("ours", "tinydtls"),
+    "vs_aiocoap": ("ours", "aiocoap"),
+    "vs_libcoap": ("ours", "libcoap"),
+    "hs_cpu_us": ("ours",),
+    "kb_per_session": ("ours",),
+    "handshakes_per_s_flood": ("ours",),
+    "flood_ratio": ("ours",),
+    "nocid_rebind_handshakes": ("ours",),
+}
+
+
+def _unmeasured(result: dict[str, float], servers: tuple[str, ...]) -> list[str]:
+    """The RESULT figures that should have been measured with ``servers``
+    but are NaN, zero or negative."""
+    return [
+        key
+        for key, needs in _NEEDS.items()
+        if all(n in servers for n in needs) and not result[key] > 0
+    ]
+
+
+def _fmt(value: float, digits: int) -> str:
+    """A RESULT figure; ``n/a`` for one not measured (NaN)."""
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
+def _fmt_kb(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_dtls", description=__doc__)
-    parser.add_argument("--tiny", action="store_true", help="CI smoke: 20 sessions, 100 GETs")
+    parser.add_argument("--tiny", action="store_true", help="CI smoke: 300 sessions, 1000 GETs")
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -567,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(args.serve, args.port, args.sessions))
         return 0
     if args.tiny:
-        args.sessions, args.requests, args.concurrency, args.rounds = 20, 100, 10, 1
+        # enough sessions for RSS to show their memory, enough requests for a
+        # per-request CPU figure; well under a second of load per server
+        args.sessions, args.requests, args.concurrency, args.rounds = 300, 1000, 10, 1
         args.rebind_requests = 12
     unknown = set(args.servers) - set(SERVERS)
     if unknown or min(args.sessions, args.requests, args.concurrency, args.rounds) < 1:

@@ -3,6 +3,7 @@ runs are not tests: the machines are shared and noisy)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
             "bench.run_all",
             [
                 "vs_pycose",
+                "vs_aiocoap",
+                "vs_libcoap",
                 "authz_mac0_ratio",
                 "authz_es256_ratio",
                 "proxy_ratio",
@@ -52,6 +55,13 @@ def test_benchmark_tiny_mode(module, keys, tmp_path):
         assert re.fullmatch(r"[0-9.]+", values[key]), (key, values[key])
         assert float(values[key]) > 0, (key, result, proc.stdout[-3000:])
     assert out.read_text().strip().startswith("{")
+    # every figure of bench.gateway_dtls's own RESULT line is measured in the
+    # tiny mode too (a NaN is null in the JSON, a 0 is a figure not taken)
+    dtls = json.loads(out.read_text())["scripts"]["gateway_dtls"]["result"]
+    assert dtls["cid_rebind_handshakes"] == 0, dtls
+    for key, value in dtls.items():
+        if key != "cid_rebind_handshakes":
+            assert isinstance(value, float) and value > 0, (key, dtls)
 
 
 def test_median_ratio_leaves_out_rounds_with_a_nan_or_zero() -> None:
@@ -61,3 +71,17 @@ def test_median_ratio_leaves_out_rounds_with_a_nan_or_zero() -> None:
     assert median_ratio([10, math.nan, 10], [5, 5, 5]) == 2.0  # NaN numerator
     assert median_ratio([10, 10, 10], [5, 0, 5]) == 2.0  # zero denominator
     assert math.isnan(median_ratio([1.0], [math.nan]))  # no round left
+
+
+def test_gateway_dtls_fails_on_a_figure_it_did_not_measure() -> None:
+    from bench.gateway_dtls import _NEEDS, _unmeasured
+
+    measured = dict.fromkeys(_NEEDS, 1.5)
+    servers = ("ours", "tinydtls", "aiocoap", "libcoap")
+    assert _unmeasured(measured, servers) == []
+    assert _unmeasured({**measured, "vs_tinydtls": math.nan}, servers) == ["vs_tinydtls"]
+    assert _unmeasured({**measured, "handshakes_per_s_flood": 0.0}, servers) == [
+        "handshakes_per_s_flood"
+    ]
+    # a peer left out with --servers: its ratio is n/a, not a failure
+    assert _unmeasured({**measured, "vs_libcoap": math.nan}, ("ours", "tinydtls")) == []
