@@ -57,12 +57,14 @@ async def _count(instance: Instance, name: str, **labels: str) -> float:
 
 
 async def _progress(instance: Instance) -> dict[str, float]:
-    """Tokens issued and uploaded, requests answered 2.05, so far."""
+    """Tokens issued, uploaded and written to the shared store, requests
+    answered 2.05, so far."""
     samples = await instance.served.scrape()
     return {
         "issued": value(samples, "acegw_tokens_issued_total"),
         "uploaded": value(samples, "acegw_tokens_accepted_total", via="authz-info"),
         "answered": value(samples, "acegw_requests_total", code="2.05"),
+        "written": value(samples, "acegw_shared_tokens_written_total"),
     }
 
 
@@ -112,14 +114,16 @@ async def test_a_fleet_through_the_balancer_and_one_instance_stopped(tmp_path: P
                 break
             assert time.monotonic() < deadline and not run.done(), issued
             await asyncio.sleep(0.2)
-        # requests flowing on both: every token uploaded, and each instance
+        # requests flowing on both: every token uploaded and written to the
+        # shared store (where B finds A's once A is gone), and each instance
         # has answered 2.05 at least once per device it issued a token to in
         # this run (the balancer keeps a device's session on one instance)
+        deadline = time.monotonic() + 30
         while True:
             now = [await _progress(i) for i in (a, b)]
             grew = [{k: n[k] - b0[k] for k in n} for n, b0 in zip(now, before, strict=True)]
             if sum(g["uploaded"] for g in grew) >= DEVICES and all(
-                g["answered"] >= g["issued"] for g in grew
+                g["answered"] >= g["issued"] and g["written"] >= g["uploaded"] for g in grew
             ):
                 break
             assert time.monotonic() < deadline and not run.done(), grew
