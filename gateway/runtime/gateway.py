@@ -99,6 +99,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds between housekeeping rounds (registry changes, token expiry).
 HOUSEKEEPING_INTERVAL = 0.25
+#: Seconds between purges of what has expired in the registry (revocations,
+#: change-log rows past their retention, shared held tokens) and the AS's
+#: issued-token ledger; worker 0 of each instance does it, in a thread
+#: (deletes of expired rows: instances sharing a database may both run it).
+PURGE_INTERVAL = 600.0
 #: CoAP path of the AS verification key set (unprotected, GET).
 KEYS_PATH = (".well-known", "ace-keys")
 #: CoAP Content-Format of application/cose-key-set (RFC 9052 §11.2).
@@ -268,6 +273,9 @@ class Gateway:
         self.root: ServiceSite | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        #: when the next purge is due (set by the first housekeeping) and the running one
+        self._next_purge: float | None = None
+        self._purging: asyncio.Future[tuple[int, int]] | None = None
 
     # --- wiring -------------------------------------------------------------
 
@@ -742,6 +750,8 @@ class Gateway:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._purging is not None:
+            await self._purging  # a thread: it ends by itself; the stores close after it
         await self.followed.stop()
         if self.shared_tokens is not None:
             await self.shared_tokens.stop()
@@ -954,6 +964,36 @@ class Gateway:
             (route.config.prefix, route.upstream.breaker.state.value) for route in self.proxy.routes
         )
         self.events.tick(now)
+        if self.worker == 0:
+            self._purge_when_due(now)
+
+    def _purge_when_due(self, now: float) -> None:
+        """Every :data:`PURGE_INTERVAL` (the first one interval after start),
+        :meth:`purge_expired` in a thread, never on the event loop."""
+        if self._next_purge is None:
+            self._next_purge = now + PURGE_INTERVAL
+        if now < self._next_purge or (self._purging is not None and not self._purging.done()):
+            return
+        self._next_purge = now + PURGE_INTERVAL
+        self._purging = asyncio.get_running_loop().run_in_executor(None, self.purge_expired, now)
+
+    def purge_expired(self, now: float) -> tuple[int, int]:
+        """Drop expired revocations, old change-log rows and expired shared
+        held tokens from the registry, and expired tokens from the issued-token
+        ledger (they left the TRL, RFC 9770 §5.1); returns (revocations,
+        ledger rows). A store that cannot be reached is retried next time."""
+        revocations = issued = 0
+        try:
+            revocations = self.registry.purge_expired(now)
+            if self.trl is not None:
+                issued = self.trl.purge(now)
+        except GatewayError as exc:
+            log.warning("purging expired registry rows failed (retried later): %s", exc)
+        except Exception:  # a maintenance job: never the reason a worker stops
+            log.exception("purging expired registry rows failed (retried later)")
+        if revocations or issued:
+            log.info("purged %d expired revocations, %d expired issued tokens", revocations, issued)
+        return revocations, issued
 
     def _drop_untrusted_tokens(self) -> int:
         """Drop held tokens of this AS whose signing or AS-RS key was retired:
