@@ -9,6 +9,7 @@ sessions or block-wise state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -50,6 +51,8 @@ class ServiceSite:
         self._requests = metrics.requests
         self.in_flight = 0
         self.draining = False
+        #: set when the last request in flight ends, while :meth:`until_idle` waits
+        self._idle: asyncio.Event | None = None
         self._block1 = block1_spool()
         self._block2 = block2_cache()
         #: a resource serving Observe registrations on its ``path`` itself
@@ -148,6 +151,21 @@ class ServiceSite:
         finally:
             self.in_flight -= 1
             self._requests.inc(route, code)
+            if self._idle is not None and not self.in_flight:
+                self._idle.set()
+
+    async def until_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds until no request is in flight;
+        how many still are."""
+        if self.in_flight:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                pass
+            finally:
+                self._idle = None
+        return self.in_flight
 
 
 def _rendered(response: aiocoap.Message) -> Callable[[], Awaitable[aiocoap.Message]]:

@@ -155,7 +155,7 @@ class ProbeSession:
         except Exception:
             log.debug("unparsable CoAP message on %r", self)
             return
-        if message.mtype == Type.CON:
+        if message.mtype == Type.CON and self.is_open:
             ack = Message(code=0)
             ack.mtype, ack.mid = Type.ACK, message.mid
             self._probe._write(self, ack.encode())
@@ -335,7 +335,9 @@ class DtlsProbe:
             out = client.receive(data, self._loop.time())
         except EngineError as e:
             log.debug("%r: %s", session, e)
-            self._peer_closed(session)
+            # after the plaintext of earlier datagrams, already scheduled: a
+            # response and the close that follows it arrive in that order
+            self._loop.call_soon(self._peer_closed, session)
             return
         self._engine_send(session, out)
         if client.established and not session._connected.done():

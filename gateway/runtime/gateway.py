@@ -717,16 +717,7 @@ class Gateway:
         if self.root is None:
             return True
         self.root.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # Polled: the count lives in the root resource (ServiceSite.in_flight,
-        # gateway/coap), which signals nothing when it reaches 0. An event set
-        # there as the last request ends would replace this loop; until then
-        # the cost is one wake-up per 20 ms during a drain, and the drain ends
-        # at most 20 ms after the last request.
-        while self.root.in_flight and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        left = self.root.in_flight
+        left = await self.root.until_idle(timeout)
         if left:
             log.warning("drain deadline passed with %d request(s) in flight", left)
         return left == 0
