@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.authorization_server.keystore import Keystore, KeyDirectory, RegistryKeys
+from gateway.authorization_server.keystore import KeyDirectory, Keystore, RegistryKeys
 from gateway.errors import KeystoreError, RegistryError, UnknownKid
 from gateway.registry.masterkey import MasterKey
 from gateway.registry.registry import Registry
-from gateway.registry.sqlite import _SCHEMA, SCHEMA_VERSION, SqliteStore
+from gateway.registry.sqlite import SCHEMA_VERSION, SqliteStore
 from gateway.registry.store import KeyRecord, open_store
 
 
@@ -169,11 +169,62 @@ def test_a_store_without_keys_and_no_directory_makes_a_new_set_or_refuses(
 
 # --- SQLite schema steps ------------------------------------------------------------------
 
+#: The schema acegw wrote before versioned steps, frozen here as released
+#: (not the live first step, which could drift and still pass).
+_V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clients (
+    client_id     TEXT PRIMARY KEY,
+    psk           BLOB NOT NULL,              -- sealed under the master key
+    scope         TEXT NOT NULL,              -- allowed scope, text form as given
+    default_scope TEXT,
+    audiences     TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
+    public_key    BLOB,                       -- COSE_Key (public) or NULL
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    created_at    REAL NOT NULL,
+    rotated_at    REAL,
+    generation    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revoked (
+    cti BLOB PRIMARY KEY,
+    exp REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS revoked_exp ON revoked (exp);
+CREATE TABLE IF NOT EXISTS changelog (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind      TEXT NOT NULL,
+    client_id TEXT,
+    at        REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS client_cutoffs (
+    client_id TEXT PRIMARY KEY,
+    at        REAL NOT NULL     -- last disable or delete: older tokens stay refused
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ban_lifts (
+    seq      INTEGER PRIMARY KEY,  -- the changelog row of the lift ('lift')
+    address  TEXT,                 -- NULL: any address
+    identity BLOB                  -- NULL: any identity
+);
+CREATE TABLE IF NOT EXISTS operator_audit (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       REAL NOT NULL,
+    operator TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    target   TEXT,
+    outcome  TEXT NOT NULL,
+    detail   TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS operator_audit_target ON operator_audit (target, at);
+"""
+
 
 def test_a_sqlite_registry_from_before_versioned_steps_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(_SCHEMA)  # the first schema, as acegw wrote it before
+    db.executescript(_V1_SCHEMA)  # the first schema, as acegw wrote it before
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     db.execute(
         "INSERT INTO clients (client_id, psk, scope, created_at) VALUES ('dev', x'01', '/a:GET', 1)"
