@@ -79,6 +79,15 @@ def _clients_in(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _figure(value: Any, what: str, tag: str) -> float:
+    """A run's figure as a positive number; a NaN, zero or missing one fails
+    the run (a pair with it would silently drop out of the median)."""
+    figure = float("nan") if value is None else float(value)
+    if not (math.isfinite(figure) and figure > 0):
+        raise BackendBenchError(f"{what} not measured in run {tag}: {value!r}")
+    return figure
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
 
@@ -105,8 +114,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 proxy = _run("proxy", proxy_args, url, work / f"proxy-{tag}.json")
                 if url is not None and _clients_in(url) == 0:
                     raise BackendBenchError("bench.proxy left no clients in PostgreSQL")
-                mac0 = float(authz["modes"]["mac0"]["ratio"])
-                ratio = float(proxy["proxy_ratio"])
+                mac0 = _figure(authz["modes"]["mac0"]["ratio"], "bench.authz mac0 ratio", tag)
+                ratio = _figure(proxy["proxy_ratio"], "bench.proxy proxy_ratio", tag)
                 figures[backend]["authz_mac0_ratio"].append(mac0)
                 figures[backend]["proxy_ratio"].append(ratio)
                 print(
@@ -119,7 +128,6 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         pairs[key] = [
             pg / lite
             for pg, lite in zip(figures["postgresql"][key], figures["sqlite"][key], strict=True)
-            if lite and math.isfinite(pg) and math.isfinite(lite)
         ]
     return {"figures": figures, "pg_vs_sqlite": pairs}
 
