@@ -161,6 +161,9 @@ class Gateway:
         #: Several workers on one port: this worker's index goes into the CIDs
         #: it assigns, and datagrams with another worker's CID go here.
         self.hand_over = hand_over
+        #: told after housekeeping applied a changed AS key set (a worker
+        #: passes the public set to its supervisor, which serves ``/keys``)
+        self.on_keys: Callable[[], None] | None = None
         self.metrics = GatewayMetrics()
         self.registry = registry or Registry.from_config(config)
         #: the AS keys: the key directory, or the registry store when it is
@@ -949,6 +952,8 @@ class Gateway:
                 if status == "retired" and before.get(kid, ("", ""))[1] != "retired"
             ]
             self.events.keys_changed(current, retired, dropped)
+            if self.on_keys is not None:
+                self.on_keys()
         if self.dtls is not None:
             self.events.dtls_drops(self.dtls.stats().dropped, now, self.dtls.take_cap_drops())
         self.events.breakers(

@@ -18,7 +18,10 @@ The supervisor (the ``acegw serve`` process):
   for its samples over its control channel and merges them into one scrape
   (each sample labelled ``worker``), plus its own ``acegw_worker_*``
   metrics; ``/readyz`` asks every worker for its readiness and is 200
-  while at least one says ready; ``/keys`` reads the key directory itself;
+  while at least one says ready; ``/keys`` is the public AS key set its
+  workers last reported (each at ready and whenever its key store changed:
+  the key directory, or the PostgreSQL registry's ``keys`` changes they
+  follow), 503 until one has;
 * relays tokens: a worker that accepts a token (``/authz-info`` or an RFC
   9202 identity) sends it to the supervisor, which passes it to the other
   workers and replays the unexpired ones to a restarted worker. A device whose
@@ -48,11 +51,12 @@ registry's change log and the key directory's manifest every 0.25 s.
 
 The control channel is a Unix socket pair per worker carrying JSON lines:
 ``hello`` / ``synced`` (the held tokens, before the worker serves),
-``ready``, ``reload`` (the accepted configuration text), ``token`` (both
-ways), ``cid`` (worker to supervisor to the owning worker), ``metrics`` and
-``ask``/``answer`` (the live state an operator asks for, and each worker's
-readiness for ``/readyz``, :mod:`gateway.operations.live_state`). It never
-leaves the host; no message is logged.
+``ready``, ``reload`` (the accepted configuration text), ``keys`` (the
+public AS key set), ``token`` (both ways), ``cid`` (worker to supervisor to
+the owning worker), ``metrics`` and ``ask``/``answer`` (the live state an
+operator asks for, and each worker's readiness for ``/readyz``,
+:mod:`gateway.operations.live_state`). It never leaves the host; no message
+is logged.
 """
 
 from __future__ import annotations
@@ -72,9 +76,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.authorization_server.keystore import Keystore
 from gateway.config import Config, parse_config
-from gateway.errors import ConfigError, GatewayError, InvalidArgument
+from gateway.errors import ConfigError, GatewayError, InvalidArgument, KeystoreError
 from gateway.operations import metrics as m
 from gateway.operations.admin_access import admin_token_path
 from gateway.operations.admin_http import AdminHttp
@@ -204,7 +207,8 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._shared: dict[bytes, float] = {}
         self._next_id = 0
-        self._keystore: Keystore | None = None
+        #: the public AS key set (COSE_KeySet) a worker last reported
+        self._key_set: bytes | None = None
         self._http: AdminHttp | None = None
         self.events = EventLog()
 
@@ -442,6 +446,8 @@ class Supervisor:
             slot.became_ready.set()
             log.info("worker %d ready", slot.index)
             self._send_config(slot)  # a reload accepted while it started
+        elif kind == "keys":
+            self._key_set = bytes.fromhex(message["v"])
         elif kind == "token":
             self._share(slot, bytes.fromhex(message["v"]), float(message["exp"]))
         elif kind == "cid":
@@ -570,11 +576,11 @@ class Supervisor:
         )
 
     def key_set(self) -> bytes:
-        if self._keystore is None:
-            self._keystore = Keystore.from_config(self.config, create=False)
-        else:
-            self._keystore.refresh()
-        return self._keystore.export_public()
+        """For /keys: the public AS key set as the workers hold it (they
+        follow key changes; the supervisor reads no key store itself)."""
+        if self._key_set is None:
+            raise KeystoreError("no worker has reported the AS key set yet")
+        return self._key_set
 
 
 def _shown(address: tuple[str, int]) -> tuple[str, int]:

@@ -4,7 +4,8 @@ gateway.runtime.worker``, started by :mod:`gateway.runtime.supervisor`): a
 hands it, and the worker's end of the control channel (JSON lines over a Unix
 socket pair: ``hello``/``synced`` with the held tokens before serving,
 ``ready``, ``reload`` with the configuration text the supervisor accepted,
-``token`` both ways, ``metrics`` on request, ``ask`` for the live state an
+``keys`` (the public AS key set, at ready and at each change), ``token``
+both ways, ``metrics`` on request, ``ask`` for the live state an
 operator asks for and for this worker's readiness,
 :mod:`gateway.operations.live_state`).
 
@@ -125,9 +126,14 @@ async def run_worker(config: Config, index: int, udp_fd: int, control_fd: int) -
         hand_over=channel.hand_over,
     )
 
+    def send_keys() -> None:
+        channel.send({"t": "keys", "v": gateway.keystore.export_public().hex()})
+
     def ready(gw: Gateway) -> None:
         os.close(udp_fd)  # the server holds its own duplicate
         channel.send({"t": "ready", "port": gw.address[1], "pid": os.getpid()})
+        send_keys()  # and again at each change: the supervisor serves /keys
+        gw.on_keys = send_keys
 
     # Take the tokens other workers hold before serving, so a device that
     # lands here after a crash or a NAT rebinding needs no new token.
