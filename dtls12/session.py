@@ -399,10 +399,13 @@ class Session:
         for fragment in fragments:
             if fragment.message_seq < hs.reassembler.next_seq:
                 if hs.held_until is not None:
-                    # The peer retransmitted the flight whose PSK is pending.
-                    self.retry_psk(now)
-                    if self._hs is None:
-                        return
+                    # The peer retransmitted the flight whose PSK is pending:
+                    # ask once per record, however many fragments it packs.
+                    if not resent:
+                        resent = True
+                        self.retry_psk(now)
+                        if self._hs is None:
+                            return
                     continue
                 # An earlier flight again: ours was lost (RFC 6347 §4.2.4).
                 if fragment.message_seq == hs.peer_flight_last and not resent:

@@ -13,9 +13,11 @@ from dtls12 import (
     HandshakeFailed,
     HandshakeFailure,
     PskPending,
+    wire,
 )
 from dtls12.client import DtlsClient
 from dtls12.errors import AlertDescription
+from dtls12.wire import ContentType, HandshakeType
 
 from .conftest import PSK, Pair
 
@@ -106,3 +108,29 @@ def test_a_hold_ends_after_psk_hold_seconds_as_an_unknown_identity() -> None:
     assert failed.reason is HandshakeFailure.UNKNOWN_IDENTITY
     assert pair.engine.counters["psk_hold_expired"] == 1
     assert pair.engine.handshaking_count == 0
+
+
+def test_a_record_packing_many_retransmitted_fragments_asks_the_lookup_once() -> None:
+    """A peer without a key may pack a record with copies of its
+    ClientKeyExchange header: the held handshake asks the lookup once for
+    the record, not once per fragment (no cost amplification)."""
+    pair, lookup = held_pair()
+    key_exchange_seq = 2  # ClientHello 0, ClientHello with cookie 1
+    copies = wire.handshake_message(HandshakeType.CLIENT_KEY_EXCHANGE, key_exchange_seq, b"") * 100
+    record = wire.plaintext_record(ContentType.HANDSHAKE, 0, 50, copies)
+    pair.now = 0.5
+    pair.to_server([record, record])
+    assert lookup.asked == 1 + 2  # the first answer, then once per record
+    assert pair.to_client == [] and pair.engine.handshaking_count == 1
+
+
+def test_server_shutdown_releases_a_held_handshake() -> None:
+    pair, lookup = held_pair()
+    pair.engine.shutdown()
+    pair.collect()
+    [failed] = pair.of_type(HandshakeFailed)
+    assert failed.reason is HandshakeFailure.CLOSED
+    assert pair.engine.handshaking_count == 0 and pair.engine.session_count == 0
+    lookup.key = PSK  # a fetch that ends after the stop finds nothing to resume
+    assert pair.engine.retry_held(IDENTITY, 0.5) == 0
+    assert pair.engine.next_deadline() is None
