@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dtls12 import PSK_PENDING
+from gateway.resource_server import psk_lookup as psk_lookup_module
 from gateway.resource_server.psk_lookup import (
     MAX_DISABLED_LOOKUPS,
     MAX_IDENTITIES_PER_KID,
@@ -183,3 +184,31 @@ def test_two_encodings_of_one_kid_share_one_fetch():
     with lookup.settling(kid) as waiting:
         assert len(waiting) == 2
     assert MAX_IDENTITIES_PER_KID >= 2
+
+
+def test_identities_and_kids_waiting_for_fetches_are_bounded(monkeypatch):
+    """A peer without a key may spell one kid many ways (non-preferred CBOR
+    integers) or name many kids: beyond MAX_IDENTITIES_PER_KID spellings of
+    one kid, and beyond MAX_FETCHING kids fetched at once, the identity is
+    unknown at once (no hold, no further fetch)."""
+    fetches = Fetches()
+    lookup = Harness(fetch=fetches).lookup
+    kid = b"k1"
+    spellings = [
+        bytes.fromhex("a1" + label + "a101a2010402") + bytes((0x40 + len(kid),)) + kid
+        for label in ("08", "1808", "190008", "1a00000008", "1b0000000000000008")
+    ]
+    assert len(spellings) - 1 == MAX_IDENTITIES_PER_KID
+    answers = [lookup(identity) for identity in spellings]
+    assert answers == [PSK_PENDING] * MAX_IDENTITIES_PER_KID + [None]
+    assert lookup(spellings[0]) is PSK_PENDING  # one already waiting still waits
+    assert fetches.kids == [kid]
+
+    monkeypatch.setattr(psk_lookup_module, "MAX_FETCHING", 2)
+    assert lookup(psk_identity_for_kid(b"k2")) is PSK_PENDING
+    assert lookup(psk_identity_for_kid(b"k3")) is None
+    assert fetches.kids == [kid, b"k2"]
+    with lookup.settling(kid):
+        pass
+    assert lookup(psk_identity_for_kid(b"k3")) is PSK_PENDING  # room again
+    assert fetches.kids == [kid, b"k2", b"k3"]
