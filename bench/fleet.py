@@ -113,6 +113,9 @@ ack_timeout = 1.0
 max_retransmit = 2
 """
 PROBE_INTERVAL_S = 0.25
+#: RSS growth below this is not turned into a per-client or per-device
+#: figure (bytes): pages and the allocator's free space make it meaningless.
+RSS_RESOLUTION = 64 * 1024
 PROBE_GIVE_UP_S = 3.0
 REVOKE_POLL_S = 0.005
 
@@ -150,6 +153,14 @@ def _ready(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def growth_per(grown: float, count: int) -> float:
+    """RSS growth per item (bytes); NaN when nothing was counted or the
+    growth is below :data:`RSS_RESOLUTION` (a negative one included)."""
+    if count <= 0 or grown < RSS_RESOLUTION:
+        return math.nan
+    return grown / count
 
 
 def rss_bytes(pid: int) -> int:
@@ -478,7 +489,7 @@ async def registry_memory(
         finally:
             await probe.close()
     after = [rss_bytes(i.process.pid) for i in instances]
-    per_client = [(a - b) / count for a, b in zip(after, before, strict=True)]
+    per_client = [growth_per(a - b, count) for a, b in zip(after, before, strict=True)]
     return {
         "clients": count,
         "rss_before": before,
@@ -591,8 +602,8 @@ async def run(args: argparse.Namespace, work: Path, result: dict[str, Any]) -> N
                 result[f"rps_{n}"] = statistics.median(x["requests_ok_per_s"] for x in runs[n])
             # the first one-instance run only: later runs reuse what it grew
             first = runs[1][0]
-            result["bytes_per_device"] = (first["rss_peak"][0] - first["rss_before"][0]) / max(
-                1, first["devices_served"]
+            result["bytes_per_device"] = growth_per(
+                first["rss_peak"][0] - first["rss_before"][0], first["devices_served"]
             )
 
             lb_root = work / "nginx-revoke"
@@ -661,6 +672,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "fleet_kb_per_device": result.get("bytes_per_device", math.nan) / 1024,
     }
+    unmeasured = [k for k in ("fleet_kb_per_client", "fleet_kb_per_device") if not figures[k] > 0]
+    if "throughput" in result and unmeasured:
+        error = error or (
+            f"memory not measured ({', '.join(unmeasured)}): no device served, or the "
+            f"instance's RSS grew less than {RSS_RESOLUTION // 1024} kB"
+        )
     if fo and (fo["probes_moved"] == 0 or fo["probes_unrecovered"]):
         error = error or (
             f"failover: {fo['probes_moved']} probes moved, {fo['probes_unrecovered']} never served "

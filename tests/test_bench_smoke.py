@@ -85,3 +85,25 @@ def test_gateway_dtls_fails_on_a_figure_it_did_not_measure() -> None:
     ]
     # a peer left out with --servers: its ratio is n/a, not a failure
     assert _unmeasured({**measured, "vs_libcoap": math.nan}, ("ours", "tinydtls")) == []
+
+
+def test_backends_fails_a_run_whose_figure_is_missing() -> None:
+    """bench.backends: a NaN, zero or missing figure fails the run instead of
+    dropping its pair from the median."""
+    from bench.backends import BackendBenchError, _figure
+
+    assert _figure(1.25, "bench.authz mac0 ratio", "0-sqlite") == 1.25
+    for bad in (math.nan, 0.0, None, math.inf):
+        with pytest.raises(BackendBenchError, match="not measured in run 0-postgresql"):
+            _figure(bad, "bench.proxy proxy_ratio", "0-postgresql")
+
+
+def test_fleet_memory_figures_are_nan_when_unmeasurable() -> None:
+    """bench.fleet: no device served, or RSS growth below what RSS can tell
+    (or negative), gives NaN (the run fails), never a figure."""
+    from bench.fleet import RSS_RESOLUTION, growth_per
+
+    assert growth_per(RSS_RESOLUTION * 10, 10) == RSS_RESOLUTION
+    assert math.isnan(growth_per(RSS_RESOLUTION * 10, 0))  # no device served
+    assert math.isnan(growth_per(RSS_RESOLUTION - 1, 1))
+    assert math.isnan(growth_per(-4096, 100))
