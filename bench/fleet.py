@@ -678,6 +678,15 @@ def main(argv: list[str] | None = None) -> int:
             f"memory not measured ({', '.join(unmeasured)}): no device served, or the "
             f"instance's RSS grew less than {RSS_RESOLUTION // 1024} kB"
         )
+    failed_runs = [
+        f"{x['instances']} instance(s): {'; '.join(map(str, x['causes'])) or 'FAIL'}"
+        for runs in result.get("throughput", {}).values()
+        for x in runs
+        if not x["verdict"]
+    ]
+    if failed_runs:
+        # a throughput figure from a run whose fleet was not served is no figure
+        error = error or "simulator verdict FAIL in " + " | ".join(failed_runs)
     if fo and (fo["probes_moved"] == 0 or fo["probes_unrecovered"]):
         error = error or (
             f"failover: {fo['probes_moved']} probes moved, {fo['probes_unrecovered']} never served "
