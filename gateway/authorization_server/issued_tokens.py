@@ -150,10 +150,12 @@ class SharedIssuedTokens:
     :meth:`record` (on the /token request path) only queues the row in
     memory; a thread writes the queue every :data:`FLUSH_INTERVAL` seconds
     (bounded: beyond ``max_queued`` rows a token is counted dropped and
-    logged, it would be missing from the TRL). :meth:`revoked` reads the
-    store in one query (revocations and cut-offs joined there) plus the rows
-    still queued; when the store does not answer it returns the last list
-    it read (the TRL stays as it was)."""
+    logged, it would be missing from the TRL). The event loop never waits
+    for the store: :meth:`request_read` wakes that thread to :meth:`read`
+    the revoked rows (one query, revocations and cut-offs joined there),
+    :meth:`revoked` lists the rows read last plus the rows still queued,
+    and :meth:`take_fresh` tells that a newer read arrived. When the store
+    does not answer, the last rows read stay (the TRL stays as it was)."""
 
     #: :class:`TrlPublisher` computes the TRL again after this many seconds.
     resync = SHARED_RESYNC
@@ -173,7 +175,10 @@ class SharedIssuedTokens:
         self._queued: list[Row] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._last: list[Entry] = []
+        self._wake = threading.Event()
+        self._read_wanted = False
+        self._rows: list[tuple[bytes, bytes, str, str, float]] = []
+        self._fresh = False
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
@@ -213,8 +218,41 @@ class SharedIssuedTokens:
         return n
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.flush()
+            with self._lock:
+                wanted, self._read_wanted = self._read_wanted, False
+            if wanted:
+                self.read(self._clock())
+
+    def request_read(self) -> None:
+        """Have the writer thread :meth:`read` the store soon (never waits)."""
+        with self._lock:
+            self._read_wanted = True
+        self._wake.set()
+
+    def read(self, now: float) -> bool:
+        """Read the revoked rows from the store (in the caller's thread: the
+        writer thread's, or a test's); False, keeping the last rows, when
+        the store does not answer."""
+        try:
+            rows = self.store.issued_revoked(now)
+        except GatewayError as exc:
+            log.debug("issued tokens not read: %s", exc.reason)
+            return False
+        with self._lock:
+            self._rows, self._fresh = rows, True
+        return True
+
+    def take_fresh(self) -> bool:
+        """Whether a :meth:`read` finished since the last call."""
+        with self._lock:
+            fresh, self._fresh = self._fresh, False
+        return fresh
 
     def revoked(
         self,
@@ -222,22 +260,18 @@ class SharedIssuedTokens:
         revoked_ctis: Iterable[bytes],
         cutoff: Callable[[str], float | None],
     ) -> list[Entry]:
-        """As :meth:`IssuedTokens.revoked`, over every instance's tokens."""
-        try:
-            rows = self.store.issued_revoked(now)
-        except GatewayError as exc:
-            log.debug("issued tokens not read: %s", exc.reason)
-            return list(self._last)
-        out = {h: Entry(h, cti, cid, aud, exp) for h, cti, cid, aud, exp in rows}
-        ctis = set(revoked_ctis)
+        """As :meth:`IssuedTokens.revoked`, over every instance's tokens: the
+        rows the last :meth:`read` found plus the queued ones (memory only)."""
         with self._lock:
+            rows = list(self._rows)
             queued = list(self._queued)
+        out = {h: Entry(h, cti, cid, aud, exp) for h, cti, cid, aud, exp in rows if exp > now}
+        ctis = set(revoked_ctis)
         for h, cti, cid, aud, iat, exp in queued:
             at = cutoff(cid)
             if exp > now and (cti in ctis or (at is not None and iat <= at)):
                 out[h] = Entry(h, cti, cid, aud, exp)
-        self._last = list(out.values())
-        return list(self._last)
+        return list(out.values())
 
     def purge(self, now: float) -> int:
         """Forget expired tokens (every instance's)."""
@@ -246,6 +280,7 @@ class SharedIssuedTokens:
     def close(self) -> None:
         """Stop the writer and write what is queued (best effort)."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5.0)
         self.flush()
 

@@ -65,9 +65,15 @@ class TrlPublisher:
         """Recompute the TRL when the registry ``changed``, a listed token
         expired or (shared ledger) its resync time passed; notify observers.
         Returns the observers woken."""
-        if not changed and now < self._next_expiry and now < self._computed + self._resync:
+        shared = self.ledger if isinstance(self.ledger, SharedIssuedTokens) else None
+        fresh = shared is not None and shared.take_fresh()
+        resync = now >= self._computed + self._resync
+        if shared is not None and (changed or resync):
+            shared.request_read()  # in the ledger's thread; applied when fresh
+        if not changed and not fresh and not resync and now < self._next_expiry:
             return 0
-        self._computed = now
+        if changed or resync:
+            self._computed = now
         entries = self.ledger.revoked(now, (c for c, _ in self._revoked()), self._cutoff)
         removed, added = self.trl.update(entries)
         self._next_expiry = min((e.exp for e in entries), default=float("inf"))

@@ -255,8 +255,13 @@ def test_issued_token_ledger_on_postgres(pg_url) -> None:
         a.record(b"t3", cti=b"c3", client_id="x", audience="rs", iat=now - 90, exp=now - 1)
         assert a.flush() == 3
         stamp = store_b.change_stamp()
+        assert b.read(now) and b.take_fresh() and not b.take_fresh()
         assert b.revoked(now, [], lambda c: None) == []
         store_b.revoke(b"c1", now + 60, at=now)
+        # revoked() is memory only (it runs on the event loop): the store's
+        # rows count once read, by the ledger's thread or here
+        assert b.revoked(now, [], lambda c: None) == []
+        assert b.read(now)
         assert {e.hash for e in b.revoked(now, [], lambda c: None)} == {token_hash(b"t1")}
         # revoked before its row arrived: a "trl" change wakes every instance
         store_b.revoke(b"c4", now + 60, at=now)
@@ -269,11 +274,23 @@ def test_issued_token_ledger_on_postgres(pg_url) -> None:
         # a cut-off (disable) covers the client's tokens issued until then
         store_b.add_clients([ClientRecord("y", b"s", "/a:GET", None, (), None, True, now, None, 0)])
         store_b.update_client("y", "disable", {"enabled": False}, at=now + 1, cut=True)
+        assert b.read(now)
         listed = {e.hash for e in b.revoked(now, [], lambda c: None)}
         assert listed == {token_hash(t) for t in (b"t1", b"t2", b"t4")}
         # still queued at b: matched against the given ctis and cut-offs
         b.record(b"t5", cti=b"c5", client_id="w", audience="rs", iat=now, exp=now + 60)
         assert token_hash(b"t5") in {e.hash for e in b.revoked(now, [b"c5"], lambda c: None)}
+        # the ledger's own thread reads when asked (what the TRL publisher does)
+        c = SharedIssuedTokens(store_b, interval=3600)
+        try:
+            c.request_read()
+            deadline = time.monotonic() + 10
+            while not c.take_fresh():
+                assert time.monotonic() < deadline, "the ledger's thread never read the store"
+                time.sleep(0.01)
+            assert token_hash(b"t1") in {e.hash for e in c.revoked(now, [], lambda c: None)}
+        finally:
+            c.close()
         assert a.purge(now + 61) >= 3
     finally:
         a.close()
