@@ -316,7 +316,6 @@ class PostgresStore:
         with self._write() as conn:
             n = conn.execute("DELETE FROM revoked WHERE exp < %s", (now,)).rowcount
             conn.execute("DELETE FROM held_tokens WHERE exp < %s", (now,))
-            conn.execute("DELETE FROM issued_tokens WHERE exp <= %s", (now,))
             row = conn.execute(
                 "SELECT MAX(seq) FROM changelog WHERE at < %s "
                 "AND seq < (SELECT MAX(seq) FROM changelog)",

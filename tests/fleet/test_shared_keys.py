@@ -291,7 +291,11 @@ def test_issued_token_ledger_on_postgres(pg_url) -> None:
             assert token_hash(b"t1") in {e.hash for e in c.revoked(now, [], lambda c: None)}
         finally:
             c.close()
-        assert a.purge(now + 61) >= 3
+        # the registry's own purge leaves the ledger's rows to the ledger's
+        # purge (which the gateway runs after it and counts)
+        store_a.purge(now + 61, 0.0)
+        assert a.purge(now + 61) == 4  # t1..t4 (t5 was never written)
+        assert a.purge(now + 61) == 0
     finally:
         a.close()
         b.close()
