@@ -213,12 +213,15 @@ class DtlsProbe:
         local_port: int = 0,
         on_datagram: Callable[[bytes], bool] | None = None,
         connection_id: bool = False,
+        retransmit_after: float | None = None,
     ) -> ProbeSession:
         """Open a session (handshake with cookie exchange) from ``local_port``
         (0: any). ``on_datagram`` sees each datagram from the server first;
         returning False drops it (tests use it to stall a handshake).
         ``connection_id``: offer RFC 9146 (the session can then
-        :meth:`~ProbeSession.rebind`)."""
+        :meth:`~ProbeSession.rebind`). ``retransmit_after``: the engine
+        client's first retransmission timeout (RFC 6347 §4.2.4.1; it then
+        doubles), on the engine client only (set with ``connection_id``)."""
         if self._dtls is None:
             raise ProbeError("probe is closed")
         if not psk or not identity:
@@ -237,7 +240,7 @@ class DtlsProbe:
                 identity,
                 psk,
                 cid=b"" if connection_id else None,
-                initial_retransmit=_ACK_TIMEOUT / 2,
+                initial_retransmit=retransmit_after or _ACK_TIMEOUT / 2,
             )
         self._sessions[session.key] = session
         self._loop.add_reader(sock.fileno(), self._on_readable, session)
