@@ -182,6 +182,22 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process group ``pid`` so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pid:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / ticks
+
+
 @contextlib.asynccontextmanager
 async def serving(
     name: str, host: str, state: Path, url: str, log: Path
@@ -391,6 +407,8 @@ async def throughput(
     the instances' resident sizes before it and their peak during it."""
     root = work / f"nginx-{len(upstreams)}-{time.monotonic_ns()}"
     before = [rss_bytes(i.process.pid) for i in upstreams]
+    cpu_before = [cpu_seconds(i.process.pid) for i in upstreams]
+    started = time.monotonic()
     peak = list(before)
     running = True
 
@@ -412,11 +430,19 @@ async def throughput(
     finally:
         running = False
         await sampler
+    wall = time.monotonic() - started
+    # the share of one core each instance used: near 1.0, the instance is the
+    # limit; well below, something else on the machine is (simulator, nginx)
+    cores = [
+        round((cpu_seconds(i.process.pid) - c) / wall, 2)
+        for i, c in zip(upstreams, cpu_before, strict=True)
+    ]
     ok = report["devices"].get("normal_with_success", 0)
     return {
         "instances": len(upstreams),
         "rss_before": before,
         "rss_peak": peak,
+        "instance_cores": cores,
         "requests_ok_per_s": float(report["throughput"]["requests_ok_per_s"]),
         "devices_served": ok,
         "verdict": report["verdict"]["pass"],
