@@ -182,6 +182,19 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def database_connections(url: str) -> int:
+    """Connections to the registry database now, this query's own left out
+    (both instances' pools, LISTEN connections and writer threads)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of process group ``pid`` so far."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -626,6 +639,7 @@ async def run(args: argparse.Namespace, work: Path, result: dict[str, Any]) -> N
             result["throughput"] = runs
             for n in (1, 2):
                 result[f"rps_{n}"] = statistics.median(x["requests_ok_per_s"] for x in runs[n])
+            result["db_connections"] = database_connections(url)
             # the first one-instance run only: later runs reuse what it grew
             first = runs[1][0]
             result["bytes_per_device"] = growth_per(
@@ -726,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     if "revoke_ms" in result:
         print("revocation to first refusal (ms): "
               + ", ".join(f"{d:.0f}" for d in result["revoke_ms"]))  # fmt: skip
+    if "db_connections" in result:
+        print(f"database connections of the two instances (one worker each) after the runs: "
+              f"{result['db_connections']}")  # fmt: skip
     if mem:
         print(
             f"memory: {figures['fleet_kb_per_client']:.2f} kB per registered client "
