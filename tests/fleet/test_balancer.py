@@ -21,7 +21,7 @@ from tests.fleet.conftest import Instance, cli, start_instances
 from tests.ops.conftest import free_port, init_state, value
 
 SIM = [sys.executable, "-m", "device_sim.cli"]
-DEVICES = 300
+DEVICES = 1000
 RUN2_S = 40
 # Devices that notice a dead instance within seconds: a confirmable request
 # given up after 1 + 2 + 4 s (ack_timeout 1, 2 retransmissions), then a new
