@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, KeystoreError
 from gateway.operations.admin_access import is_loopback, refusal
 from gateway.operations.metrics import CONTENT_TYPE
 
@@ -175,6 +175,8 @@ class AdminHttp:
     async def _get_keys(self, request: web.Request) -> web.Response:
         try:
             data = self._key_set()
+        except KeystoreError as exc:  # expected: e.g. no worker ready yet
+            return web.Response(status=503, text=f"key set unavailable: {exc}\n")
         except Exception:
             log.exception("cannot read the verification keys")
             return web.Response(status=503, text="key set unavailable\n")

@@ -110,3 +110,19 @@ async def test_a_worker_that_does_not_answer_is_not_ready(supervised):
     supervisor.slots[1].ready = False  # restarting: not asked
     status, body = await readyz(url)
     assert body["by_worker"][1] == {"worker": 1, "ready": False, "reason": "starting"}
+
+
+async def test_keys_before_any_worker_reported_them_is_503_without_a_traceback(tmp_path, caplog):
+    (tmp_path / "acegw.toml").write_text("")
+    supervisor = sup.Supervisor(load_config(tmp_path / "acegw.toml", env={}), 1)
+    http = AdminHttp(metrics=supervisor.metrics_text, ready=supervisor.readiness,
+                     key_set=supervisor.key_set)  # fmt: skip
+    host, port = await http.start("127.0.0.1", 0)
+    try:
+        url = f"http://{host}:{port}/keys"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 503
+            assert "no worker has reported" in await response.text()
+    finally:
+        await http.stop()
+    assert not [r for r in caplog.records if r.exc_info], "an expected 503 logged a traceback"
