@@ -209,10 +209,17 @@ def test_a_handler_may_send_and_a_failing_handler_does_not_stop_the_loop(caplog)
 
 @pytest.mark.parametrize("late", [False, True])
 def test_a_timer_that_fires_after_stop_does_nothing(late):
+    """stop() cancels the armed retransmission timer, so a scheduler that
+    honours cancel never runs it; one that runs it anyway (``late``) gets
+    no retransmission and no flush."""
     r = rig()
     server_flight(r, DtlsClient(b"dev-1", PSKS[b"dev-1"]))
     (timer,) = [t for t in r.scheduler.timers if not t.cancelled]
     r.pump.stop()
+    assert timer.cancelled and r.scheduler.armed() == [] and r.pump.timer_at is None
     if late:  # a scheduler that runs a callback already cancelled
         timer.callback()
+    else:  # past the retransmission deadline: a cancelled timer stays unfired
+        r.scheduler.advance(timer.when + 10.0)
+        assert timer in r.scheduler.timers  # advance() removes what it fires
     assert r.sent == [] and r.flushes == []
