@@ -70,6 +70,21 @@ def is_postgres_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEMES)
 
 
+def _clash(exc: pg_errors.UniqueViolation, location: str) -> RegistryError:
+    """The error for a unique-key violation, by the table and constraint the
+    server names (never by the values: its DETAIL line quotes them): a
+    clash on ``clients`` is :class:`ClientExists`, any other names what
+    clashed."""
+    table, constraint = exc.diag.table_name, exc.diag.constraint_name
+    if table == "clients":
+        return ClientExists("a client id given already exists")
+    where = f"table {table}" if table else "a table"
+    key = f" (unique key {constraint})" if constraint else ""
+    return RegistryError(
+        f"registry database {location}: a row clashes with a stored one in {where}{key}"
+    )
+
+
 class PostgresStore:
     """:class:`gateway.registry.store.RegistryStore` on a PostgreSQL database.
 
@@ -135,8 +150,8 @@ class PostgresStore:
                 yield conn
         except PoolTimeout:
             raise RegistryError(f"registry database {self.location} is unreachable") from None
-        except pg_errors.UniqueViolation:
-            raise ClientExists("a client id given already exists") from None
+        except pg_errors.UniqueViolation as exc:
+            raise _clash(exc, self.location) from None
         except psycopg.Error as exc:
             raise RegistryError(f"registry database {self.location}: {exc}") from None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.authorization_server.keystore import KeyDirectory, Keystore, RegistryKeys
-from gateway.errors import KeystoreError, RegistryError, UnknownKid
+from gateway.errors import ClientExists, KeystoreError, RegistryError, UnknownKid
 from gateway.registry.masterkey import MasterKey
 from gateway.registry.registry import Registry
 from gateway.registry.sqlite import SCHEMA_VERSION, SqliteStore
@@ -36,6 +36,24 @@ def _refreshed(ks: Keystore) -> None:
 
 def _key(kid: bytes, kind: str = "signing", status: str = "current", at: float = 1.0) -> KeyRecord:
     return KeyRecord(kid, kind, "ES256", status, at, None, b"sealed-" + kid)
+
+
+def test_key_clash_names_as_keys_not_a_client(store_location: str | Path) -> None:
+    """Two current keys of one kind, or one kid twice, clash on ``as_keys``:
+    a RegistryError naming that table, not "a client id already exists",
+    and without the rows' values."""
+    store = open_store(store_location)
+    try:
+        for records in ([_key(b"s1"), _key(b"s2")], [_key(b"s1"), _key(b"s1", status="active")]):
+            with pytest.raises(RegistryError) as err:
+                store.import_as_keys(records, at=2.0)
+            assert not isinstance(err.value, ClientExists)
+            message = str(err.value)
+            assert "as_keys" in message and "client" not in message
+            assert "sealed-" not in message and "s1" not in message
+            assert store.as_keys() == []  # nothing of the batch stayed
+    finally:
+        store.close()
 
 
 def test_import_rotate_retire(store_location: str | Path) -> None:

@@ -16,7 +16,7 @@ from gateway.registry.masterkey import MasterKey
 from gateway.registry.migrations import LATEST
 from gateway.registry.postgres import PostgresStore, redact
 from gateway.registry.registry import Registry
-from gateway.registry.store import ActionQuery, ClientRecord, open_store
+from gateway.registry.store import ActionQuery, ClientRecord, KeyRecord, open_store
 
 
 def _record(client_id: str, at: float = 1.0) -> ClientRecord:
@@ -110,6 +110,28 @@ def test_postgres_schema_is_versioned(pg_url: str) -> None:
         store.close()
     again = PostgresStore(pg_url, create=False)  # migrations run once
     again.close()
+
+
+def test_postgres_import_clash_by_table(pg_url: str) -> None:
+    """``import_rows``' unique-key clashes, told apart by the table the
+    server names: a client id twice is ClientExists, two current keys of one
+    kind a RegistryError naming ``as_keys`` and its index."""
+    rows = {"key_check": b"check", "cutoffs": {}, "revoked": [], "kinds": [], "actions": []}
+    store = PostgresStore(pg_url)
+    try:
+        with pytest.raises(ClientExists):
+            store.import_rows(clients=[_record("c1"), _record("c1")], at=1.0, **rows)
+        keys = [
+            KeyRecord(kid, "signing", "ES256", "current", 1.0, None, b"sealed")
+            for kid in (b"k1", b"k2")
+        ]
+        with pytest.raises(RegistryError) as err:
+            store.import_rows(clients=[_record("c1")], keys=keys, at=1.0, **rows)
+        assert not isinstance(err.value, ClientExists)
+        assert "as_keys" in str(err.value) and "as_keys_current" in str(err.value)
+        assert store.count_clients() == 0
+    finally:
+        store.close()
 
 
 def test_postgres_unreachable_is_a_clear_error_without_password(tmp_path: Path) -> None:
