@@ -234,8 +234,15 @@ class SharedTokens:
         """The token found for ``kid`` was refused here (revoked, client
         disabled, cut off, expired): treat the kid as absent for
         ``negative_ttl`` rather than query it again."""
-        self._absent[kid] = self.monotonic() + self.negative_ttl
-        self._absent.move_to_end(kid)
+        self._mark_absent([kid])
+
+    def _mark_absent(self, kids: Sequence[bytes]) -> None:
+        """Cache ``kids`` as absent for ``negative_ttl`` (newest last), then
+        trim the oldest beyond ``max_negative``."""
+        until = self.monotonic() + self.negative_ttl
+        for kid in kids:
+            self._absent[kid] = until
+            self._absent.move_to_end(kid)
         while len(self._absent) > self.max_negative:
             self._absent.popitem(last=False)
 
@@ -279,12 +286,10 @@ class SharedTokens:
     def _settle(
         self, kids: list[bytes], found: dict[bytes, bytes] | None, error: Exception | None
     ) -> None:
-        until = self.monotonic() + self.negative_ttl
+        if found is not None:
+            self._mark_absent([kid for kid in kids if kid not in found])
         for kid in kids:
             fut = self._pending.pop(kid, None)
-            if found is not None and kid not in found:
-                self._absent[kid] = until
-                self._absent.move_to_end(kid)
             if fut is None or fut.done():
                 continue
             if error is not None:
@@ -292,8 +297,6 @@ class SharedTokens:
                 fut.exception()  # retrieved: no "never retrieved" warning without waiters
             else:
                 fut.set_result(None if found is None else found.get(kid))
-        while len(self._absent) > self.max_negative:
-            self._absent.popitem(last=False)
 
     # --- metrics ----------------------------------------------------------------
 

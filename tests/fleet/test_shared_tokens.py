@@ -127,6 +127,43 @@ async def test_a_flood_of_unknown_kids_costs_a_bounded_number_of_queries(pg_url)
         store.close()
 
 
+async def test_refused_and_queried_absent_kids_share_one_bounded_negative_cache(pg_url):
+    """A kid whose token was refused here and kids a query found absent go
+    to the same negative cache: newest last, the oldest trimmed beyond
+    ``max_negative``, each answered ``negative`` without a query until
+    ``negative_ttl`` passes (injected clock)."""
+    store = CountingStore(pg_url)
+    clock = [1000.0]
+    shared = SharedTokens(store, monotonic=lambda: clock[0], negative_ttl=5.0, max_negative=3)
+    shared.start()
+    try:
+        refused = [b"refused-" + bytes([i]) for i in range(3)]
+        for kid in refused:
+            shared.refused(kid)
+        assert list(shared._absent) == refused
+        shared.refused(refused[0])  # again: moves to the newest end, no growth
+        assert list(shared._absent) == [refused[1], refused[2], refused[0]]
+
+        unknown = [os.urandom(8), os.urandom(8)]
+        assert await asyncio.gather(*(shared.find(k) for k in unknown)) == [None, None]
+        assert store.lookups == 1 and shared.lookups["absent"] == 2
+        assert list(shared._absent) == [refused[0], *unknown]  # two oldest trimmed
+        assert all(until == 1005.0 for until in shared._absent.values())
+
+        assert await shared.find(refused[0]) is None
+        assert await shared.find(unknown[1]) is None
+        assert store.lookups == 1 and shared.lookups["negative"] == 2
+        assert await shared.find(refused[1]) is None  # trimmed: asked again
+        assert store.lookups == 2
+
+        clock[0] = 1005.0  # the negative answers end: asked again
+        assert await shared.find(refused[0]) is None
+        assert store.lookups == 3 and shared.lookups["negative"] == 2
+    finally:
+        await shared.stop()
+        store.close()
+
+
 def test_held_tokens_by_kid_on_postgres(pg_url):
     """A newer token for a kid replaces the older; expired ones are not
     returned and are purged with the revocations."""
