@@ -271,8 +271,13 @@ class Supervisor:
 
     async def _spawn(self, slot: WorkerSlot) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # the accepted text, not the file: it may have been edited since
-        text = config_fd(self._config_text)
+        try:
+            # the accepted text, not the file: it may have been edited since
+            text = config_fd(self._config_text)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
         slot.generation = self.generation
         args = [
             sys.executable,
@@ -297,6 +302,9 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(slot.sock.fileno(), theirs.fileno(), text),
             )
+        except BaseException:
+            ours.close()  # no worker to talk to: its end would leak
+            raise
         finally:
             theirs.close()
             os.close(text)
