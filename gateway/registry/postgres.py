@@ -153,7 +153,15 @@ class PostgresStore:
         except pg_errors.UniqueViolation as exc:
             raise _clash(exc, self.location) from None
         except psycopg.Error as exc:
-            raise RegistryError(f"registry database {self.location}: {exc}") from None
+            # a server error: its primary message only (its DETAIL line may quote
+            # row values); a client-side one (connection lost): libpq's first line
+            text = str(exc).strip()
+            reason = (
+                exc.diag.message_primary
+                if exc.sqlstate
+                else (text.splitlines()[0] if text else None)
+            ) or type(exc).__name__
+            raise RegistryError(f"registry database {self.location}: {reason}") from None
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:

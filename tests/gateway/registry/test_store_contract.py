@@ -134,6 +134,23 @@ def test_postgres_import_clash_by_table(pg_url: str) -> None:
         store.close()
 
 
+def test_postgres_errors_never_quote_row_values(pg_url: str) -> None:
+    """A server error's DETAIL line ("Failing row contains (...)") can
+    quote a row's values, sealed keys among them; the store's error gives
+    the primary message only."""
+    store = PostgresStore(pg_url)
+    try:
+        with pytest.raises(RegistryError) as err, store._connection() as conn:
+            conn.execute(
+                "INSERT INTO clients (client_id, psk, scope, created_at) VALUES (%s, NULL, %s, 1)",
+                ("row-marker-id", "row-marker-scope"),
+            )
+        assert "null value" in str(err.value) and "psk" in str(err.value)
+        assert "row-marker" not in str(err.value)
+    finally:
+        store.close()
+
+
 def test_postgres_unreachable_is_a_clear_error_without_password(tmp_path: Path) -> None:
     url = f"postgresql://acegw:s3cret@/acegw?host={tmp_path}"
     with pytest.raises(RegistryError) as err:
