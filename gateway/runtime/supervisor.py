@@ -365,9 +365,27 @@ class Supervisor:
             ran=round(ran, 1),
             restart_in=delay,
         )
-        await asyncio.sleep(delay)
-        if not self.stopping:
-            await self._spawn(slot)
+        await self._restart(slot, delay)
+
+    async def _restart(self, slot: WorkerSlot, delay: float) -> None:
+        """Start the slot's worker again after ``delay``; a start that fails
+        (the executable gone after an upgrade, no descriptors left) is tried
+        again with the backoff, never given up: the slot would stay empty."""
+        while True:
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            try:
+                await self._spawn(slot)
+                return
+            except OSError as exc:
+                delay, slot.backoff = slot.backoff, min(slot.backoff * 2, BACKOFF_MAX)
+                log.error(
+                    "worker %d could not be started (%s); trying again in %.1f s",
+                    slot.index,
+                    exc.strerror or exc,
+                    delay,
+                )
 
     async def _stop_workers(self) -> None:
         live = [s.process for s in self.slots if s.process and s.process.returncode is None]

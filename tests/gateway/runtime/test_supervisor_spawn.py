@@ -47,3 +47,35 @@ async def test_failed_spawn_closes_its_descriptors(
         leaked = {fd: what for fd, what in after.items() if before.get(fd) != what}
         assert not leaked, f"descriptors left open: {leaked}"
         assert slot.process is None and slot.writer is None
+
+
+async def test_a_restart_whose_start_fails_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The executable missing for a while (an upgrade in progress): the
+    restart is tried again with the backoff until it starts, instead of the
+    watch task ending and the slot staying empty."""
+    (tmp_path / "acegw.toml").write_text("")
+    supervisor = sup.Supervisor(load_config(tmp_path / "acegw.toml", env={}), 1)
+    monkeypatch.setattr(sup, "BACKOFF_MAX", 0.004)
+    attempts: list[int] = []
+
+    async def spawn(slot: sup.WorkerSlot) -> None:
+        attempts.append(slot.index)
+        if len(attempts) < 3:
+            raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(supervisor, "_spawn", spawn)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        slot = sup.WorkerSlot(0, udp)
+        slot.backoff = 0.001
+        await supervisor._restart(slot, 0.0)
+    assert attempts == [0, 0, 0]
+    failures = [r.getMessage() for r in caplog.records if "could not be started" in r.getMessage()]
+    assert len(failures) == 2 and "No such file" in failures[0]
+
+    supervisor.stopping = True  # stopping: no further attempt
+    attempts.clear()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        await supervisor._restart(sup.WorkerSlot(0, udp), 0.0)
+    assert attempts == []
