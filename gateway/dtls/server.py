@@ -252,6 +252,8 @@ class DtlsServer(DtlsTransport):
                 dropped[reason] += count
         counters.handshakes_displaced = engine_counts.get("handshakes_displaced", 0)
         counters.address_changes = engine_counts.get("address_changed", 0)
+        counters.handshakes_held = engine_counts.get("psk_held", 0)
+        counters.holds_expired = engine_counts.get("psk_hold_expired", 0)
         return counters.snapshot(
             sessions=self._engine.established_count,
             handshaking=self._engine.handshaking_count,

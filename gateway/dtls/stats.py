@@ -48,6 +48,12 @@ class DtlsStats:
     address_changes: int = 0
     #: Datagrams another worker received for a CID this one owns.
     handed_over: int = 0
+    #: Handshakes held because their PSK lookup answered pending (an RFC 9202
+    #: §3.3 kid identity being fetched from the shared token store).
+    handshakes_held: int = 0
+    #: Of those, the ones whose hold ended with the lookup still pending
+    #: (they fail as ``unknown_identity``).
+    holds_expired: int = 0
 
 
 @dataclass
@@ -63,6 +69,8 @@ class Counters:
     dropped: Counter[str] = field(default_factory=Counter)
     address_changes: int = 0
     handed_over: int = 0
+    handshakes_held: int = 0
+    holds_expired: int = 0
 
     def snapshot(
         self, *, sessions: int, handshaking: int, dropped: Counter[str] | None = None
@@ -80,4 +88,6 @@ class Counters:
             dropped=MappingProxyType(dict(self.dropped if dropped is None else dropped)),
             address_changes=self.address_changes,
             handed_over=self.handed_over,
+            handshakes_held=self.handshakes_held,
+            holds_expired=self.holds_expired,
         )

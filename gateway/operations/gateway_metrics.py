@@ -228,6 +228,17 @@ def collect(gateway: Any) -> list[m.Family]:
                 [(const, st.handshakes_displaced)],
             ),
             m.family(
+                "acegw_dtls_handshakes_held_total",
+                "counter",
+                "Handshakes held while the PSK of their RFC 9202 kid identity was fetched "
+                "from the shared token store (started), and holds that ended still pending "
+                "(expired; those fail as unknown_identity).",
+                [
+                    ({**const, "hold": "started"}, st.handshakes_held),
+                    ({**const, "hold": "expired"}, st.holds_expired),
+                ],
+            ),
+            m.family(
                 "acegw_dtls_sessions",
                 "gauge",
                 "DTLS sessions now, established or handshaking.",

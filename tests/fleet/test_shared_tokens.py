@@ -247,6 +247,9 @@ async def test_a_device_with_a_kid_identity_moves_without_a_new_token_or_upload(
         assert value(samples_b, "acegw_dtls_handshakes_total", outcome="ok") == 2
         failed = value(samples_b, "acegw_dtls_handshakes_total") - 2
         assert failed == 0
+        # both handshakes were held while the token was fetched, none to the end of the hold
+        assert value(samples_b, "acegw_dtls_handshakes_held_total", hold="started") == 2
+        assert value(samples_b, "acegw_dtls_handshakes_held_total", hold="expired") == 0
         print({"moved_kid_identity_devices": measured})
 
 
