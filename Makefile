@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEB_PKGS := autoconf automake libtool gcc libssl-dev python3-dev libcoap3-bin openssl make pkg-config libcoap3-dev clang gcc-arm-none-eabi libnewlib-arm-none-eabi libmbedtls-dev prometheus iproute2 postgresql nginx-light libnginx-mod-stream
+DEB_PKGS := autoconf automake libtool gcc libssl-dev python3-dev python3-venv libcoap3-bin openssl make pkg-config libcoap3-dev clang gcc-arm-none-eabi libnewlib-arm-none-eabi libmbedtls-dev prometheus iproute2 postgresql nginx-light libnginx-mod-stream
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest deps venv bench clean
