@@ -9,7 +9,7 @@ walk-through (:mod:`firmware_notes.walkthrough`) uses it to make its token
 request and Proof options, so the recipe is also exercised against a live
 gateway.
 
-Formats (DESIGN.md "Per-request proof", RFC 9052, RFC 9200):
+Formats (docs/design.md "Wire formats", RFC 9052, RFC 9200):
 
 * token request ``{33: 2, 9: scope}`` (RFC 9200 §5.8.1, abbreviations §8.10);
 * Proof option 65001: untagged COSE_Mac0 / COSE_Sign1
