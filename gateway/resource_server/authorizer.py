@@ -362,8 +362,6 @@ class Authorizer:
         try:
             verdict = self._authorize(view, now)
         except (TokenError, GatewayError) as exc:
-            if proofs:
-                self.decisions.reject_proof(exc.reason)
             return self._refused(exc, view)
         if isinstance(verdict, Allow):
             self.decisions.allowed += 1
@@ -384,8 +382,15 @@ class Authorizer:
 
     def _authorize(self, view: RequestView, now: float) -> Verdict:
         """The general path: every check in order, each failure raised with
-        its reason."""
-        token, by_proof = self._authenticate(view, now)
+        its reason. A refusal before the proof is accepted counts as a
+        rejected proof; one after (session, policy, rate, scope) does not, as
+        on the warm path."""
+        try:
+            token, by_proof = self._authenticate(view, now)
+        except (TokenError, GatewayError) as exc:
+            if view.proofs:
+                self.decisions.reject_proof(exc.reason)
+            raise
         identity = view.identity
         # token theft: a proof is only good on a session of the token's client
         standing = self._standing.get(token.kid)

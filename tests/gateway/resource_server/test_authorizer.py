@@ -308,7 +308,8 @@ def test_decisions_are_counted(world):
 
 def test_warm_and_cold_paths_give_the_same_verdicts():
     """The warm path (remembered standing) and the general path answer every
-    request alike."""
+    request alike, and count it alike (a policy refusal after the proof
+    verified is no rejected proof on either path)."""
     cases = [
         (("temp",), GET, {}),
         (("admin",), GET, {}),
@@ -316,6 +317,7 @@ def test_warm_and_cold_paths_give_the_same_verdicts():
         (("temp",), GET, {"payload": b"x", "content_format": 0, "query": ("q",)}),
     ]
     answers = []
+    counted = []
     for forget in (False, True):
         world = World()
         world.open_window()
@@ -326,4 +328,8 @@ def test_warm_and_cold_paths_give_the_same_verdicts():
             verdict = world.authorizer.authorize(world.view(path, method, **parts), NOW)
             row.append(type(verdict).__name__ + getattr(verdict, "reason", ""))
         answers.append(row)
+        counted.append(world.authorizer.decisions)
     assert answers[0] == answers[1] == ["Allow", "Refusescope_path", "Refusescope_method", "Allow"]
+    assert counted[0] == counted[1]
+    assert counted[1].proofs_rejected == {"echo_required": 1}  # the Echo round only
+    assert counted[1].proofs_verified == 1 + len(cases)
