@@ -101,7 +101,7 @@ def _config_path(args: argparse.Namespace) -> Path:
     if not path.exists():
         raise ConfigError(
             f"no configuration: pass --config FILE or --dir DIR, set ACEGW_CONFIG, "
-            f"or run '{PROG} init --dir DIR'"
+            f"or run '{PROG} init' here (or '{PROG} init --dir DIR')"
         )
     return path
 
@@ -630,7 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("init", help="create a gateway directory")
-    s.add_argument("--dir", required=True, metavar="DIR")
+    s.add_argument(
+        "--dir",
+        default=".",
+        metavar="DIR",
+        help=f"where to create it (default: this directory; other commands then find "
+        f"{CONFIG_FILE_NAME} here)",
+    )
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("serve", parents=[where], help="run the gateway")

@@ -67,6 +67,19 @@ def test_init_creates_a_working_directory(gw: Path, capsys: pytest.CaptureFixtur
     assert "already" in capsys.readouterr().err
 
 
+def test_init_without_options_makes_this_directory_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new user's first steps: `acegw init`, then commands with no --dir."""
+    monkeypatch.chdir(tmp_path)
+    code, out = run("init")
+    assert code == 0, out
+    assert (tmp_path / "acegw.toml").is_file() and (tmp_path / "master.key").is_file()
+    assert run("clients", "add", "dev-1", "--scope", "/whoami:GET")[0] == 0
+    code, out = run("clients", "list")
+    assert code == 0 and "dev-1" in out
+
+
 def test_init_with_master_key_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_VAR, "22" * 32)
     d = tmp_path / "envgw"
