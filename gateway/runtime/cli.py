@@ -663,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument(
             "--printable",
             action="store_true",
-            help="generate a printable PSK (43 characters, 256 bits) for libcoap's -k",
+            help="generate a printable PSK (43 characters, 258 bits) for libcoap's -k",
         )
 
     s = cs.add_parser("add", parents=[where], help="register a device")
