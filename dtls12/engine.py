@@ -102,8 +102,10 @@ class DtlsServerEngine:
             if record.content_type == ContentType.TLS12_CID:
                 session = self._by_cid.get(record.cid)
                 if session is None:
+                    # The whole datagram is another worker's (or nobody's);
+                    # sessions its earlier records touched still get a timer.
                     self._unknown_cid(record.cid, data, address)
-                    return
+                    break
                 session.receive(record, address, now)
                 continue
             session = self._by_address.get(address)

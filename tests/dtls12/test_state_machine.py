@@ -451,3 +451,23 @@ def test_handshake_caps(make_pair) -> None:
     assert pair.engine.handshaking_count == 3
     assert pair.engine.counters["host_handshake_cap"] == 1
     assert pair.engine.counters["handshake_cap"] == 1
+
+
+def test_a_handshake_started_before_an_unknown_cid_record_still_gets_its_timer(
+    make_pair,
+) -> None:
+    """A cookie-bearing ClientHello and, in the same datagram, a tls12_cid
+    record with a CID nobody holds: the rest of the datagram is dropped, but
+    the new handshake is scheduled (flight retransmission, RFC 6347 §4.2.4)."""
+    pair = make_pair()
+    pair.to_server(pair.client.connect(pair.now))
+    [hello] = pair.deliver()  # ClientHello with cookie
+    stray = b"\x19\xfe\xfd\x00\x01" + bytes(6) + b"\xaa" * 6 + b"\x00\x10" + bytes(16)
+    pair.to_server([hello + stray])
+    assert pair.engine.handshaking_count == 1
+    assert pair.engine.counters["unknown_cid"] == 1
+    deadline = pair.engine.next_deadline()
+    assert deadline is not None and 0.0 < deadline <= EngineConfig().initial_retransmit
+    pair.to_client.clear()
+    pair.tick(deadline)
+    assert pair.to_client, "the server flight was not retransmitted"
