@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError
+from gateway.resource_server.rate_limits import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ class SharedTokens:
         self._unasked: OrderedDict[bytes, None] = OrderedDict()
         #: kid -> monotonic time until which it is known absent
         self._absent: OrderedDict[bytes, float] = OrderedDict()
-        self._tokens = query_burst
-        self._refilled = monotonic()
+        #: the query budget: ``query_rate`` a second, at most ``query_burst``
+        self._queries = TokenBucket(query_burst, monotonic())
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -248,15 +249,7 @@ class SharedTokens:
 
     def _take_query(self) -> float:
         """0 when a query may run now (and counts it), else seconds to wait."""
-        now = self.monotonic()
-        self._tokens = min(
-            self.query_burst, self._tokens + (now - self._refilled) * self.query_rate
-        )
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.query_rate
+        return self._queries.take(self.monotonic(), self.query_rate, self.query_burst)
 
     async def _lookups(self) -> None:
         loop = asyncio.get_running_loop()

@@ -164,6 +164,28 @@ async def test_refused_and_queried_absent_kids_share_one_bounded_negative_cache(
         store.close()
 
 
+async def test_store_queries_keep_to_burst_and_rate_on_an_injected_clock(pg_url):
+    """Queries of the shared store take from a budget of ``query_burst``,
+    refilled at ``query_rate`` a second: the query beyond it waits the
+    seconds until the next one, and the budget never grows beyond the burst
+    (injected clock; the lookups task is not started)."""
+    store = PostgresStore(pg_url)
+    clock = [1000.0]
+    shared = SharedTokens(store, monotonic=lambda: clock[0], query_rate=4.0, query_burst=3.0)
+    try:
+        assert [shared._take_query() for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert shared._take_query() == 0.25  # 1 query / 4 a second
+        clock[0] += 0.125
+        assert shared._take_query() == 0.125  # half refilled
+        clock[0] += 0.125
+        assert shared._take_query() == 0.0
+        clock[0] += 3600.0  # an idle hour refills the burst, no more
+        assert [shared._take_query() for _ in range(4)] == [0.0, 0.0, 0.0, 0.25]
+    finally:
+        await shared.stop()
+        store.close()
+
+
 def test_held_tokens_by_kid_on_postgres(pg_url):
     """A newer token for a kid replaces the older; expired ones are not
     returned and are purged with the revocations."""
