@@ -86,17 +86,22 @@ def _signing(env: dict[str, str], d: tuple[str, ...]) -> dict[str, str]:
     return {k["kid"]: k["status"] for k in keys if k["kind"] == "signing"}
 
 
-def _secrets_of(store: PostgresStore, state: Path) -> list[str]:
-    """Text forms (hex, base64) of every AS private key in the store."""
+def _secrets_of(pg_url: str, state: Path) -> set[str]:
+    """Text forms (hex, base64) of the store's current signing key and its
+    AS-RS keys (private parts)."""
     key = load_master_key(state / "master.key", env={})
-    out = []
-    with Keystore(backend=RegistryKeys(store, key)) as ks:
-        for k in [ks.signing_key(), ks.as_rs_key(), *ks.decryption_keys()]:
-            m = k.to_cose(include_private=True)
-            for param in (KeyParam.D, KeyParam.K):
-                value = m.get(int(param))
-                if isinstance(value, bytes):
-                    out += [value.hex(), base64.b64encode(value).decode()[:20]]
+    out: set[str] = set()
+    store = PostgresStore(pg_url)
+    try:
+        with Keystore(backend=RegistryKeys(store, key)) as ks:
+            for k in [ks.signing_key(), ks.as_rs_key(), *ks.decryption_keys()]:
+                m = k.to_cose(include_private=True)
+                for param in (KeyParam.D, KeyParam.K):
+                    value = m.get(int(param))
+                    if isinstance(value, bytes):
+                        out |= {value.hex(), base64.b64encode(value).decode()[:20]}
+    finally:
+        store.close()
     return out
 
 
@@ -133,6 +138,7 @@ async def test_rotation_retirement_and_trl_reach_every_instance(tmp_path: Path, 
         dev0, dev1 = devices[0][0], devices[1][0]
 
         (old_kid,) = [k for k, s in _signing(env, d).items() if s == "current"]
+        secrets = _secrets_of(pg_url, state)  # the signing key rotated out and retired below
         olds = {}
         for name in ("a", "b"):
             client = await _token(sessions[name, dev0])
@@ -188,12 +194,8 @@ async def test_rotation_retirement_and_trl_reach_every_instance(tmp_path: Path, 
         assert not (state_b / "issued-tokens.sqlite").exists()  # B's ledger is the database's
 
         # no private key in what the instances logged or the commands printed
-        store = PostgresStore(pg_url)
-        try:
-            secrets = _secrets_of(store, state)
-        finally:
-            store.close()
-        assert len(secrets) >= 4
+        secrets |= _secrets_of(pg_url, state)
+        assert len(secrets) >= 6  # old and new signing keys, the AS-RS key: hex and base64
         text = "\n".join([a.served.output(), b.served.output(), *said])
         assert not [s for s in secrets if s in text]
     print(json.dumps({"rotate_s": rotate_s, "retire_s": retire_s, "trl_s": trl_s}))
