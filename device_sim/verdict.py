@@ -17,8 +17,9 @@ Checks (all must hold for PASS):
 * **ran the whole duration**: not stopped by SIGINT/SIGTERM, no worker
   crashed;
 * **no attack accepted**: no finding;
-* with ``observe_trl``: no request made with a token after the Token
-  Revocation List listed it was answered 2.xx;
+* with ``observe_trl``: the Token Revocation List was observed (at least one
+  registration, failed ones at most ``error_rate``), and no request made
+  with a token after it listed the token was answered 2.xx;
 * with ``p99_ms``: request p99 (normal devices, successful requests);
 * with ``strict_attacks``: no attack answered other than expected and every
   attack kind of the scenario exercised.
@@ -325,6 +326,26 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds | None = None) -> di
     )
     if report.get("scenario", {}).get("observe_trl"):
         counters = report.get("counters", {})
+        observed = counters.get("trl_observations", 0)
+        trl_errors = {
+            k: v
+            for k, v in report.get("errors", {}).items()
+            if k.startswith("trl_") and not k.startswith("trl_revoked_token_accepted")
+        }
+        trl_failed = sum(trl_errors.values())
+        trl_rate = trl_failed / (observed + trl_failed) if observed + trl_failed else 0.0
+        top_trl = max(trl_errors.items(), key=lambda kv: kv[1], default=None)
+        # registrations that never took: no revocation could reach a device
+        check(
+            "revocation list observed",
+            f"<= {th.error_rate:.2%} failed",
+            round(trl_rate, 6) if observed else "none",
+            observed > 0 and trl_rate <= th.error_rate,
+            f"{observed} TRL observations registered, {trl_failed} registrations or "
+            "notifications failed"
+            + (f" (top: {top_trl[0]} x{top_trl[1]})" if top_trl else "")
+            + (": no device followed the revocation list" if not observed else ""),
+        )
         tried = counters.get("trl_revoked_token_requests", 0)
         accepted = counters.get("trl_revoked_token_accepted", 0)
         check(

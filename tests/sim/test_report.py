@@ -200,6 +200,39 @@ def test_a_run_without_normal_devices_or_operations_fails() -> None:
     assert not v["pass"] and "0 of 5 normal devices" in v["causes"][0]
 
 
+def test_observe_trl_fails_when_the_revocation_list_was_not_observed() -> None:
+    """With ``observe_trl`` a run whose TRL registrations were all refused
+    (no revocation could reach a device) fails and names the answer; one
+    where they took and a revoked token was refused passes; one where a
+    revoked token was accepted fails."""
+
+    def run(observations: int, refused: int, accepted: int = 0) -> dict:
+        rec = Recorder()
+        _fill(rec, [1000], 0.0)
+        for _ in range(observations):
+            rec.count("trl_observations")
+        for _ in range(refused):
+            rec.error("trl_4.04")
+        for _ in range(accepted):
+            rec.count("trl_revoked_token_requests")
+            rec.count("trl_revoked_token_accepted")
+            rec.error("trl_revoked_token_accepted_2.05")
+        report = _report(rec, "1/1", 0, 10)
+        report["scenario"]["observe_trl"] = True
+        return evaluate(report)["verdict"]
+
+    v = run(0, 20)
+    assert not v["pass"]
+    failed = [c for c in v["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["revocation list observed"]
+    assert "no device followed the revocation list" in failed[0]["cause"]
+    assert "trl_4.04 x20" in failed[0]["cause"]
+    assert not run(10, 5)["pass"]  # a third of the registrations failed
+    assert run(200, 1)["pass"]  # within error_rate
+    v = run(200, 0, accepted=1)
+    assert [c["name"] for c in v["checks"] if not c["ok"]] == ["revoked tokens refused"]
+
+
 def test_attack_kinds_not_exercised_are_reported_and_fail_when_strict() -> None:
     rec = Recorder()
     _fill(rec, [1000], 0.0)
