@@ -69,7 +69,7 @@ async def serve_gateway(
     http: AdminHttp | None = None
     # a worker's start and stop are announced by its supervisor
     events = EventLog() if admin else _silent
-    sessions = 0
+    sessions = cut_off = 0
     try:
         await gateway.start()
         if exiting:
@@ -117,6 +117,8 @@ async def serve_gateway(
         try:
             if gateway.dtls is not None:
                 sessions = gateway.dtls.stats().sessions
+            if gateway.root is not None:
+                cut_off = gateway.root.in_flight  # the drain deadline passed, or was skipped
             await gateway.stop()
             if http is not None:
                 await http.stop()
@@ -129,8 +131,11 @@ async def serve_gateway(
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
         events(
             "gateway_stopped",
-            f"gateway stopped; {sessions} session(s) closed",
+            f"gateway stopped; {sessions} session(s) closed"
+            + (f"; {cut_off} request(s) still in flight were cut off" if cut_off else ""),
+            level=logging.WARNING if cut_off else None,
             sessions_closed=sessions,
+            requests_cut_off=cut_off,
         )
 
 

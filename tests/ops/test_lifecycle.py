@@ -6,6 +6,7 @@ broken file changes nothing. Logs are JSON lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -22,6 +23,7 @@ from .conftest import (
     ACEGW,
     ProofClient,
     add_devices,
+    events,
     free_port,
     gateway_env,
     http_get,
@@ -38,11 +40,13 @@ class Upstream:
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
+        self.answered = asyncio.Event()
         self.url = ""
 
     async def slow(self, request: web.Request) -> web.Response:
         self.started.set()
         await asyncio.sleep(SLOW_SECONDS)
+        self.answered.set()
         return web.json_response({"slow": True})
 
     async def fast(self, request: web.Request) -> web.Response:
@@ -124,6 +128,35 @@ async def test_sigterm_drains_in_flight_requests_then_closes_sessions(tmp_path, 
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
     assert any(r["msg"].startswith("stopping: draining") for r in records)
+
+
+async def test_a_drain_deadline_that_passes_reports_the_requests_cut_off(tmp_path, upstream):
+    state = init_state(tmp_path / "state")
+    devices = add_devices(state, 1, "cut-", "/slow:GET")
+    with (state / "acegw.toml").open("a") as f:
+        f.write(_route("/slow", upstream.url + "/slow"))
+    udp, http = free_port(), free_port(socket.SOCK_STREAM)
+    # the upstream answers after SLOW_SECONDS: the drain deadline passes first
+    env = gateway_env(udp, http, ACEGW_LOGGING_LEVEL="INFO", ACEGW_SERVER_DRAIN_TIMEOUT="0.2")
+    args = [*ACEGW, "serve", "--dir", str(state)]
+    async with serving(args, env, tmp_path / "gw.log", udp, http) as served:
+        probe = DtlsProbe(served.target)
+        try:
+            ((identity, psk),) = devices
+            session = await probe.connect(identity.encode(), psk, timeout=10)
+            device = await ProofClient.enroll(session)
+            in_flight = asyncio.create_task(device.call(("slow",), timeout=30))
+            await asyncio.wait_for(upstream.started.wait(), 10)
+            assert await served.stop() == 0
+            in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await in_flight
+            await asyncio.wait_for(upstream.answered.wait(), 10)  # no handler left running
+        finally:
+            await probe.close()
+    (stopped,) = events(served, "gateway_stopped")
+    assert stopped["requests_cut_off"] == 1 and stopped["level"] == "WARNING"
+    assert "1 request(s) still in flight were cut off" in stopped["msg"]
 
 
 async def test_sighup_reloads_routes_and_limits_without_dropping_sessions(tmp_path, upstream):
