@@ -68,6 +68,12 @@ class IssuedTokens:
         self._lock = threading.Lock()
         with contextlib.suppress(sqlite3.OperationalError):
             self._db.execute("PRAGMA journal_mode=WAL")
+        # /token records each token on the event loop: with WAL a commit need
+        # not wait for fsync (measured 0.44 -> 0.05 ms per token). A power loss
+        # may lose the last rows: a later revocation of those tokens would be
+        # missing from the TRL observers read (this gateway still refuses them:
+        # it checks the registry's revocation list).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.commit()
 
