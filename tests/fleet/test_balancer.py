@@ -17,25 +17,16 @@ import time
 from pathlib import Path
 
 from bench._fleet import balancing
+from bench.fleet import FAILOVER_SCENARIO
 from tests.fleet.conftest import Instance, cli, start_instances
 from tests.ops.conftest import free_port, init_state, value
 
 SIM = [sys.executable, "-m", "device_sim.cli"]
 DEVICES = 1000
 RUN2_S = 40
-# Devices that notice a dead instance within seconds: a confirmable request
-# given up after 1 + 2 + 4 s (ack_timeout 1, 2 retransmissions), then a new
-# handshake. The default CoAP timers (RFC 7252 §4.8) take up to 93 s.
-FAILOVER_SCENARIO = f"""
-name = "failover"
-duration = "{RUN2_S}s"
-ramp_up = "2s"
-[device]
-rate = 1.0
-[coap]
-ack_timeout = 1.0
-max_retransmit = 2
-"""
+# Devices that notice a dead instance within seconds: the benchmark's
+# failover scenario (a confirmable request given up after 1 + 2 + 4 s, then a
+# new handshake; the default CoAP timers of RFC 7252 §4.8 take up to 93 s).
 RECOVERY_BOUND_S = 30.0
 
 
@@ -99,7 +90,7 @@ async def test_a_fleet_through_the_balancer_and_one_instance_stopped(tmp_path: P
         before = [await _progress(i) for i in (a, b)]
         report_path, samples_path = tmp_path / "run2.json", tmp_path / "run2.csv"
         scenario = tmp_path / "failover.toml"
-        scenario.write_text(FAILOVER_SCENARIO)
+        scenario.write_text(FAILOVER_SCENARIO.format(seconds=RUN2_S))
         run_args = ["run", "--devices-csv", str(csv_path), "--target", target]
         run_args += ["--report", str(report_path)]
         run = asyncio.create_task(
