@@ -16,7 +16,11 @@ against what they prove:
   for ``ban_seconds``. The ban refuses identities that have not completed a
   handshake from that address within ``trust_seconds``; devices behind the
   same NAT that did keep getting in. Failures of such a trusted pair (a
-  device with a stale key) do not count towards the address.
+  device with a stale key) do not count towards the address. Trusted pairs
+  are kept across a restart (:meth:`Lockout.trusted_pairs`,
+  :meth:`Lockout.restore_trust`), so that a few stale devices behind a NAT
+  failing right after it cannot lock out the neighbours that had been
+  getting in.
 
 Refusals caused by a ban are not failures: they neither extend a ban nor
 start one. Bans lift by themselves, or by :meth:`Lockout.lift` (the operator,
@@ -161,6 +165,33 @@ class Lockout:
         for ban in self.bans(now):
             counts[ban.scope] += 1
         return counts
+
+    def trusted_pairs(self, now: float) -> list[tuple[bytes, str, float]]:
+        """The trusted pairs still within ``trust_seconds``, as
+        ``(identity, address, time)``, oldest first (kept across a restart,
+        :mod:`gateway.resource_server.trust_file`)."""
+        return [
+            (identity, address, at)
+            for (identity, address), at in self._trusted.items()
+            if now - at < self.trust_seconds
+        ]
+
+    def restore_trust(self, pairs: list[tuple[bytes, str, float]], now: float) -> int:
+        """Trust pairs kept from before a restart (the later time wins);
+        those older than ``trust_seconds`` or in the future are left out.
+        How many were taken."""
+        taken = 0
+        for identity, address, at in sorted(pairs, key=lambda p: p[2]):
+            if not 0 <= now - at < self.trust_seconds:
+                continue
+            pair = (identity, address)
+            if self._trusted.get(pair, float("-inf")) < at:
+                self._trusted[pair] = at
+                self._trusted.move_to_end(pair)
+                taken += 1
+        while len(self._trusted) > self.max_keys:
+            self._trusted.popitem(last=False)
+        return taken
 
     # --- events ---------------------------------------------------------------------
 

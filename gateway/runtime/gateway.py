@@ -75,6 +75,7 @@ from gateway.operations.gateway_metrics import (
 from gateway.proxy import Proxy
 from gateway.registry.registry import Registry
 from gateway.registry.shared_tokens import SharedTokens, shares_tokens
+from gateway.resource_server import trust_file
 from gateway.resource_server.authorizer import UNPROTECTED, Authorizer, RequestView
 from gateway.resource_server.issuer_follower import (
     FollowedIssuers,
@@ -104,6 +105,8 @@ HOUSEKEEPING_INTERVAL = 0.25
 #: issued-token ledger; worker 0 of each instance does it, in a thread
 #: (deletes of expired rows: instances sharing a database may both run it).
 PURGE_INTERVAL = 600.0
+#: Seconds between writes of the lockout's trusted pairs (also written at stop).
+TRUST_SAVE_INTERVAL = 300.0
 #: CoAP path of the AS verification key set (unprotected, GET).
 KEYS_PATH = (".well-known", "ace-keys")
 #: CoAP Content-Format of application/cose-key-set (RFC 9052 §11.2).
@@ -215,6 +218,9 @@ class Gateway:
             ban_seconds=limits.lockout_seconds,
             trust_seconds=limits.lockout_trust,
         )
+        # pairs trusted before a restart stay trusted (lockout docstring)
+        self.lockout.restore_trust(trust_file.load_all(config.base_dir), self.clock())
+        self._next_trust_save: float | None = None
         self.ace_limits = RateLimiter(limits.ace_rate, limits.ace_burst)
         self.device_limits = RateLimiter(limits.device_rate, limits.device_burst)
         self.authorizer = Authorizer(
@@ -746,6 +752,7 @@ class Gateway:
                 await task
         if self._purging is not None:
             await self._purging  # a thread: it ends by itself; the stores close after it
+        self._keep_trust(self.lockout.trusted_pairs(self.clock()))
         await self.followed.stop()
         if self.shared_tokens is not None:
             await self.shared_tokens.stop()
@@ -962,6 +969,16 @@ class Gateway:
         self.events.tick(now)
         if self.worker == 0:
             self._purge_when_due(now)
+        if self._next_trust_save is None or now >= self._next_trust_save:
+            if self._next_trust_save is not None:
+                # the table is read here, on the loop; the file is written in a thread
+                pairs = self.lockout.trusted_pairs(now)
+                asyncio.get_running_loop().run_in_executor(None, self._keep_trust, pairs)
+            self._next_trust_save = now + TRUST_SAVE_INTERVAL
+
+    def _keep_trust(self, pairs: list[tuple[bytes, str, float]]) -> None:
+        """Write this worker's trusted pairs (kept across a restart)."""
+        trust_file.save(trust_file.trust_path(self.config.base_dir, self.worker), pairs)
 
     def _purge_when_due(self, now: float) -> None:
         """Every :data:`PURGE_INTERVAL` (the first one interval after start),

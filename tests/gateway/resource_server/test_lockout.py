@@ -304,3 +304,26 @@ def test_a_port_bound_by_another_socket_is_refused():
 def test_port_zero_claims_nothing():
     with PortClaim("127.0.0.1", 0), PortClaim("127.0.0.1", 0):
         pass
+
+
+def test_trusted_pairs_are_kept_across_a_restart(tmp_path):
+    from gateway.resource_server import trust_file
+
+    before = Lockout(max_identities=2, trust_seconds=100.0)
+    before.success(b"dev-1", "10.0.0.1", 1000.0)
+    before.success(b"old", "10.0.0.1", 850.0)  # past trust_seconds by 1000
+    pairs = before.trusted_pairs(1000.0)
+    assert pairs == [(b"dev-1", "10.0.0.1", 1000.0)]
+    trust_file.save(trust_file.trust_path(tmp_path, 0), pairs)
+    (tmp_path / f"{trust_file.PREFIX}1.json").write_text("{not json")  # ignored, not fatal
+
+    after = Lockout(max_identities=2, trust_seconds=100.0)
+    loaded = trust_file.load_all(tmp_path)
+    assert loaded == pairs
+    future = [(b"later", "10.0.0.1", 5000.0)]
+    assert after.restore_trust(loaded + future, 1010.0) == 1  # the future entry is left out
+    for name in (b"x", b"y"):  # credential stuffing from the address: banned
+        after.failure(name, "10.0.0.1", 1011.0)
+    assert after.refuses(b"z", "10.0.0.1", 1012.0) is not None
+    assert after.refuses(b"dev-1", "10.0.0.1", 1012.0) is None  # trusted before the restart
+    assert after.refuses(b"later", "10.0.0.1", 1012.0) is not None
